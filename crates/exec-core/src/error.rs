@@ -1,0 +1,53 @@
+use std::io;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command could not be started (no such executable, bad working
+    /// directory, permission denied, ...).
+    #[error("failed to start {program:?}: {source}")]
+    Spawn {
+        /// The program that was asked for.
+        program: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The command has no program (an empty argv).
+    #[error("empty command")]
+    EmptyCommand,
+    /// A pseudo terminal could not be allocated or configured.
+    #[error("pty: {0}")]
+    Pty(#[from] pty_process::Error),
+    /// Resize was asked of a process that runs without a terminal.
+    #[error("process has no terminal")]
+    NoTerminal,
+    /// Input was sent after stdin was closed, or to a process started without stdin.
+    #[error("stdin is closed")]
+    StdinClosed,
+    /// Delivering a signal failed.
+    #[error("signal: {0}")]
+    Signal(#[source] io::Error),
+    /// An I/O error on the process's pipes or terminal.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Errors of a [`Transport`](crate::Transport).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The peer closed the transport normally; nothing more will arrive.
+    #[error("transport closed")]
+    Closed,
+    /// The transport was used after it was closed.
+    #[error("transport already closed")]
+    AlreadyClosed,
+    /// The peer sent a message larger than the configured limit.
+    #[error("message too large")]
+    MessageTooLarge,
+    /// The underlying connection failed.
+    #[error("transport: {0}")]
+    Other(String),
+}

@@ -1,0 +1,34 @@
+//! The execwire exec engine.
+//!
+//! `exec-core` runs commands (with pipes or under a pseudo terminal) and
+//! shares their output with network clients. It knows nothing of any wire
+//! protocol: protocol servers translate their messages into these words —
+//! [`Command`], [`Process`], [`Event`], [`Pane`], [`Transport`] — and back.
+//!
+//! What it promises:
+//! - every child leads its own process group, and the group is killed when
+//!   its [`Process`] is dropped or its [`Pane`] ends; children are reaped;
+//! - output is read only as fast as it is consumed, so a slow client slows the
+//!   process instead of growing memory (see [`pane`] for shared panes);
+//! - [`Event::Exit`] comes after all output.
+//!
+//! It is not a sandbox: commands run with the server's privileges unless a
+//! uid/gid is given.
+
+mod command;
+mod error;
+pub mod pane;
+mod process;
+mod replay;
+mod transport;
+
+pub use command::{Command, ExitStatus, PtySize};
+pub use error::{Error, TransportError};
+pub use pane::{Attachment, Pane, PaneConfig, PaneEvent, PaneRegistry, Replay};
+pub use process::{DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin};
+#[cfg(feature = "axum")]
+pub use transport::{WsRx, WsTx};
+pub use transport::{
+    CloseFrame, MAX_CLOSE_REASON, MemoryRx, MemoryTransport, MemoryTx, Message, Transport,
+    TransportRx, TransportTx, memory_pair, truncate_reason,
+};

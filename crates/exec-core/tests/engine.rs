@@ -1,0 +1,193 @@
+//! The engine against real processes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use exec_core::{Command, Event, Events, Pane, PaneConfig, PaneEvent, Process, PtySize, Replay};
+
+async fn run(cmd: Command) -> (Vec<u8>, Vec<u8>, exec_core::ExitStatus) {
+    let mut events = Events::new(Process::spawn(&cmd).unwrap());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match events.next().await.unwrap().unwrap() {
+            Event::Stdout(b) => out.extend_from_slice(&b),
+            Event::Stderr(b) => err.extend_from_slice(&b),
+            Event::Exit(status) => return (out, err, status),
+        }
+    }
+}
+
+fn sh(script: &str) -> Command {
+    Command::new("sh").arg("-c").arg(script)
+}
+
+#[tokio::test]
+async fn stdout_stderr_and_exit_code() {
+    let (out, err, status) = run(sh("echo out; echo err >&2; exit 3")).await;
+    assert_eq!(out, b"out\n");
+    assert_eq!(err, b"err\n");
+    assert_eq!(status.code, Some(3));
+}
+
+#[tokio::test]
+async fn env_and_cwd() {
+    let cmd = sh("echo $FOO; pwd").env("FOO", "bar").current_dir("/tmp");
+    let (out, _, _) = run(cmd).await;
+    assert_eq!(out, b"bar\n/tmp\n");
+}
+
+#[tokio::test]
+async fn killed_by_signal() {
+    let (_, _, status) = run(sh("kill -9 $$")).await;
+    assert_eq!(status.signal, Some(9));
+    assert_eq!(status.code, None);
+}
+
+#[tokio::test]
+async fn missing_program_fails_to_spawn() {
+    let err = Process::spawn(&Command::new("/no/such/program")).unwrap_err();
+    assert!(err.to_string().contains("/no/such/program"), "{err}");
+}
+
+#[tokio::test]
+async fn background_job_holding_the_pipe_does_not_hang_exit() {
+    // The leader exits at once; `sleep` keeps stdout open and is killed with the group.
+    let (out, _, status) = run(sh("echo before; sleep 30 & echo after")).await;
+    assert_eq!(out, b"before\nafter\n");
+    assert_eq!(status.code, Some(0));
+}
+
+#[tokio::test]
+async fn stdin_round_trip_and_close() {
+    let mut p = Process::spawn(&Command::new("cat")).unwrap();
+    let mut stdin = p.take_stdin().unwrap();
+    let mut events = Events::new(p);
+    stdin.write_all(b"hello\n").await.unwrap();
+    assert_eq!(events.next().await.unwrap().unwrap(), Event::Stdout("hello\n".into()));
+    stdin.close().await.unwrap();
+    assert!(matches!(events.next().await.unwrap().unwrap(), Event::Exit(s) if s.success()));
+}
+
+#[tokio::test]
+async fn dropping_a_process_kills_its_group() {
+    let mut p = Process::spawn(&sh("sleep 30 & echo $!; wait")).unwrap();
+    let mut out = p.take_stdout().unwrap();
+    let line = out.next_chunk().await.unwrap().unwrap();
+    let child: i32 = std::str::from_utf8(&line).unwrap().trim().parse().unwrap();
+    drop(out);
+    drop(p);
+    // The grandchild is gone once the kernel delivered SIGKILL; poll its /proc entry.
+    let path = format!("/proc/{child}");
+    for _ in 0..200 {
+        if !std::path::Path::new(&path).exists() || is_zombie(&path) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("grandchild {child} survived its process group");
+}
+
+fn is_zombie(proc_path: &str) -> bool {
+    std::fs::read_to_string(format!("{proc_path}/stat"))
+        .map(|s| s.contains(") Z"))
+        .unwrap_or(true)
+}
+
+#[tokio::test]
+async fn pty_echo_resize_and_screen_redraw() {
+    let cmd = Command::new("sh").pty(PtySize { rows: 24, cols: 80 });
+    let pane = Pane::spawn(&cmd, PaneConfig::default()).unwrap();
+    let mut a = pane.attach(Replay::Screen);
+    pane.write(b"stty size; echo MARK-$((40+2))\n").await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("MARK-42") {
+        match a.next().await.unwrap() {
+            PaneEvent::Output(b) => seen.extend_from_slice(&b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("24 80"));
+
+    pane.resize(PtySize { rows: 30, cols: 100 }).unwrap();
+    pane.write(b"stty size\n").await.unwrap();
+    seen.clear();
+    while !String::from_utf8_lossy(&seen).contains("30 100") {
+        let Some(PaneEvent::Output(b)) = a.next().await else { panic!() };
+        seen.extend_from_slice(&b);
+    }
+
+    // A late client gets the screen, not the raw history.
+    let mut late = pane.attach(Replay::Screen);
+    let Some(PaneEvent::Redraw(screen)) = late.next().await else { panic!("no redraw") };
+    assert!(String::from_utf8_lossy(&screen).contains("MARK-42"));
+
+    pane.write(b"exit 7\n").await.unwrap();
+    loop {
+        match a.next().await.unwrap() {
+            PaneEvent::Exit(s) => {
+                assert_eq!(s.code, Some(7));
+                break;
+            }
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn shared_pane_fans_out_and_slow_client_does_not_stall_others() {
+    let cmd = sh("head -c 4000000 /dev/zero | tr '\\0' x; echo; echo END")
+        .pty(PtySize { rows: 24, cols: 80 });
+    let config = PaneConfig { replay_bytes: 64 * 1024, idle_timeout: None };
+    let pane = Pane::spawn(&cmd, config).unwrap();
+    let mut fast = pane.attach(Replay::Live);
+    let slow = pane.attach(Replay::Live); // never read
+    let mut total = 0usize;
+    loop {
+        match fast.next().await.unwrap() {
+            PaneEvent::Output(b) => total += b.len(),
+            PaneEvent::Redraw(_) => panic!("the fast client never lags"),
+            PaneEvent::Exit(_) => break,
+        }
+    }
+    assert!(total >= 4_000_000, "fast client got {total} bytes");
+    // The slow one lost the evicted output and is resynchronised with a redraw.
+    let mut slow = slow;
+    assert!(matches!(slow.next().await, Some(PaneEvent::Redraw(_))));
+}
+
+#[tokio::test]
+async fn single_slow_client_applies_backpressure_without_loss() {
+    let cmd = sh("head -c 2000000 /dev/urandom | od -An -v -tx1 | head -c 3000000");
+    let config = PaneConfig { replay_bytes: 64 * 1024, idle_timeout: None };
+    let pane = Pane::spawn(&cmd, config).unwrap();
+    let mut a = pane.attach(Replay::Screen);
+    let mut total = 0usize;
+    loop {
+        match a.next().await.unwrap() {
+            PaneEvent::Output(b) => {
+                total += b.len();
+                tokio::task::yield_now().await;
+            }
+            PaneEvent::Redraw(_) => panic!("a lone client must never lag"),
+            PaneEvent::Exit(_) => break,
+        }
+    }
+    assert_eq!(total, 3_000_000);
+}
+
+#[tokio::test]
+async fn idle_pane_is_ended_after_its_timeout() {
+    let config = PaneConfig {
+        replay_bytes: 1024,
+        idle_timeout: Some(Duration::from_millis(50)),
+    };
+    let pane = Pane::spawn(&Command::new("sleep").arg("30"), config).unwrap();
+    let a = pane.attach(Replay::Live);
+    drop(a);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pane.on_exit(move || {
+        let _ = tx.send(());
+    });
+    rx.await.unwrap();
+    assert_eq!(pane.exit_status().unwrap().signal, Some(1));
+}
