@@ -209,9 +209,15 @@ mod tests {
 
     #[test]
     fn exit_status_text_matches_go() {
-        let exited = ExitStatus { code: Some(2), signal: None };
+        let exited = ExitStatus {
+            code: Some(2),
+            signal: None,
+        };
         assert_eq!(exited.to_string(), "exit status 2");
-        let killed = ExitStatus { code: None, signal: Some(9) };
+        let killed = ExitStatus {
+            code: None,
+            signal: Some(9),
+        };
         assert_eq!(killed.to_string(), "signal: killed");
         assert_eq!(killed.code_or_minus_one(), -1);
     }

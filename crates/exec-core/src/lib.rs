@@ -15,6 +15,7 @@
 //! It is not a sandbox: commands run with the server's privileges unless a
 //! uid/gid is given.
 
+pub mod auth;
 mod command;
 mod error;
 pub mod pane;
@@ -25,10 +26,12 @@ mod transport;
 pub use command::{Command, ExitStatus, PtySize};
 pub use error::{Error, TransportError};
 pub use pane::{Attachment, Pane, PaneConfig, PaneEvent, PaneRegistry, Replay};
-pub use process::{DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin};
-#[cfg(feature = "axum")]
-pub use transport::{WsRx, WsTx};
+pub use process::{
+    DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin,
+};
 pub use transport::{
     CloseFrame, MAX_CLOSE_REASON, MemoryRx, MemoryTransport, MemoryTx, Message, Transport,
     TransportRx, TransportTx, memory_pair, truncate_reason,
 };
+#[cfg(feature = "axum")]
+pub use transport::{WsRx, WsTx};

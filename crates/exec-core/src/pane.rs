@@ -225,7 +225,9 @@ impl Pane {
     pub fn resize(&self, size: PtySize) -> Result<(), Error> {
         self.inner.control.resize(size)?;
         if let Some(parser) = lock(&self.inner.state).screen.as_mut() {
-            parser.screen_mut().set_size(nonzero(size.rows), nonzero(size.cols));
+            parser
+                .screen_mut()
+                .set_size(nonzero(size.rows), nonzero(size.cols));
         }
         Ok(())
     }
@@ -438,8 +440,7 @@ impl Drop for Attachment {
             tokio::time::sleep(timeout).await;
             let Some(inner) = weak.upgrade() else { return };
             let state = lock(&inner.state);
-            if state.readers.is_empty() && state.generation == generation && state.exit.is_none()
-            {
+            if state.readers.is_empty() && state.generation == generation && state.exit.is_none() {
                 drop(state);
                 tracing::debug!(pid = inner.control.pid(), "idle pane timed out");
                 inner.control.terminate(KILL_GRACE);
@@ -470,10 +471,10 @@ impl PaneRegistry {
         config: PaneConfig,
     ) -> Result<(Pane, bool), Error> {
         let mut panes = self.panes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pane) = panes.get(name) {
-            if pane.exit_status().is_none() {
-                return Ok((pane.clone(), false));
-            }
+        if let Some(pane) = panes.get(name)
+            && pane.exit_status().is_none()
+        {
+            return Ok((pane.clone(), false));
         }
         let pane = Pane::spawn(cmd, config)?;
         panes.insert(name.to_owned(), pane.clone());
@@ -495,7 +496,10 @@ impl PaneRegistry {
     /// The live pane named `name`.
     pub fn get(&self, name: &str) -> Option<Pane> {
         let panes = self.panes.lock().unwrap_or_else(|e| e.into_inner());
-        panes.get(name).filter(|p| p.exit_status().is_none()).cloned()
+        panes
+            .get(name)
+            .filter(|p| p.exit_status().is_none())
+            .cloned()
     }
 
     /// Number of panes held.

@@ -23,7 +23,7 @@ use crate::error::Error;
 ///
 /// Sized so a chunk plus a small protocol header fits a 64000-byte wsep
 /// message, while staying near the 64 KiB pipe buffer so one read drains it.
-pub const MAX_CHUNK: usize = 63 * 1024;
+pub const MAX_CHUNK: usize = 62 * 1024;
 
 /// How long output may keep flowing after the leader exited before the rest
 /// of its group (background jobs holding the pipe open) is killed.
@@ -210,9 +210,12 @@ fn spawn_pipes(cmd: &Command) -> Result<Process, Error> {
         c.gid(gid);
     }
     let mut child = c.spawn().map_err(|e| spawn_error(cmd, e))?;
-    let pid = child
-        .id()
-        .ok_or_else(|| spawn_error(cmd, io::Error::other("child exited before its pid was read")))?;
+    let pid = child.id().ok_or_else(|| {
+        spawn_error(
+            cmd,
+            io::Error::other("child exited before its pid was read"),
+        )
+    })?;
     let stdin = child.stdin.take().map(|s| Stdin {
         inner: StdinInner::Pipe(s),
     });
@@ -248,9 +251,12 @@ fn spawn_pty(cmd: &Command, size: PtySize) -> Result<Process, Error> {
         pty_process::Error::Io(io) => spawn_error(cmd, io),
         other => Error::Pty(other),
     })?;
-    let pid = child
-        .id()
-        .ok_or_else(|| spawn_error(cmd, io::Error::other("child exited before its pid was read")))?;
+    let pid = child.id().ok_or_else(|| {
+        spawn_error(
+            cmd,
+            io::Error::other("child exited before its pid was read"),
+        )
+    })?;
     let (read, write) = pty.into_split();
     let stdin = cmd.stdin.then_some(Stdin {
         inner: StdinInner::Pty(write),
@@ -352,7 +358,6 @@ impl Output {
         Ok(Some(self.buf.split_to(n).freeze()))
     }
 }
-
 
 const fn libc_eio() -> i32 {
     5 // EIO on every Linux architecture

@@ -124,9 +124,15 @@ mod tests {
     #[test]
     fn reads_resume_mid_chunk() {
         let ring = ring_with(&[b"hello", b" world"], 100);
-        assert_eq!(ring.read_from(0), ReadFrom::Data(Bytes::from_static(b"hello")));
+        assert_eq!(
+            ring.read_from(0),
+            ReadFrom::Data(Bytes::from_static(b"hello"))
+        );
         assert_eq!(ring.read_from(3), ReadFrom::Data(Bytes::from_static(b"lo")));
-        assert_eq!(ring.read_from(5), ReadFrom::Data(Bytes::from_static(b" world")));
+        assert_eq!(
+            ring.read_from(5),
+            ReadFrom::Data(Bytes::from_static(b" world"))
+        );
         assert_eq!(ring.read_from(11), ReadFrom::UpToDate);
     }
 
@@ -136,7 +142,10 @@ mod tests {
         assert_eq!(ring.start(), 4);
         assert_eq!(ring.end(), 12);
         assert_eq!(ring.read_from(2), ReadFrom::Evicted);
-        assert_eq!(ring.read_from(4), ReadFrom::Data(Bytes::from_static(b"bbbb")));
+        assert_eq!(
+            ring.read_from(4),
+            ReadFrom::Data(Bytes::from_static(b"bbbb"))
+        );
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The engine against real processes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::time::Duration;
 
@@ -63,7 +68,10 @@ async fn stdin_round_trip_and_close() {
     let mut stdin = p.take_stdin().unwrap();
     let mut events = Events::new(p);
     stdin.write_all(b"hello\n").await.unwrap();
-    assert_eq!(events.next().await.unwrap().unwrap(), Event::Stdout("hello\n".into()));
+    assert_eq!(
+        events.next().await.unwrap().unwrap(),
+        Event::Stdout("hello\n".into())
+    );
     stdin.close().await.unwrap();
     assert!(matches!(events.next().await.unwrap().unwrap(), Event::Exit(s) if s.success()));
 }
@@ -98,7 +106,9 @@ async fn pty_echo_resize_and_screen_redraw() {
     let cmd = Command::new("sh").pty(PtySize { rows: 24, cols: 80 });
     let pane = Pane::spawn(&cmd, PaneConfig::default()).unwrap();
     let mut a = pane.attach(Replay::Screen);
-    pane.write(b"stty size; echo MARK-$((40+2))\n").await.unwrap();
+    pane.write(b"stty size; echo MARK-$((40+2))\n")
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("MARK-42") {
         match a.next().await.unwrap() {
@@ -108,17 +118,25 @@ async fn pty_echo_resize_and_screen_redraw() {
     }
     assert!(String::from_utf8_lossy(&seen).contains("24 80"));
 
-    pane.resize(PtySize { rows: 30, cols: 100 }).unwrap();
+    pane.resize(PtySize {
+        rows: 30,
+        cols: 100,
+    })
+    .unwrap();
     pane.write(b"stty size\n").await.unwrap();
     seen.clear();
     while !String::from_utf8_lossy(&seen).contains("30 100") {
-        let Some(PaneEvent::Output(b)) = a.next().await else { panic!() };
+        let Some(PaneEvent::Output(b)) = a.next().await else {
+            panic!()
+        };
         seen.extend_from_slice(&b);
     }
 
     // A late client gets the screen, not the raw history.
     let mut late = pane.attach(Replay::Screen);
-    let Some(PaneEvent::Redraw(screen)) = late.next().await else { panic!("no redraw") };
+    let Some(PaneEvent::Redraw(screen)) = late.next().await else {
+        panic!("no redraw")
+    };
     assert!(String::from_utf8_lossy(&screen).contains("MARK-42"));
 
     pane.write(b"exit 7\n").await.unwrap();
@@ -137,7 +155,10 @@ async fn pty_echo_resize_and_screen_redraw() {
 async fn shared_pane_fans_out_and_slow_client_does_not_stall_others() {
     let cmd = sh("head -c 4000000 /dev/zero | tr '\\0' x; echo; echo END")
         .pty(PtySize { rows: 24, cols: 80 });
-    let config = PaneConfig { replay_bytes: 64 * 1024, idle_timeout: None };
+    let config = PaneConfig {
+        replay_bytes: 64 * 1024,
+        idle_timeout: None,
+    };
     let pane = Pane::spawn(&cmd, config).unwrap();
     let mut fast = pane.attach(Replay::Live);
     let slow = pane.attach(Replay::Live); // never read
@@ -158,7 +179,10 @@ async fn shared_pane_fans_out_and_slow_client_does_not_stall_others() {
 #[tokio::test]
 async fn single_slow_client_applies_backpressure_without_loss() {
     let cmd = sh("head -c 2000000 /dev/urandom | od -An -v -tx1 | head -c 3000000");
-    let config = PaneConfig { replay_bytes: 64 * 1024, idle_timeout: None };
+    let config = PaneConfig {
+        replay_bytes: 64 * 1024,
+        idle_timeout: None,
+    };
     let pane = Pane::spawn(&cmd, config).unwrap();
     let mut a = pane.attach(Replay::Screen);
     let mut total = 0usize;

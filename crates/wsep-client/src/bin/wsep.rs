@@ -1,0 +1,143 @@
+//! `wsep`: run a command on a wsep server, piping stdin, stdout and stderr.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wsep_client::{Input, Output};
+use wsep_proto::StartCommand;
+
+/// Run CMD on the wsep server at URL and exit with its exit code.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Server URL, e.g. ws://127.0.0.1:8080/
+    url: String,
+    /// Token the server expects.
+    #[arg(long, env = "WSEP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Run under a terminal: local terminal in raw mode, window size forwarded.
+    #[arg(long)]
+    tty: bool,
+    /// Name a terminal session to create or re-attach to (needs --tty).
+    #[arg(long, requires = "tty")]
+    id: Option<String>,
+    /// Extra environment for the command, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory on the server.
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
+    /// Command and arguments (after `--`).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// Puts the local terminal back the way it was, however we leave.
+struct RawMode;
+
+impl RawMode {
+    fn enable() -> anyhow::Result<RawMode> {
+        crossterm::terminal::enable_raw_mode().context("putting the terminal in raw mode")?;
+        Ok(RawMode)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "wsep: {e:#}");
+            ExitCode::from(255)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<u8> {
+    let mut parts = args.command.into_iter();
+    let command = parts.next().context("no command given")?;
+    let (rows, cols) = if args.tty {
+        let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+        (rows, cols)
+    } else {
+        (0, 0)
+    };
+    let start = StartCommand {
+        id: args.id.unwrap_or_default(),
+        command,
+        args: parts.collect(),
+        tty: args.tty,
+        rows,
+        cols,
+        env: args.env,
+        working_dir: args.workdir.unwrap_or_default(),
+        ..StartCommand::default()
+    };
+    let (input, mut outputs) = wsep_client::start(&args.url, args.token.as_deref(), start).await?;
+    let _raw = if args.tty {
+        Some(RawMode::enable()?)
+    } else {
+        None
+    };
+    let pump = tokio::spawn(pump_input(input, args.tty));
+
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let mut code = None;
+    while let Some(event) = outputs.next().await? {
+        match event {
+            Output::Stdout(b) => {
+                stdout.write_all(&b).await?;
+                stdout.flush().await?;
+            }
+            Output::Stderr(b) => {
+                stderr.write_all(&b).await?;
+                stderr.flush().await?;
+            }
+            Output::Exit { code: c, .. } => code = Some(c),
+        }
+    }
+    pump.abort();
+    // -1 (killed by a signal) and anything out of range become 255, as with ssh.
+    Ok(code.and_then(|c| u8::try_from(c).ok()).unwrap_or(255))
+}
+
+/// Local stdin (and, with a terminal, window resizes) to the server.
+async fn pump_input(mut input: Input, tty: bool) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut winch = if tty {
+        Some(signal(SignalKind::window_change())?)
+    } else {
+        None
+    };
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; wsep_proto::MAX_OUTPUT_BODY];
+    loop {
+        tokio::select! {
+            n = stdin.read(&mut buf) => {
+                let n = n?;
+                if n == 0 {
+                    if !tty {
+                        input.close_stdin().await?;
+                    }
+                    return Ok(());
+                }
+                input.write(buf.get(..n).unwrap_or_default()).await?;
+            }
+            Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                if let Ok((cols, rows)) = crossterm::terminal::size() {
+                    input.resize(rows, cols).await?;
+                }
+            }
+        }
+    }
+}

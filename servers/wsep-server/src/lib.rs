@@ -1,0 +1,147 @@
+//! A wsep server: run commands and reconnecting terminals over one WebSocket.
+//!
+//! [`serve`] accepts connections on a bound listener until its shutdown
+//! future completes; `main.rs` only parses flags. The protocol logic lives in
+//! `session` and talks to an [`exec_core::Transport`], so it runs over a real
+//! WebSocket here and over an in-memory pipe in unit tests.
+//!
+//! Every WebSocket path is served (the reference client connects to whatever
+//! URL it is given). Requests without the configured token are refused with
+//! `401` before the upgrade.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use exec_core::PaneRegistry;
+use exec_core::auth::{AccessToken, require_token};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod session;
+
+/// Errors of the wsep server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `start` env entry without `=` or with an empty name.
+    #[error("bad env entry {0:?}: expected KEY=VALUE")]
+    BadEnv(String),
+    /// The engine could not run the command.
+    #[error(transparent)]
+    Exec(#[from] exec_core::Error),
+    /// Accepting connections failed.
+    #[error("serve: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// How a server behaves. `Config::default()` is what the binary runs with
+/// when given no flags, except that the binary generates a token.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The token clients must present; `None` turns authentication off.
+    pub token: Option<AccessToken>,
+    /// How long a named terminal session lives after its last client left.
+    pub session_timeout: Duration,
+    /// How long a new connection may take to send `start`.
+    pub start_timeout: Duration,
+    /// Recent output kept per terminal session for clients that fall behind.
+    pub replay_bytes: usize,
+    /// How long shutdown waits for connections to close before returning.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            token: None,
+            session_timeout: Duration::from_secs(5 * 60),
+            start_timeout: Duration::from_secs(30),
+            replay_bytes: 1 << 20,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Bytes the WebSocket layer may hold per connection before a send waits:
+/// a few full messages, so a slow client slows the process instead of
+/// growing memory (tungstenite's default is unbounded).
+const MAX_WRITE_BUFFER: usize = 4 * wsep_proto::MAX_MESSAGE_SIZE;
+
+#[derive(Clone)]
+struct AppState {
+    shared: session::Shared,
+    tracker: TaskTracker,
+}
+
+/// Serves wsep on `listener` until `shutdown` completes; then ends every
+/// child, sends every client a close frame (1001) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let cancel = CancellationToken::new();
+    let state = AppState {
+        shared: session::Shared {
+            registry: PaneRegistry::new(),
+            session_timeout: config.session_timeout,
+            start_timeout: config.start_timeout,
+            replay_bytes: config.replay_bytes,
+            shutdown: cancel.clone(),
+        },
+        tracker: TaskTracker::new(),
+    };
+    let app = Router::new()
+        .fallback(upgrade)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            config.token.clone(),
+            require_token,
+        ));
+    let stop = cancel.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        stop.cancel();
+    });
+    server.await?;
+    // Upgraded connections are not the HTTP server's any more: end them here.
+    cancel.cancel();
+    state.shared.registry.terminate_all();
+    state.tracker.close();
+    if tokio::time::timeout(config.shutdown_grace, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period");
+    }
+    Ok(())
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                format!("wsep speaks WebSocket only: {rejection}\n"),
+            )
+                .into_response();
+        }
+    };
+    let AppState { shared, tracker } = state;
+    ws.max_message_size(wsep_proto::MAX_MESSAGE_SIZE)
+        .max_frame_size(wsep_proto::MAX_MESSAGE_SIZE)
+        .write_buffer_size(wsep_proto::MAX_MESSAGE_SIZE)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .on_upgrade(move |socket| tracker.track_future(session::run(socket, shared)))
+}

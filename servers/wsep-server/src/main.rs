@@ -1,0 +1,87 @@
+//! `wsep-server`: serve wsep on a TCP address.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use exec_core::auth::{AccessToken, check_exposure};
+
+/// Run commands and terminals for wsep clients over one WebSocket.
+///
+/// Authentication is on by default: give a token with --token (or the
+/// WSEP_TOKEN environment variable), or one is generated and printed. Clients
+/// send it as `Authorization: Bearer <token>` or `?token=<token>`.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The token clients must present.
+    #[arg(long, env = "WSEP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Serve without authentication (only on a loopback address unless --insecure).
+    #[arg(long, conflicts_with = "token")]
+    no_auth: bool,
+    /// Allow --no-auth on a non-loopback address. Anyone who can reach it can run commands.
+    #[arg(long)]
+    insecure: bool,
+    /// Seconds a named terminal session lives after its last client leaves.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    session_timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    check_exposure(args.listen, !args.no_auth, args.insecure)?;
+    let token = match (args.no_auth, args.token) {
+        (true, _) => None,
+        (false, Some(t)) if !t.is_empty() => Some(AccessToken::new(t)),
+        (false, _) => {
+            let t = AccessToken::generate().context("generating a token")?;
+            println!("token: {}", t.expose());
+            Some(t)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("wsep-server listening on ws://{addr}/");
+    if token.is_none() {
+        println!("authentication is off");
+    }
+    let config = wsep_server::Config {
+        token,
+        session_timeout: Duration::from_secs(args.session_timeout),
+        ..wsep_server::Config::default()
+    };
+    wsep_server::serve(listener, config, shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

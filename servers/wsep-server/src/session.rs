@@ -1,0 +1,453 @@
+//! One wsep connection, over any [`Transport`].
+//!
+//! The connection's life: wait for `start`; spawn (or re-attach); send `pid`;
+//! then two loops run at once — output (process events to messages, ending
+//! with `exit_code` and a 1000 close) and input (messages to stdin/resize).
+//! Input waits for the process to read, which is the backpressure a fast
+//! client feels; output waits for the client to read, which is the
+//! backpressure the process feels.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use exec_core::{
+    Attachment, Command, Event, Events, ExitStatus, Message, Pane, PaneConfig, PaneEvent,
+    PaneRegistry, Process, ProcessControl, PtySize, Replay, Stdin, Transport, TransportError,
+    TransportRx, TransportTx,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use wsep_proto::{ClientMsg, OutputStream, ServerMsg, StartCommand};
+
+use crate::Error;
+
+/// WebSocket close codes used by this server (RFC 6455, section 7.4.1).
+mod close {
+    pub(crate) const NORMAL: u16 = 1000;
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const POLICY: u16 = 1008;
+    pub(crate) const TOO_BIG: u16 = 1009;
+    pub(crate) const INTERNAL: u16 = 1011;
+}
+
+/// What every session of one server shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) registry: PaneRegistry,
+    pub(crate) session_timeout: Duration,
+    pub(crate) start_timeout: Duration,
+    pub(crate) replay_bytes: usize,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// How long to wait for the client's half of the closing handshake.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// Serves one connection to its end.
+pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
+    let (mut tx, mut rx) = transport.split();
+    let start = tokio::select! {
+        s = first_start(&mut rx) => s,
+        () = tokio::time::sleep(shared.start_timeout) => Err(Refusal::policy("no start message received in time")),
+        () = shared.shutdown.cancelled() => Err(Refusal { code: close::GOING_AWAY, reason: "server shutting down".into() }),
+    };
+    let start = match start {
+        Ok(start) => start,
+        Err(refusal) => return refuse(tx, rx, refusal).await,
+    };
+    let running = match launch(&start, &shared) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(command = %start.command, error = %e, "start failed");
+            let refusal = Refusal {
+                code: close::INTERNAL,
+                reason: e.to_string(),
+            };
+            return refuse(tx, rx, refusal).await;
+        }
+    };
+    tracing::debug!(pid = running.pid, command = %start.command, tty = start.tty, id = %start.id, "started");
+    if tx
+        .send(encode(&ServerMsg::Pid(i64::from(running.pid))))
+        .await
+        .is_err()
+    {
+        return; // client gone; dropping `running` ends or detaches the process
+    }
+
+    let (refuse_tx, refuse_rx) = mpsc::channel::<Refusal>(1);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let Running {
+        output,
+        input,
+        control,
+        ..
+    } = running;
+    let out_task = tokio::spawn(output_loop(
+        tx,
+        output,
+        refuse_rx,
+        shared.shutdown.clone(),
+        done_tx,
+    ));
+    input_loop(&mut rx, input, control, refuse_tx, done_rx).await;
+    // The output loop has closed the connection (or is about to): let it finish.
+    let _ = out_task.await;
+}
+
+/// A reason to end a connection with an error close.
+#[derive(Debug)]
+struct Refusal {
+    code: u16,
+    reason: String,
+}
+
+impl Refusal {
+    fn policy(reason: impl Into<String>) -> Self {
+        Refusal {
+            code: close::POLICY,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn transport_refusal(e: &TransportError) -> Refusal {
+    match e {
+        TransportError::MessageTooLarge => Refusal {
+            code: close::TOO_BIG,
+            reason: format!("message exceeds {} bytes", wsep_proto::MAX_MESSAGE_SIZE),
+        },
+        other => Refusal::policy(other.to_string()),
+    }
+}
+
+/// Waits for the `start`, ignoring unknown types as the reference does.
+async fn first_start<R: TransportRx>(rx: &mut R) -> Result<StartCommand, Refusal> {
+    loop {
+        let msg = match rx.recv().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(Refusal::policy("closed before start")),
+            Err(e) => return Err(transport_refusal(&e)),
+        };
+        match ClientMsg::decode(msg.payload()) {
+            Ok(ClientMsg::Start(s)) => return Ok(s),
+            Ok(ClientMsg::Unknown(kind)) => {
+                tracing::debug!(%kind, "ignoring unknown message type");
+            }
+            Ok(_) => return Err(Refusal::policy("the first message must be start")),
+            Err(e) => return Err(Refusal::policy(format!("malformed message: {e}"))),
+        }
+    }
+}
+
+/// Closes with an error and waits briefly for the client's close.
+async fn refuse<Tx: TransportTx, Rx: TransportRx>(mut tx: Tx, mut rx: Rx, refusal: Refusal) {
+    let _ = tx.close(refusal.code, &refusal.reason).await;
+    drain_until_closed(&mut rx).await;
+}
+
+async fn drain_until_closed<Rx: TransportRx>(rx: &mut Rx) {
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Ok(Some(_)) = rx.recv().await {}
+    })
+    .await;
+}
+
+/// A started command, split into what the two loops need.
+struct Running {
+    pid: u32,
+    output: OutputSource,
+    input: InputSink,
+    control: ProcessControl,
+}
+
+enum OutputSource {
+    /// A plain command: stdout and stderr apart.
+    Process(Box<Events>),
+    /// A terminal: everything on stdout. `owned` panes end with the connection.
+    Pane { attachment: Attachment, owned: bool },
+}
+
+enum InputSink {
+    Stdin(Option<Stdin>),
+    Pane(Pane),
+    Disabled,
+}
+
+fn build_command(start: &StartCommand) -> Result<Command, Error> {
+    let mut cmd = Command::new(&start.command).args(&start.args);
+    if start.tty {
+        // Programs need a terminal type; the client's env may override it.
+        cmd = cmd.env("TERM", "xterm-256color").env("WSEP_TTY", "true");
+    }
+    for entry in &start.env {
+        let (key, value) = entry
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Error::BadEnv(entry.clone()))?;
+        cmd = cmd.env(key, value);
+    }
+    if !start.working_dir.is_empty() {
+        cmd = cmd.current_dir(&start.working_dir);
+    }
+    if start.uid != 0 {
+        cmd = cmd.uid(start.uid);
+    }
+    if start.gid != 0 {
+        cmd = cmd.gid(start.gid);
+    }
+    if start.tty {
+        cmd = cmd.pty(PtySize::or_default(start.rows, start.cols));
+    } else {
+        cmd = cmd.stdin(start.stdin_enabled());
+    }
+    Ok(cmd)
+}
+
+fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
+    let cmd = build_command(start)?;
+    if !start.tty {
+        let mut process = Process::spawn(&cmd)?;
+        let pid = process.pid();
+        let control = process.control();
+        let input = match process.take_stdin() {
+            Some(stdin) => InputSink::Stdin(Some(stdin)),
+            None => InputSink::Disabled,
+        };
+        return Ok(Running {
+            pid,
+            output: OutputSource::Process(Box::new(Events::new(process))),
+            input,
+            control,
+        });
+    }
+    let (pane, replay, owned) = if start.id.is_empty() {
+        let config = PaneConfig {
+            replay_bytes: shared.replay_bytes,
+            idle_timeout: None,
+        };
+        (Pane::spawn(&cmd, config)?, Replay::Screen, true)
+    } else {
+        let config = PaneConfig {
+            replay_bytes: shared.replay_bytes,
+            idle_timeout: Some(shared.session_timeout),
+        };
+        let (pane, created) = shared.registry.get_or_spawn(&start.id, &cmd, config)?;
+        if !created && (start.rows != 0 || start.cols != 0) {
+            // The newest client's window decides the size, as with screen -x.
+            pane.resize(PtySize::or_default(start.rows, start.cols))?;
+        }
+        (pane, Replay::Screen, false)
+    };
+    let attachment = pane.attach(replay);
+    Ok(Running {
+        pid: pane.pid(),
+        control: pane.control().clone(),
+        output: OutputSource::Pane { attachment, owned },
+        input: InputSink::Pane(pane),
+    })
+}
+
+fn encode(msg: &ServerMsg) -> Message {
+    Message::Binary(msg.encode())
+}
+
+fn exit_message(status: ExitStatus) -> Message {
+    let error = if status.success() {
+        String::new()
+    } else {
+        status.to_string()
+    };
+    encode(&ServerMsg::ExitCode {
+        code: status.code_or_minus_one(),
+        error,
+    })
+}
+
+/// Sends `data` as output messages no larger than the protocol allows.
+async fn send_output<Tx: TransportTx>(
+    tx: &mut Tx,
+    stream: OutputStream,
+    data: &Bytes,
+) -> Result<(), TransportError> {
+    for piece in data.chunks(wsep_proto::MAX_OUTPUT_BODY) {
+        let msg = wsep_proto::encode_output(stream, piece);
+        tx.send(Message::Binary(msg)).await?;
+    }
+    Ok(())
+}
+
+/// Process output to the client, then `exit_code` and a normal close.
+async fn output_loop<Tx: TransportTx>(
+    mut tx: Tx,
+    mut source: OutputSource,
+    mut refusals: mpsc::Receiver<Refusal>,
+    shutdown: CancellationToken,
+    done: oneshot::Sender<()>,
+) {
+    let outcome: Result<Option<Refusal>, TransportError> = async {
+        loop {
+            tokio::select! {
+                event = next_event(&mut source) => match event {
+                    Some(Outgoing::Data(stream, bytes)) => send_output(&mut tx, stream, &bytes).await?,
+                    Some(Outgoing::Exit(status)) => {
+                        tx.send(exit_message(status)).await?;
+                        return Ok(None);
+                    }
+                    None => return Ok(Some(Refusal { code: close::INTERNAL, reason: "process output failed".into() })),
+                },
+                Some(refusal) = refusals.recv() => return Ok(Some(refusal)),
+                () = shutdown.cancelled() => {
+                    return Ok(Some(Refusal { code: close::GOING_AWAY, reason: "server shutting down".into() }));
+                }
+            }
+        }
+    }
+    .await;
+    // The process ends before the client hears the close (a plain command
+    // by dropping its `Events`, a connection's own terminal by `Drop` below);
+    // a named terminal session lives on for its idle timeout.
+    drop(source);
+    let result = match outcome {
+        Ok(None) => tx.close(close::NORMAL, "").await,
+        Ok(Some(refusal)) => tx.close(refusal.code, &refusal.reason).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client stopped receiving");
+    }
+    let _ = done.send(());
+}
+
+impl Drop for OutputSource {
+    fn drop(&mut self) {
+        if let OutputSource::Pane {
+            attachment,
+            owned: true,
+        } = self
+        {
+            attachment.pane().terminate();
+        }
+    }
+}
+
+enum Outgoing {
+    Data(OutputStream, Bytes),
+    Exit(ExitStatus),
+}
+
+async fn next_event(source: &mut OutputSource) -> Option<Outgoing> {
+    match source {
+        OutputSource::Process(events) => match events.next().await? {
+            Ok(Event::Stdout(b)) => Some(Outgoing::Data(OutputStream::Stdout, b)),
+            Ok(Event::Stderr(b)) => Some(Outgoing::Data(OutputStream::Stderr, b)),
+            Ok(Event::Exit(s)) => Some(Outgoing::Exit(s)),
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for the process failed");
+                None
+            }
+        },
+        OutputSource::Pane { attachment, .. } => match attachment.next().await? {
+            PaneEvent::Output(b) | PaneEvent::Redraw(b) => {
+                Some(Outgoing::Data(OutputStream::Stdout, b))
+            }
+            PaneEvent::Exit(s) => Some(Outgoing::Exit(s)),
+        },
+    }
+}
+
+/// Client messages to the process until the connection ends.
+async fn input_loop<Rx: TransportRx>(
+    rx: &mut Rx,
+    mut input: InputSink,
+    control: ProcessControl,
+    refuse: mpsc::Sender<Refusal>,
+    mut done: oneshot::Receiver<()>,
+) {
+    loop {
+        let step = tokio::select! {
+            msg = rx.recv() => match msg {
+                Ok(Some(msg)) => {
+                    // Writing may wait for the process; the output side may
+                    // finish meanwhile, and then the write is moot.
+                    tokio::select! {
+                        r = handle(&mut input, &control, msg) => r,
+                        _ = &mut done => return drain_until_closed(rx).await,
+                    }
+                }
+                Ok(None) => {
+                    // The client left (or answered our close). A plain
+                    // command goes with it; a named session stays.
+                    let _ = refuse.try_send(Refusal { code: close::NORMAL, reason: String::new() });
+                    return;
+                }
+                Err(e) => Err(transport_refusal(&e)),
+            },
+            _ = &mut done => return drain_until_closed(rx).await,
+        };
+        if let Err(refusal) = step {
+            tracing::debug!(reason = %refusal.reason, "closing with an error");
+            let _ = refuse.send(refusal).await;
+            let _ = (&mut done).await;
+            return drain_until_closed(rx).await;
+        }
+    }
+}
+
+async fn handle(
+    input: &mut InputSink,
+    control: &ProcessControl,
+    msg: Message,
+) -> Result<(), Refusal> {
+    let msg = ClientMsg::decode(msg.payload())
+        .map_err(|e| Refusal::policy(format!("malformed message: {e}")))?;
+    match msg {
+        ClientMsg::Stdin(data) => match input {
+            InputSink::Stdin(Some(stdin)) => stdin
+                .write_all(&data)
+                .await
+                .map_err(|e| Refusal::policy(format!("stdin: {e}"))),
+            InputSink::Stdin(None) => Err(Refusal::policy("stdin message after close_stdin")),
+            InputSink::Pane(pane) => pane
+                .write(&data)
+                .await
+                .map_err(|e| Refusal::policy(format!("stdin: {e}"))),
+            InputSink::Disabled => Err(Refusal::policy("stdin is not enabled for this command")),
+        },
+        ClientMsg::CloseStdin => {
+            match input {
+                InputSink::Stdin(stdin) => {
+                    if let Some(s) = stdin.take() {
+                        let _ = s.close().await;
+                    }
+                }
+                InputSink::Pane(pane) => {
+                    let _ = pane.close_stdin().await;
+                }
+                InputSink::Disabled => {}
+            }
+            Ok(())
+        }
+        ClientMsg::Resize { rows, cols } => {
+            let size = PtySize::or_default(rows, cols);
+            match input {
+                InputSink::Pane(pane) => pane
+                    .resize(size)
+                    .map_err(|e| Refusal::policy(format!("resize: {e}"))),
+                // Only terminals have a size; clients send it regardless.
+                _ => {
+                    tracing::debug!(
+                        pid = control.pid(),
+                        "ignoring resize of a command without a terminal"
+                    );
+                    Ok(())
+                }
+            }
+        }
+        ClientMsg::Start(_) => Err(Refusal::policy("start was already received")),
+        ClientMsg::Unknown(kind) => {
+            tracing::debug!(%kind, "ignoring unknown message type");
+            Ok(())
+        }
+    }
+}
