@@ -74,6 +74,11 @@ impl Default for Config {
 /// growing memory (tungstenite's default is unbounded).
 const MAX_WRITE_BUFFER: usize = 4 * wsep_proto::MAX_MESSAGE_SIZE;
 
+/// The WebSocket layer reads messages up to this size, so that one a little
+/// over the protocol's limit is still read whole and refused with a clean
+/// 1009 close by the codec. Larger ones cut the connection at once.
+const MAX_READ_MESSAGE: usize = 4 * wsep_proto::MAX_MESSAGE_SIZE;
+
 #[derive(Clone)]
 struct AppState {
     shared: session::Shared,
@@ -139,8 +144,8 @@ async fn upgrade(
         }
     };
     let AppState { shared, tracker } = state;
-    ws.max_message_size(wsep_proto::MAX_MESSAGE_SIZE)
-        .max_frame_size(wsep_proto::MAX_MESSAGE_SIZE)
+    ws.max_message_size(MAX_READ_MESSAGE)
+        .max_frame_size(MAX_READ_MESSAGE)
         .write_buffer_size(wsep_proto::MAX_MESSAGE_SIZE)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, shared)))

@@ -111,6 +111,16 @@ impl Refusal {
     }
 }
 
+fn decode_refusal(e: &wsep_proto::DecodeError) -> Refusal {
+    match e {
+        wsep_proto::DecodeError::TooLarge(_) => Refusal {
+            code: close::TOO_BIG,
+            reason: e.to_string(),
+        },
+        _ => Refusal::policy(format!("malformed message: {e}")),
+    }
+}
+
 fn transport_refusal(e: &TransportError) -> Refusal {
     match e {
         TransportError::MessageTooLarge => Refusal {
@@ -135,7 +145,7 @@ async fn first_start<R: TransportRx>(rx: &mut R) -> Result<StartCommand, Refusal
                 tracing::debug!(%kind, "ignoring unknown message type");
             }
             Ok(_) => return Err(Refusal::policy("the first message must be start")),
-            Err(e) => return Err(Refusal::policy(format!("malformed message: {e}"))),
+            Err(e) => return Err(decode_refusal(&e)),
         }
     }
 }
@@ -399,8 +409,7 @@ async fn handle(
     control: &ProcessControl,
     msg: Message,
 ) -> Result<(), Refusal> {
-    let msg = ClientMsg::decode(msg.payload())
-        .map_err(|e| Refusal::policy(format!("malformed message: {e}")))?;
+    let msg = ClientMsg::decode(msg.payload()).map_err(|e| decode_refusal(&e))?;
     match msg {
         ClientMsg::Stdin(data) => match input {
             InputSink::Stdin(Some(stdin)) => stdin
