@@ -278,7 +278,7 @@ async fn ten_concurrent_sessions_with_random_disconnects() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let disconnect_early = seed % 3 == 0;
+        let disconnect_early = seed.is_multiple_of(3);
         let url = url.clone();
         let token = server.token.clone();
         tasks.push(tokio::spawn(async move {
