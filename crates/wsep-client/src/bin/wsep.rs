@@ -1,6 +1,6 @@
 //! `wsep`: run a command on a wsep server, piping stdin, stdout and stderr.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -83,7 +83,8 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         ..StartCommand::default()
     };
     let (input, mut outputs) = wsep_client::start(&args.url, args.token.as_deref(), start).await?;
-    let _raw = if args.tty {
+    // Raw mode only where there is a terminal to put in it (not when piped).
+    let _raw = if args.tty && std::io::stdin().is_terminal() {
         Some(RawMode::enable()?)
     } else {
         None

@@ -1,0 +1,379 @@
+//! wsep benchmark: throughput both ways against a plain pipe, terminal output
+//! against a bare local terminal, echo latency under load, and the server's
+//! memory with many idle sessions. Prints figures; asserts nothing.
+//!
+//! Run from the workspace root:
+//! `cargo build --release --bins && ./target/release/wsep-bench`
+//! (`--mib N` for another data size, `--sessions N` for another session count).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use exec_core::{Event, Events, Process, PtySize};
+use wsep_client::Output;
+use wsep_proto::StartCommand;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Size of the data streamed in each throughput run, in MiB.
+    #[arg(long, default_value_t = 100)]
+    mib: usize,
+    /// Idle sessions to open for the memory figure.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Echo round trips to time.
+    #[arg(long, default_value_t = 2000)]
+    echoes: usize,
+    /// Runs per throughput figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("no executable directory")?
+        .to_path_buf();
+    let server_bin = sibling(&bin_dir, "wsep-server")?;
+    let client_bin = sibling(&bin_dir, "wsep")?;
+
+    let work = tempdir()?;
+    let bytes = args.mib << 20;
+    let random = work.join("random.bin");
+    write_random(&random, bytes)?;
+    let text = work.join("text.txt");
+    write_text(&text, bytes)?;
+
+    let server = Server::start(&server_bin)?;
+    println!(
+        "wsep benchmark: {} MiB per run, median of {} runs, {} cores",
+        args.mib,
+        args.runs,
+        cores()
+    );
+    println!();
+
+    let mib = args.mib as f64;
+    let pipe = median(args.runs, || {
+        time_shell(&format!("cat {} | cat > /dev/null", random.display()))
+    })?;
+    let stdin = median(args.runs, || {
+        let file = std::fs::File::open(&random)?;
+        time_cmd(
+            Command::new(&client_bin)
+                .args([&server.url, "--", "sh", "-c", "cat > /dev/null"])
+                .env("WSEP_TOKEN", &server.token)
+                .stdin(file),
+        )
+    })?;
+    let stdout = median(args.runs, || {
+        time_cmd(
+            Command::new(&client_bin)
+                .args([&server.url, "--", "cat"])
+                .arg(&random)
+                .env("WSEP_TOKEN", &server.token)
+                .stdin(Stdio::null()),
+        )
+    })?;
+    println!("non-TTY throughput ({} MiB of random bytes)", args.mib);
+    row("plain pipe: cat FILE | cat > /dev/null", mib / pipe, None);
+    row(
+        "wsep stdin: wsep -- sh -c 'cat > /dev/null' < FILE",
+        mib / stdin,
+        Some(pipe / stdin),
+    );
+    row(
+        "wsep stdout: wsep -- cat FILE > /dev/null",
+        mib / stdout,
+        Some(pipe / stdout),
+    );
+    println!();
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let bare_pty = median(args.runs, || runtime.block_on(time_bare_pty(&text)))?;
+    let wsep_pty = median(args.runs, || {
+        time_cmd(
+            Command::new(&client_bin)
+                .args([&server.url, "--tty", "--", "cat"])
+                .arg(&text)
+                .env("WSEP_TOKEN", &server.token)
+                .stdin(Stdio::null()),
+        )
+    })?;
+    println!("TTY output ({} MiB of text through a terminal)", args.mib);
+    row("bare local PTY: cat FILE", mib / bare_pty, None);
+    row(
+        "wsep --tty -- cat FILE",
+        mib / wsep_pty,
+        Some(bare_pty / wsep_pty),
+    );
+    println!();
+
+    runtime.block_on(async {
+        let idle = echo_latency(&server, args.echoes).await?;
+        let mut load = Command::new(&client_bin)
+            .args([&server.url, "--", "sh", "-c"])
+            .arg(format!("while :; do cat {}; done", random.display()))
+            .env("WSEP_TOKEN", &server.token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        // Let the bulk stream reach full speed before timing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let loaded = echo_latency(&server, args.echoes).await;
+        let _ = load.kill();
+        let _ = load.wait();
+        let loaded = loaded?;
+        println!("TTY echo round trip, 1-byte writes to `stty raw -echo; cat` ({} samples)", args.echoes);
+        println!("  {:<52} p50 {:>8.3} ms   p99 {:>8.3} ms", "idle server", idle.0, idle.1);
+        println!(
+            "  {:<52} p50 {:>8.3} ms   p99 {:>8.3} ms",
+            "while another session streams bulk output", loaded.0, loaded.1
+        );
+        println!();
+
+        for tty in [false, true] {
+            let (base, held, errors) = idle_sessions(&server, args.sessions, tty).await?;
+            let per = (held.saturating_sub(base)) as f64 / args.sessions as f64;
+            println!(
+                "{} idle {} sessions: server RSS {:.1} MiB -> {:.1} MiB, {:.1} KiB per session, {} errors",
+                args.sessions,
+                if tty { "TTY (sh)" } else { "plain (cat)" },
+                base as f64 / 1048576.0,
+                held as f64 / 1048576.0,
+                per / 1024.0,
+                errors
+            );
+        }
+        anyhow::Ok(())
+    })?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn sibling(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build all binaries first (cargo build --release --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("wsep-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn write_random(path: &Path, bytes: usize) -> anyhow::Result<()> {
+    let mut src = std::fs::File::open("/dev/urandom")?;
+    let mut dst = std::fs::File::create(path)?;
+    std::io::copy(&mut std::io::Read::take(&mut src, bytes as u64), &mut dst)?;
+    Ok(())
+}
+
+/// Printable lines of 79 characters, like a log or a source file.
+fn write_text(path: &Path, bytes: usize) -> anyhow::Result<()> {
+    let mut dst = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut written = 0;
+    let mut n: u64 = 0;
+    while written < bytes {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let line: String = (0..79)
+            .map(|i| char::from(b' ' + ((n >> (i % 57)) as u8 % 94)))
+            .collect();
+        dst.write_all(line.as_bytes())?;
+        dst.write_all(b"\n")?;
+        written += 80;
+    }
+    dst.flush()?;
+    Ok(())
+}
+
+fn median(runs: usize, mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
+    let mut times = (0..runs.max(1))
+        .map(|_| f())
+        .collect::<Result<Vec<_>, _>>()?;
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().context("no runs")
+}
+
+fn time_cmd(cmd: &mut Command) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let status = cmd.stdout(Stdio::null()).status()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(secs)
+}
+
+fn time_shell(script: &str) -> anyhow::Result<f64> {
+    time_cmd(Command::new("sh").args(["-c", script]))
+}
+
+/// `cat FILE` under a terminal of our own, output read and dropped.
+async fn time_bare_pty(file: &Path) -> anyhow::Result<f64> {
+    let cmd = exec_core::Command::new("cat")
+        .arg(file)
+        .pty(PtySize { rows: 24, cols: 80 });
+    let start = Instant::now();
+    let mut events = Events::new(Process::spawn(&cmd)?);
+    while let Some(event) = events.next().await {
+        if let Event::Exit(_) = event? {
+            break;
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn row(label: &str, mib_per_s: f64, ratio: Option<f64>) {
+    match ratio {
+        Some(r) => println!(
+            "  {label:<52} {mib_per_s:>8.1} MiB/s   {:>5.1}% of baseline",
+            r * 100.0
+        ),
+        None => println!("  {label:<52} {mib_per_s:>8.1} MiB/s   (baseline)"),
+    }
+}
+
+/// p50 and p99 in milliseconds of single-byte round trips through a TTY.
+async fn echo_latency(server: &Server, samples: usize) -> anyhow::Result<(f64, f64)> {
+    let start = StartCommand {
+        command: "sh".into(),
+        args: vec!["-c".into(), "stty raw -echo; echo ready; exec cat".into()],
+        tty: true,
+        rows: 24,
+        cols: 80,
+        ..StartCommand::default()
+    };
+    let (mut input, mut out) = wsep_client::start(&server.url, Some(&server.token), start).await?;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        match out.next().await? {
+            Some(Output::Stdout(b)) => seen.extend_from_slice(&b),
+            other => bail!("echo session ended early: {other:?}"),
+        }
+    }
+    let mut rtts = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let byte = b'a' + (i % 26) as u8;
+        let t = Instant::now();
+        input.write(&[byte]).await?;
+        loop {
+            match out.next().await? {
+                Some(Output::Stdout(b)) if b.contains(&byte) => break,
+                Some(Output::Stdout(_)) => continue,
+                other => bail!("echo session ended early: {other:?}"),
+            }
+        }
+        rtts.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    input.write(&[4]).await?; // ^D is a byte in raw mode: end with a close instead
+    drop(input);
+    rtts.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok((pick(0.50), pick(0.99)))
+}
+
+/// Opens `n` idle sessions; returns server RSS before and while they are
+/// held, and how many failed to open.
+async fn idle_sessions(server: &Server, n: usize, tty: bool) -> anyhow::Result<(u64, u64, usize)> {
+    let base = server.rss()?;
+    let mut held = Vec::with_capacity(n);
+    let mut errors = 0;
+    for _ in 0..n {
+        let start = StartCommand {
+            command: if tty { "sh".into() } else { "cat".into() },
+            tty,
+            rows: 24,
+            cols: 80,
+            ..StartCommand::default()
+        };
+        match wsep_client::start(&server.url, Some(&server.token), start).await {
+            Ok(pair) => held.push(pair),
+            Err(e) => {
+                if errors == 0 {
+                    eprintln!("session failed: {e}");
+                }
+                errors += 1;
+            }
+        }
+    }
+    // Give the server a moment to settle the last sessions' first output.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = server.rss()?;
+    for (mut input, out) in held.drain(..) {
+        let _ = input.close_stdin().await;
+        drop(input);
+        drop(out);
+    }
+    Ok((base, during, errors))
+}
+
+/// The wsep-server binary, run as operators run it.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Server {
+    fn start(bin: &Path) -> anyhow::Result<Server> {
+        let token = "bench-token".to_owned();
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--token", &token])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().context("server exited before listening")??;
+            if let Some(rest) = line.strip_prefix("wsep-server listening on ") {
+                break rest.trim().to_owned();
+            }
+        };
+        Ok(Server { child, url, token })
+    }
+
+    fn rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS")?;
+        Ok(kib * 1024)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
