@@ -21,6 +21,7 @@ mod error;
 pub mod pane;
 mod process;
 mod replay;
+mod screen;
 mod transport;
 
 pub use command::{Command, ExitStatus, PtySize};

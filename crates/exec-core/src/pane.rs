@@ -13,7 +13,6 @@
 //! process runs freely and the ring keeps the most recent output.
 
 use std::collections::HashMap;
-use std::num::NonZeroU16;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -24,6 +23,11 @@ use crate::command::{Command, ExitStatus, PtySize};
 use crate::error::Error;
 use crate::process::{Event, Events, Process, ProcessControl, Stdin};
 use crate::replay::{ReadFrom, ReplayRing};
+use crate::screen::Screen;
+
+/// Most bytes one [`PaneEvent::Output`] carries: a reader that fell behind
+/// gets its backlog in pieces this large (it fits one wsep message).
+const READ_MAX: usize = crate::process::MAX_CHUNK;
 
 /// How long the group gets between `SIGHUP`/`SIGTERM` and `SIGKILL`.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -80,6 +84,9 @@ pub struct Pane {
 }
 
 struct PaneInner {
+    /// Locked before `state` wherever both are held: while the pump holds
+    /// it, the ring cannot grow, so a redraw matches the ring's end exactly.
+    screen: Mutex<Option<Screen>>,
     state: Mutex<PaneState>,
     /// Bumped whenever output or the exit status is added.
     changed: watch::Sender<()>,
@@ -100,7 +107,6 @@ impl std::fmt::Debug for PaneInner {
 
 struct PaneState {
     ring: ReplayRing,
-    screen: Option<vt100::Parser>,
     /// Attached readers: id -> offset of the next byte each will read.
     readers: HashMap<u64, u64>,
     next_reader: u64,
@@ -114,28 +120,6 @@ impl PaneState {
     fn fastest_reader(&self) -> Option<u64> {
         self.readers.values().copied().max()
     }
-
-    /// Bytes that bring any terminal to this pane's current screen.
-    fn redraw(&self) -> Bytes {
-        let Some(parser) = &self.screen else {
-            return Bytes::new();
-        };
-        let screen = parser.screen();
-        let mut out = String::new();
-        // Leave or enter the alternate screen first: the formatted contents
-        // below draw onto whichever screen the client is on.
-        out.push_str(if screen.alternate_screen() {
-            "\x1b[?1049h"
-        } else {
-            "\x1b[?1049l"
-        });
-        out.push_str(&screen.state_formatted());
-        Bytes::from(out)
-    }
-}
-
-fn nonzero(n: u16) -> NonZeroU16 {
-    NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN)
 }
 
 impl Pane {
@@ -145,13 +129,11 @@ impl Pane {
         let mut process = Process::spawn(cmd)?;
         let stdin = process.take_stdin();
         let control = process.control();
-        let screen = cmd
-            .pty_size()
-            .map(|size| vt100::Parser::new(nonzero(size.rows), nonzero(size.cols), 0));
+        let screen = cmd.pty_size().map(|size| Screen::new(size.rows, size.cols));
         let inner = Arc::new(PaneInner {
+            screen: Mutex::new(screen),
             state: Mutex::new(PaneState {
                 ring: ReplayRing::new(config.replay_bytes),
-                screen,
                 readers: HashMap::new(),
                 next_reader: 0,
                 generation: 0,
@@ -175,24 +157,27 @@ impl Pane {
 
     /// Attaches a client. Dropping the [`Attachment`] detaches it.
     pub fn attach(&self, replay: Replay) -> Attachment {
+        let mut screen = lock(&self.inner.screen);
         let mut state = lock(&self.inner.state);
-        let end = state.ring.end();
+        let (start, end) = (state.ring.start(), state.ring.end());
         let (offset, redraw) = match replay {
             Replay::Live => (end, false),
-            Replay::From(o) if o <= end && o >= state.ring.start() => (o, false),
+            Replay::From(o) if o <= end && o >= start => (o, false),
             // Nothing was ever written: there is nothing to redraw.
             Replay::Screen | Replay::From(_) if end == 0 => (0, false),
-            Replay::Screen | Replay::From(_) if state.screen.is_none() => {
-                (state.ring.start(), false)
-            }
-            Replay::Screen | Replay::From(_) => (end, true),
+            Replay::Screen | Replay::From(_) => match screen.is_some() {
+                true => (end, true),
+                false => (start, false),
+            },
         };
-        let pending = redraw.then(|| state.redraw());
         let id = state.next_reader;
         state.next_reader += 1;
         state.generation += 1;
         state.readers.insert(id, offset);
         drop(state);
+        // The pump waits for the screen lock, so `end` is still the ring's end.
+        let pending = screen.as_mut().filter(|_| redraw).map(Screen::redraw);
+        drop(screen);
         Attachment {
             inner: self.inner.clone(),
             id,
@@ -224,10 +209,8 @@ impl Pane {
     /// Resizes the terminal and the pane's screen.
     pub fn resize(&self, size: PtySize) -> Result<(), Error> {
         self.inner.control.resize(size)?;
-        if let Some(parser) = lock(&self.inner.state).screen.as_mut() {
-            parser
-                .screen_mut()
-                .set_size(nonzero(size.rows), nonzero(size.cols));
+        if let Some(screen) = lock(&self.inner.screen).as_mut() {
+            screen.resize(size.rows, size.cols);
         }
         Ok(())
     }
@@ -274,10 +257,10 @@ impl Pane {
     }
 }
 
-/// The state is only ever held for short, non-panicking sections; recover it
-/// from a poisoned lock rather than spreading a panic to every client.
-fn lock(state: &Mutex<PaneState>) -> MutexGuard<'_, PaneState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
+/// The locks are only held for non-panicking sections; recover from a
+/// poisoned one rather than spreading a panic to every client.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Moves the process's output into the ring and screen, waiting for room.
@@ -287,18 +270,19 @@ async fn pump(inner: Arc<PaneInner>, mut events: Events) {
             Some(Ok(Event::Stdout(chunk) | Event::Stderr(chunk))) => loop {
                 let space = inner.space.notified();
                 {
+                    let mut screen = lock(&inner.screen);
                     let mut state = lock(&inner.state);
                     let room = match state.fastest_reader() {
                         None => true,
                         Some(fastest) => state.ring.would_evict_to(chunk.len()) <= fastest,
                     };
                     if room {
-                        if let Some(parser) = state.screen.as_mut() {
-                            parser.process(&chunk);
-                        }
-                        state.ring.push(chunk);
+                        state.ring.push(chunk.clone());
                         drop(state);
                         inner.changed.send_replace(());
+                        if let Some(screen) = screen.as_mut() {
+                            screen.push(chunk);
+                        }
                         break;
                     }
                 }
@@ -365,7 +349,7 @@ impl Attachment {
             self.changed.borrow_and_update();
             {
                 let mut state = lock(&self.inner.state);
-                match state.ring.read_from(self.offset) {
+                match state.ring.read_from(self.offset, READ_MAX) {
                     ReadFrom::Data(bytes) => {
                         self.offset += bytes.len() as u64;
                         state.readers.insert(self.id, self.offset);
@@ -374,19 +358,9 @@ impl Attachment {
                         return Some(PaneEvent::Output(bytes));
                     }
                     ReadFrom::Evicted => {
-                        let event = if state.screen.is_some() {
-                            self.offset = state.ring.end();
-                            Some(PaneEvent::Redraw(state.redraw()))
-                        } else {
-                            // No screen to redraw: resume at the oldest byte held.
-                            self.offset = state.ring.start();
-                            None
-                        };
-                        state.readers.insert(self.id, self.offset);
                         drop(state);
-                        self.inner.space.notify_one();
-                        if event.is_some() {
-                            return event;
+                        if let Some(redraw) = self.resync() {
+                            return Some(PaneEvent::Redraw(redraw));
                         }
                         continue;
                     }
@@ -405,6 +379,23 @@ impl Attachment {
                 return None;
             }
         }
+    }
+
+    /// After falling behind the ring: a redraw and the offset it stands for
+    /// (terminal panes), or a jump to the oldest byte held (others).
+    fn resync(&mut self) -> Option<Bytes> {
+        let mut screen = lock(&self.inner.screen);
+        let redraw = screen.as_mut().map(Screen::redraw);
+        let mut state = lock(&self.inner.state);
+        self.offset = match redraw {
+            Some(_) => state.ring.end(),
+            None => state.ring.start(),
+        };
+        state.readers.insert(self.id, self.offset);
+        drop(state);
+        drop(screen);
+        self.inner.space.notify_one();
+        redraw
     }
 
     /// Offset of the next byte this client will receive: what it has seen.

@@ -83,8 +83,33 @@ impl ReplayRing {
         }
     }
 
-    /// The bytes starting at `offset`, at most one stored chunk's worth.
-    pub(crate) fn read_from(&self, offset: u64) -> ReadFrom {
+    /// The bytes starting at `offset`, at most `max` of them (at least one
+    /// chunk's remainder). Small chunks that are all there already are
+    /// joined, so a reader that fell behind catches up in few large pieces
+    /// rather than many small ones.
+    pub(crate) fn read_from(&self, offset: u64, max: usize) -> ReadFrom {
+        let first = match self.read_one(offset) {
+            ReadFrom::Data(first) => first,
+            other => return other,
+        };
+        if first.len() >= max / 2 || offset + first.len() as u64 >= self.end {
+            return ReadFrom::Data(first);
+        }
+        let mut joined = bytes::BytesMut::with_capacity(max);
+        joined.extend_from_slice(&first);
+        let mut next = offset + first.len() as u64;
+        while let ReadFrom::Data(chunk) = self.read_one(next) {
+            if joined.len() + chunk.len() > max {
+                break;
+            }
+            joined.extend_from_slice(&chunk);
+            next += chunk.len() as u64;
+        }
+        ReadFrom::Data(joined.freeze())
+    }
+
+    /// The rest of the one stored chunk that holds `offset`.
+    fn read_one(&self, offset: u64) -> ReadFrom {
         if offset >= self.end {
             return ReadFrom::UpToDate;
         }
@@ -125,15 +150,31 @@ mod tests {
     fn reads_resume_mid_chunk() {
         let ring = ring_with(&[b"hello", b" world"], 100);
         assert_eq!(
-            ring.read_from(0),
+            ring.read_from(0, 4),
             ReadFrom::Data(Bytes::from_static(b"hello"))
         );
-        assert_eq!(ring.read_from(3), ReadFrom::Data(Bytes::from_static(b"lo")));
         assert_eq!(
-            ring.read_from(5),
+            ring.read_from(3, 4),
+            ReadFrom::Data(Bytes::from_static(b"lo"))
+        );
+        assert_eq!(
+            ring.read_from(5, 4),
             ReadFrom::Data(Bytes::from_static(b" world"))
         );
-        assert_eq!(ring.read_from(11), ReadFrom::UpToDate);
+        assert_eq!(ring.read_from(11, 4), ReadFrom::UpToDate);
+    }
+
+    #[test]
+    fn small_chunks_are_joined_up_to_max() {
+        let ring = ring_with(&[b"ab", b"cd", b"ef", b"gh"], 100);
+        assert_eq!(
+            ring.read_from(1, 100),
+            ReadFrom::Data(Bytes::from_static(b"bcdefgh"))
+        );
+        assert_eq!(
+            ring.read_from(0, 6),
+            ReadFrom::Data(Bytes::from_static(b"abcdef"))
+        );
     }
 
     #[test]
@@ -141,9 +182,9 @@ mod tests {
         let ring = ring_with(&[b"aaaa", b"bbbb", b"cccc"], 8);
         assert_eq!(ring.start(), 4);
         assert_eq!(ring.end(), 12);
-        assert_eq!(ring.read_from(2), ReadFrom::Evicted);
+        assert_eq!(ring.read_from(2, 4), ReadFrom::Evicted);
         assert_eq!(
-            ring.read_from(4),
+            ring.read_from(4, 4),
             ReadFrom::Data(Bytes::from_static(b"bbbb"))
         );
     }
