@@ -29,6 +29,7 @@ pub use error::{Error, TransportError};
 pub use pane::{Attachment, Pane, PaneConfig, PaneEvent, PaneRegistry, Replay};
 pub use process::{
     DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin,
+    raise_open_files_limit,
 };
 pub use transport::{
     CloseFrame, MAX_CLOSE_REASON, MemoryRx, MemoryTransport, MemoryTx, Message, Transport,

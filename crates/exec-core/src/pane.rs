@@ -197,10 +197,16 @@ impl Pane {
         }
     }
 
-    /// Ends the process's input (see [`Stdin::close`]).
+    /// Ends the process's input (see [`Stdin::close`]). A terminal stays
+    /// writable: end of file there is a character, and other clients of the
+    /// pane still type into it.
     pub async fn close_stdin(&self) -> Result<(), Error> {
-        let stdin = self.inner.stdin.lock().await.take();
-        match stdin {
+        let mut stdin = self.inner.stdin.lock().await;
+        match stdin.take() {
+            Some(s) if s.is_terminal() => {
+                let s = stdin.insert(s);
+                s.write_all(&[crate::process::VEOF]).await
+            }
             Some(s) => s.close().await,
             None => Ok(()),
         }

@@ -284,7 +284,7 @@ enum StdinInner {
 
 /// The terminal's end-of-file character (Ctrl-D), what a user types to end
 /// input to a program that reads a terminal.
-const VEOF: u8 = 0x04;
+pub(crate) const VEOF: u8 = 0x04;
 
 impl Stdin {
     /// Writes all of `data`; waits while the process does not read (this is
@@ -298,6 +298,11 @@ impl Stdin {
             io::ErrorKind::BrokenPipe => Error::StdinClosed,
             _ => Error::Io(e),
         })
+    }
+
+    /// True when this is a terminal's input (see [`Stdin::close`]).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.inner, StdinInner::Pty(_))
     }
 
     /// Ends input: closes the pipe, or for a terminal sends the end-of-file
@@ -317,7 +322,12 @@ impl Stdin {
 pub struct Output {
     source: Source,
     buf: BytesMut,
+    /// Size of the next read.
+    want: usize,
 }
+
+/// First read size of an output stream.
+const FIRST_READ: usize = 4096;
 
 #[derive(Debug)]
 enum Source {
@@ -331,6 +341,7 @@ impl Output {
         Output {
             source,
             buf: BytesMut::new(),
+            want: FIRST_READ,
         }
     }
 
@@ -338,11 +349,14 @@ impl Output {
     /// stream. For a terminal, the end comes when every process holding it has
     /// closed it.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
-        // Chunks share one allocation until they are all dropped, then it is reused.
-        if self.buf.capacity() < MAX_CHUNK {
-            self.buf.reserve(4 * MAX_CHUNK);
+        // Reads start small, so an idle process costs little memory, and grow
+        // while they come back full. In bulk, chunks share one allocation
+        // until they are all dropped, then it is reused.
+        if self.buf.capacity() < self.want {
+            let batch = if self.want >= MAX_CHUNK { 4 } else { 1 };
+            self.buf.reserve(batch * self.want);
         }
-        let mut limited = (&mut self.buf).limit(MAX_CHUNK);
+        let mut limited = (&mut self.buf).limit(self.want);
         let n = match &mut self.source {
             Source::Stdout(s) => s.read_buf(&mut limited).await,
             Source::Stderr(s) => s.read_buf(&mut limited).await,
@@ -354,6 +368,9 @@ impl Output {
         }?;
         if n == 0 {
             return Ok(None);
+        }
+        if n == self.want {
+            self.want = (self.want * 4).min(MAX_CHUNK);
         }
         Ok(Some(self.buf.split_to(n).freeze()))
     }
@@ -467,4 +484,21 @@ fn end_stream(slot: &mut Option<Output>, result: Result<Option<Bytes>, Error>) {
         tracing::debug!(error = %e, "output stream failed; treating it as ended");
     }
     *slot = None;
+}
+
+/// Raises this process's soft limit on open files to its hard limit.
+///
+/// Every session holds a socket and two to four pipe or terminal ends, so the
+/// common soft limit of 1024 caps a server at a few hundred sessions. Returns
+/// the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+            tracing::debug!(error = %e, "could not raise the open-files limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }

@@ -74,6 +74,10 @@ impl Default for Config {
 /// growing memory (tungstenite's default is unbounded).
 const MAX_WRITE_BUFFER: usize = 4 * wsep_proto::MAX_MESSAGE_SIZE;
 
+/// Bytes read from a socket at a time. tungstenite zero-fills its read
+/// buffer, so this is also the resident memory every idle connection costs.
+const READ_BUFFER: usize = 32 * 1024;
+
 /// The WebSocket layer reads messages up to this size, so that one a little
 /// over the protocol's limit is still read whole and refused with a clean
 /// 1009 close by the codec. Larger ones cut the connection at once.
@@ -144,7 +148,8 @@ async fn upgrade(
         }
     };
     let AppState { shared, tracker } = state;
-    ws.max_message_size(MAX_READ_MESSAGE)
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_READ_MESSAGE)
         .max_frame_size(MAX_READ_MESSAGE)
         .write_buffer_size(wsep_proto::MAX_MESSAGE_SIZE)
         .max_write_buffer_size(MAX_WRITE_BUFFER)

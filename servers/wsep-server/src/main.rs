@@ -41,6 +41,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let files = exec_core::raise_open_files_limit();
+    tracing::debug!(files, "open-files limit");
     check_exposure(args.listen, !args.no_auth, args.insecure)?;
     let token = match (args.no_auth, args.token) {
         (true, _) => None,

@@ -460,3 +460,76 @@ async fn handle(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exec_core::memory_pair;
+
+    fn shared() -> Shared {
+        Shared {
+            registry: PaneRegistry::new(),
+            session_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(5),
+            replay_bytes: 1 << 16,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn bin(msg: &ClientMsg) -> Message {
+        Message::Binary(msg.encode().into())
+    }
+
+    /// The protocol over an in-memory transport: no sockets involved.
+    #[tokio::test]
+    async fn cat_session_over_memory_transport() {
+        let (server_end, client_end) = memory_pair(8);
+        let session = tokio::spawn(run(server_end, shared()));
+        let (mut tx, mut rx) = client_end.split();
+        let start = StartCommand {
+            command: "cat".into(),
+            ..StartCommand::default()
+        };
+        tx.send(bin(&ClientMsg::Start(start))).await.unwrap();
+        tx.send(bin(&ClientMsg::Stdin(Bytes::from_static(b"a\nb"))))
+            .await
+            .unwrap();
+        tx.send(bin(&ClientMsg::CloseStdin)).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(msg) = rx.recv().await.unwrap() {
+            got.push(ServerMsg::decode(msg.payload()).unwrap());
+        }
+        assert_eq!(rx.close_frame().unwrap().code, close::NORMAL);
+        assert!(matches!(got.first(), Some(ServerMsg::Pid(_))));
+        assert_eq!(
+            got.get(1),
+            Some(&ServerMsg::Stdout(Bytes::from_static(b"a\nb")))
+        );
+        assert_eq!(
+            got.last(),
+            Some(&ServerMsg::ExitCode {
+                code: 0,
+                error: String::new()
+            })
+        );
+        tx.close(close::NORMAL, "").await.unwrap();
+        session.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn no_start_in_time_is_a_policy_close() {
+        let (server_end, client_end) = memory_pair(8);
+        let config = Shared {
+            start_timeout: Duration::from_millis(20),
+            ..shared()
+        };
+        let session = tokio::spawn(run(server_end, config));
+        let (mut tx, mut rx) = client_end.split();
+        assert_eq!(rx.recv().await.unwrap(), None);
+        let frame = rx.close_frame().unwrap();
+        assert_eq!(frame.code, close::POLICY);
+        assert!(frame.reason.contains("start"));
+        tx.close(close::NORMAL, "").await.unwrap();
+        session.await.unwrap();
+    }
+}
