@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     echoes: usize,
     /// Runs per throughput figure (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
 }
 
@@ -59,27 +59,30 @@ fn main() -> anyhow::Result<()> {
     println!();
 
     let mib = args.mib as f64;
-    let pipe = median(args.runs, || {
-        time_shell(&format!("cat {} | cat > /dev/null", random.display()))
-    })?;
-    let stdin = median(args.runs, || {
+    // Rounds interleave the baseline with the runs it is compared to, so
+    // that drift in the machine's speed affects both alike.
+    let (mut pipe, mut stdin, mut stdout) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs.max(1) {
+        pipe.push(time_shell(&format!(
+            "cat {} | cat > /dev/null",
+            random.display()
+        ))?);
         let file = std::fs::File::open(&random)?;
-        time_cmd(
+        stdin.push(time_cmd(
             Command::new(&client_bin)
                 .args([&server.url, "--", "sh", "-c", "cat > /dev/null"])
                 .env("WSEP_TOKEN", &server.token)
                 .stdin(file),
-        )
-    })?;
-    let stdout = median(args.runs, || {
-        time_cmd(
+        )?);
+        stdout.push(time_cmd(
             Command::new(&client_bin)
                 .args([&server.url, "--", "cat"])
                 .arg(&random)
                 .env("WSEP_TOKEN", &server.token)
                 .stdin(Stdio::null()),
-        )
-    })?;
+        )?);
+    }
+    let (pipe, stdin, stdout) = (median_of(pipe)?, median_of(stdin)?, median_of(stdout)?);
     println!("non-TTY throughput ({} MiB of random bytes)", args.mib);
     row("plain pipe: cat FILE | cat > /dev/null", mib / pipe, None);
     row(
@@ -95,16 +98,18 @@ fn main() -> anyhow::Result<()> {
     println!();
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let bare_pty = median(args.runs, || runtime.block_on(time_bare_pty(&text)))?;
-    let wsep_pty = median(args.runs, || {
-        time_cmd(
+    let (mut bare_pty, mut wsep_pty) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs.max(1) {
+        bare_pty.push(runtime.block_on(time_bare_pty(&text))?);
+        wsep_pty.push(time_cmd(
             Command::new(&client_bin)
                 .args([&server.url, "--tty", "--", "cat"])
                 .arg(&text)
                 .env("WSEP_TOKEN", &server.token)
                 .stdin(Stdio::null()),
-        )
-    })?;
+        )?);
+    }
+    let (bare_pty, wsep_pty) = (median_of(bare_pty)?, median_of(wsep_pty)?);
     println!("TTY output ({} MiB of text through a terminal)", args.mib);
     row("bare local PTY: cat FILE", mib / bare_pty, None);
     row(
@@ -207,10 +212,7 @@ fn write_text(path: &Path, bytes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(runs: usize, mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
-    let mut times = (0..runs.max(1))
-        .map(|_| f())
-        .collect::<Result<Vec<_>, _>>()?;
+fn median_of(mut times: Vec<f64>) -> anyhow::Result<f64> {
     times.sort_by(f64::total_cmp);
     times.get(times.len() / 2).copied().context("no runs")
 }

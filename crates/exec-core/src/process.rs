@@ -326,6 +326,26 @@ pub struct Output {
     want: usize,
 }
 
+impl Output {
+    /// A stream that fills whole reads is bulk: a larger pipe lets the
+    /// process run ahead between our reads, halving context switches on a
+    /// busy machine. Only bulk streams get one, as pipe memory counts
+    /// against a per-user limit.
+    fn grow_pipe(&self) {
+        let result = match &self.source {
+            Source::Stdout(s) => rustix::pipe::fcntl_setpipe_size(s, BULK_PIPE),
+            Source::Stderr(s) => rustix::pipe::fcntl_setpipe_size(s, BULK_PIPE),
+            Source::Pty(_) => return,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not grow the output pipe");
+        }
+    }
+}
+
+/// Pipe size for bulk output.
+const BULK_PIPE: usize = 1 << 20;
+
 /// First read size of an output stream.
 const FIRST_READ: usize = 4096;
 
@@ -369,8 +389,11 @@ impl Output {
         if n == 0 {
             return Ok(None);
         }
-        if n == self.want {
+        if n == self.want && self.want < MAX_CHUNK {
             self.want = (self.want * 4).min(MAX_CHUNK);
+            if self.want == MAX_CHUNK {
+                self.grow_pipe();
+            }
         }
         Ok(Some(self.buf.split_to(n).freeze()))
     }

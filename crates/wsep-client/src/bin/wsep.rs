@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::os::fd::{AsFd as _, BorrowedFd};
+
+use bytes::{Bytes, BytesMut};
 use wsep_client::{Input, Output};
 use wsep_proto::StartCommand;
 
@@ -91,25 +93,72 @@ async fn run(args: Args) -> anyhow::Result<u8> {
     };
     let pump = tokio::spawn(pump_input(input, args.tty));
 
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
+    let (stdout, stdout_thread) = writer(std::io::stdout().as_fd())?;
+    let (stderr, stderr_thread) = writer(std::io::stderr().as_fd())?;
     let mut code = None;
     while let Some(event) = outputs.next().await? {
         match event {
-            Output::Stdout(b) => {
-                stdout.write_all(&b).await?;
-                stdout.flush().await?;
-            }
-            Output::Stderr(b) => {
-                stderr.write_all(&b).await?;
-                stderr.flush().await?;
-            }
+            Output::Stdout(b) => stdout.send(b).await?,
+            Output::Stderr(b) => stderr.send(b).await?,
             Output::Exit { code: c, .. } => code = Some(c),
         }
+    }
+    // Everything received is written before we exit with the remote's code.
+    drop((stdout, stderr));
+    for thread in [stdout_thread, stderr_thread] {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("output writer panicked"))??;
     }
     pump.abort();
     // -1 (killed by a signal) and anything out of range become 255, as with ssh.
     Ok(code.and_then(|c| u8::try_from(c).ok()).unwrap_or(255))
+}
+
+/// A thread that writes what it is sent to `fd`, unbuffered: one write per
+/// message, no copy, and no line buffering of binary output.
+fn writer(
+    fd: BorrowedFd<'_>,
+) -> anyhow::Result<(
+    tokio::sync::mpsc::Sender<Bytes>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+)> {
+    let mut file = std::fs::File::from(fd.try_clone_to_owned()?);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let thread = std::thread::spawn(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            match file.write_all(&chunk) {
+                // The reader went away (`wsep ... | head`): stop writing quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                other => other?,
+            }
+        }
+        Ok(())
+    });
+    Ok((tx, thread))
+}
+
+/// A thread that reads local stdin in protocol-sized chunks. Reading stdin
+/// blocks, so it gets a thread of its own rather than a trip through
+/// tokio's blocking pool for every read.
+fn reader() -> anyhow::Result<tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>> {
+    let mut file = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        loop {
+            let mut buf = BytesMut::zeroed(wsep_proto::MAX_OUTPUT_BODY);
+            let read = std::io::Read::read(&mut file, &mut buf);
+            let done = !matches!(read, Ok(n) if n > 0);
+            let item = read.map(|n| {
+                buf.truncate(n);
+                buf.freeze()
+            });
+            if tx.blocking_send(item).is_err() || done {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Local stdin (and, with a terminal, window resizes) to the server.
@@ -120,19 +169,21 @@ async fn pump_input(mut input: Input, tty: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; wsep_proto::MAX_OUTPUT_BODY];
+    let mut stdin = reader()?;
     loop {
         tokio::select! {
-            n = stdin.read(&mut buf) => {
-                let n = n?;
-                if n == 0 {
+            chunk = stdin.recv() => {
+                let chunk = match chunk {
+                    Some(c) => c?,
+                    None => Bytes::new(),
+                };
+                if chunk.is_empty() {
                     if !tty {
                         input.close_stdin().await?;
                     }
                     return Ok(());
                 }
-                input.write(buf.get(..n).unwrap_or_default()).await?;
+                input.write(&chunk).await?;
             }
             Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
                 if let Ok((cols, rows)) = crossterm::terminal::size() {
