@@ -69,16 +69,16 @@ fn main() -> anyhow::Result<()> {
         ))?);
         let file = std::fs::File::open(&random)?;
         stdin.push(time_cmd(
-            Command::new(&client_bin)
-                .args([&server.url, "--", "sh", "-c", "cat > /dev/null"])
-                .env("WSEP_TOKEN", &server.token)
+            server
+                .client(&client_bin)
+                .args(["--", "sh", "-c", "cat > /dev/null"])
                 .stdin(file),
         )?);
         stdout.push(time_cmd(
-            Command::new(&client_bin)
-                .args([&server.url, "--", "cat"])
+            server
+                .client(&client_bin)
+                .args(["--", "cat"])
                 .arg(&random)
-                .env("WSEP_TOKEN", &server.token)
                 .stdin(Stdio::null()),
         )?);
     }
@@ -102,10 +102,10 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs.max(1) {
         bare_pty.push(runtime.block_on(time_bare_pty(&text))?);
         wsep_pty.push(time_cmd(
-            Command::new(&client_bin)
-                .args([&server.url, "--tty", "--", "cat"])
+            server
+                .client(&client_bin)
+                .args(["--tty", "--", "cat"])
                 .arg(&text)
-                .env("WSEP_TOKEN", &server.token)
                 .stdin(Stdio::null()),
         )?);
     }
@@ -121,10 +121,10 @@ fn main() -> anyhow::Result<()> {
 
     runtime.block_on(async {
         let idle = echo_latency(&server, args.echoes).await?;
-        let mut load = Command::new(&client_bin)
-            .args([&server.url, "--", "sh", "-c"])
+        let mut load = server
+            .client(&client_bin)
+            .args(["--", "sh", "-c"])
             .arg(format!("while :; do cat {}; done", random.display()))
-            .env("WSEP_TOKEN", &server.token)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
@@ -359,6 +359,13 @@ impl Server {
             }
         };
         Ok(Server { child, url, token })
+    }
+
+    /// The `wsep` command, pointed at this server with its token.
+    fn client(&self, bin: &Path) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.arg(&self.url).env("WSEP_TOKEN", &self.token);
+        cmd
     }
 
     fn rss(&self) -> anyhow::Result<u64> {
