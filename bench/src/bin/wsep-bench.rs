@@ -28,9 +28,30 @@ struct Args {
     /// Echo round trips to time.
     #[arg(long, default_value_t = 2000)]
     echoes: usize,
+    /// Run only this part.
+    #[arg(long, value_enum)]
+    only: Option<Section>,
     /// Runs per throughput figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// Non-TTY throughput both ways against a plain pipe.
+    Pipes,
+    /// TTY output against a bare local PTY.
+    Tty,
+    /// Echo latency, idle and under load.
+    Echo,
+    /// Server memory with idle sessions.
+    Sessions,
+}
+
+impl Args {
+    fn wants(&self, section: Section) -> bool {
+        self.only.is_none_or(|only| only == section)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,101 +80,109 @@ fn main() -> anyhow::Result<()> {
     println!();
 
     let mib = args.mib as f64;
-    // Rounds interleave the baseline with the runs it is compared to, so
-    // that drift in the machine's speed affects both alike.
-    let (mut pipe, mut stdin, mut stdout) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..args.runs.max(1) {
-        pipe.push(time_shell(&format!(
-            "cat {} | cat > /dev/null",
-            random.display()
-        ))?);
-        let file = std::fs::File::open(&random)?;
-        stdin.push(time_cmd(
-            server
-                .client(&client_bin)
-                .args(["--", "sh", "-c", "cat > /dev/null"])
-                .stdin(file),
-        )?);
-        stdout.push(time_cmd(
-            server
-                .client(&client_bin)
-                .args(["--", "cat"])
-                .arg(&random)
-                .stdin(Stdio::null()),
-        )?);
-    }
-    let (pipe, stdin, stdout) = (median_of(pipe)?, median_of(stdin)?, median_of(stdout)?);
-    println!("non-TTY throughput ({} MiB of random bytes)", args.mib);
-    row("plain pipe: cat FILE | cat > /dev/null", mib / pipe, None);
-    row(
-        "wsep stdin: wsep -- sh -c 'cat > /dev/null' < FILE",
-        mib / stdin,
-        Some(pipe / stdin),
-    );
-    row(
-        "wsep stdout: wsep -- cat FILE > /dev/null",
-        mib / stdout,
-        Some(pipe / stdout),
-    );
-    println!();
-
-    let runtime = tokio::runtime::Runtime::new()?;
-    let (mut bare_pty, mut wsep_pty) = (Vec::new(), Vec::new());
-    for _ in 0..args.runs.max(1) {
-        bare_pty.push(runtime.block_on(time_bare_pty(&text))?);
-        wsep_pty.push(time_cmd(
-            server
-                .client(&client_bin)
-                .args(["--tty", "--", "cat"])
-                .arg(&text)
-                .stdin(Stdio::null()),
-        )?);
-    }
-    let (bare_pty, wsep_pty) = (median_of(bare_pty)?, median_of(wsep_pty)?);
-    println!("TTY output ({} MiB of text through a terminal)", args.mib);
-    row("bare local PTY: cat FILE", mib / bare_pty, None);
-    row(
-        "wsep --tty -- cat FILE",
-        mib / wsep_pty,
-        Some(bare_pty / wsep_pty),
-    );
-    println!();
-
-    runtime.block_on(async {
-        let idle = echo_latency(&server, args.echoes).await?;
-        let mut load = server
-            .client(&client_bin)
-            .args(["--", "sh", "-c"])
-            .arg(format!("while :; do cat {}; done", random.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()?;
-        // Let the bulk stream reach full speed before timing.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let loaded = echo_latency(&server, args.echoes).await;
-        let _ = load.kill();
-        let _ = load.wait();
-        let loaded = loaded?;
-        println!("TTY echo round trip, 1-byte writes to `stty raw -echo; cat` ({} samples)", args.echoes);
-        println!("  {:<52} p50 {:>8.3} ms   p99 {:>8.3} ms", "idle server", idle.0, idle.1);
-        println!(
-            "  {:<52} p50 {:>8.3} ms   p99 {:>8.3} ms",
-            "while another session streams bulk output", loaded.0, loaded.1
+    if args.wants(Section::Pipes) {
+        // Rounds interleave the baseline with the runs it is compared to, so
+        // that drift in the machine's speed affects both alike.
+        let (mut pipe, mut stdin, mut stdout) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            pipe.push(time_shell(&format!(
+                "cat {} | cat > /dev/null",
+                random.display()
+            ))?);
+            let file = std::fs::File::open(&random)?;
+            stdin.push(time_cmd(
+                server
+                    .client(&client_bin)
+                    .args(["--", "sh", "-c", "cat > /dev/null"])
+                    .stdin(file),
+            )?);
+            stdout.push(time_cmd(
+                server
+                    .client(&client_bin)
+                    .args(["--", "cat"])
+                    .arg(&random)
+                    .stdin(Stdio::null()),
+            )?);
+        }
+        let (pipe, stdin, stdout) = (median_of(pipe)?, median_of(stdin)?, median_of(stdout)?);
+        println!("non-TTY throughput ({} MiB of random bytes)", args.mib);
+        row("plain pipe: cat FILE | cat > /dev/null", mib / pipe, None);
+        row(
+            "wsep stdin: wsep -- sh -c 'cat > /dev/null' < FILE",
+            mib / stdin,
+            Some(pipe / stdin),
+        );
+        row(
+            "wsep stdout: wsep -- cat FILE > /dev/null",
+            mib / stdout,
+            Some(pipe / stdout),
         );
         println!();
+    }
 
-        for tty in [false, true] {
-            let (base, held, errors) = idle_sessions(&server, args.sessions, tty).await?;
-            let per = (held.saturating_sub(base)) as f64 / args.sessions as f64;
+    let runtime = tokio::runtime::Runtime::new()?;
+    if args.wants(Section::Tty) {
+        let (mut bare_pty, mut wsep_pty) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            bare_pty.push(runtime.block_on(time_bare_pty(&text))?);
+            wsep_pty.push(time_cmd(
+                server
+                    .client(&client_bin)
+                    .args(["--tty", "--", "cat"])
+                    .arg(&text)
+                    .stdin(Stdio::null()),
+            )?);
+        }
+        let (bare_pty, wsep_pty) = (median_of(bare_pty)?, median_of(wsep_pty)?);
+        println!("TTY output ({} MiB of text through a terminal)", args.mib);
+        row("bare local PTY: cat FILE", mib / bare_pty, None);
+        row(
+            "wsep --tty -- cat FILE",
+            mib / wsep_pty,
+            Some(bare_pty / wsep_pty),
+        );
+        println!();
+    }
+
+    runtime.block_on(async {
+        if args.wants(Section::Echo) {
+            let idle = echo_latency(&server, args.echoes).await?;
+            let mut load = server
+                .client(&client_bin)
+                .args(["--", "sh", "-c"])
+                .arg(format!("while :; do cat {}; done", random.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()?;
+            // Let the bulk stream reach full speed before timing.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let loaded = echo_latency(&server, args.echoes).await;
+            let _ = load.kill();
+            let _ = load.wait();
+            let loaded = loaded?;
+            println!("TTY echo round trip, 1-byte writes to `stty raw -echo; cat` ({} samples)", args.echoes);
+            println!("  {:<52} p50 {:>8.3} ms   p99 {:>8.3} ms", "idle server", idle.0, idle.1);
             println!(
-                "{} idle {} sessions: server RSS {:.1} MiB -> {:.1} MiB, {:.1} KiB per session, {} errors",
-                args.sessions,
-                if tty { "TTY (sh)" } else { "plain (cat)" },
-                base as f64 / 1048576.0,
-                held as f64 / 1048576.0,
-                per / 1024.0,
-                errors
+                "  {:<52} p50 {:>8.3} ms   p99 {:>8.3} ms",
+                "while another session streams bulk output", loaded.0, loaded.1
             );
+            println!();
+        }
+
+        if args.wants(Section::Sessions) {
+            for tty in [false, true] {
+                let (base, held, errors) = idle_sessions(&server, args.sessions, tty).await?;
+                let per = (held.saturating_sub(base)) as f64 / args.sessions as f64;
+                println!(
+                    "{} idle {} sessions: server RSS {:.1} MiB -> {:.1} MiB, {:.1} KiB per session, {} errors",
+                    args.sessions,
+                    if tty { "TTY (sh)" } else { "plain (cat)" },
+                    base as f64 / 1048576.0,
+                    held as f64 / 1048576.0,
+                    per / 1024.0,
+                    errors
+                );
+            }
         }
         anyhow::Ok(())
     })?;

@@ -324,6 +324,8 @@ pub struct Output {
     buf: BytesMut,
     /// Size of the next read.
     want: usize,
+    /// Bytes every chunk starts with (see [`Output::set_prefix`]).
+    prefix: &'static [u8],
 }
 
 impl Output {
@@ -362,7 +364,15 @@ impl Output {
             source,
             buf: BytesMut::new(),
             want: FIRST_READ,
+            prefix: &[],
         }
+    }
+
+    /// Makes every chunk start with `prefix`, the data following it: a
+    /// protocol whose messages are a fixed header and the output bytes gets
+    /// them ready-made, without copying the output behind its header.
+    pub fn set_prefix(&mut self, prefix: &'static [u8]) {
+        self.prefix = prefix;
     }
 
     /// The next chunk (at most [`MAX_CHUNK`] bytes), or `None` at end of
@@ -372,9 +382,14 @@ impl Output {
         // Reads start small, so an idle process costs little memory, and grow
         // while they come back full. In bulk, chunks share one allocation
         // until they are all dropped, then it is reused.
-        if self.buf.capacity() < self.want {
+        let frame = self.prefix.len() + self.want;
+        if self.buf.capacity() < frame {
             let batch = if self.want >= MAX_CHUNK { 4 } else { 1 };
-            self.buf.reserve(batch * self.want);
+            self.buf.reserve(batch * frame);
+        }
+        // A read cancelled by `select!` leaves the prefix in place for the next.
+        if self.buf.is_empty() {
+            self.buf.extend_from_slice(self.prefix);
         }
         let mut limited = (&mut self.buf).limit(self.want);
         let n = match &mut self.source {
@@ -395,7 +410,7 @@ impl Output {
                 self.grow_pipe();
             }
         }
-        Ok(Some(self.buf.split_to(n).freeze()))
+        Ok(Some(self.buf.split_to(self.prefix.len() + n).freeze()))
     }
 }
 
@@ -435,9 +450,26 @@ pub struct Events {
 impl Events {
     /// Takes over `process`'s output streams and its exit. Take stdin and
     /// [`Process::control`] first.
-    pub fn new(mut process: Process) -> Self {
-        let stdout = process.take_stdout();
-        let stderr = process.take_stderr();
+    pub fn new(process: Process) -> Self {
+        Self::with_prefixes(process, &[], &[])
+    }
+
+    /// Like [`Events::new`], but every [`Event::Stdout`] chunk starts with
+    /// `stdout_prefix` and every [`Event::Stderr`] chunk with
+    /// `stderr_prefix` (see [`Output::set_prefix`]).
+    pub fn with_prefixes(
+        mut process: Process,
+        stdout_prefix: &'static [u8],
+        stderr_prefix: &'static [u8],
+    ) -> Self {
+        let mut stdout = process.take_stdout();
+        let mut stderr = process.take_stderr();
+        if let Some(out) = stdout.as_mut() {
+            out.set_prefix(stdout_prefix);
+        }
+        if let Some(err) = stderr.as_mut() {
+            err.set_prefix(stderr_prefix);
+        }
         Events {
             process,
             stdout,

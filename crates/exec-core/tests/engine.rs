@@ -215,3 +215,24 @@ async fn idle_pane_is_ended_after_its_timeout() {
     rx.await.unwrap();
     assert_eq!(pane.exit_status().unwrap().signal, Some(1));
 }
+
+#[tokio::test]
+async fn prefixed_chunks_carry_the_prefix_then_the_data() {
+    let p = Process::spawn(&sh("printf abc; printf xyz >&2")).unwrap();
+    let mut events = Events::with_prefixes(p, b"OUT:", b"ERR:");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match events.next().await.unwrap().unwrap() {
+            Event::Stdout(b) => {
+                assert!(b.starts_with(b"OUT:"), "{b:?}");
+                out.extend_from_slice(&b[4..]);
+            }
+            Event::Stderr(b) => {
+                assert!(b.starts_with(b"ERR:"), "{b:?}");
+                err.extend_from_slice(&b[4..]);
+            }
+            Event::Exit(_) => break,
+        }
+    }
+    assert_eq!((out.as_slice(), err.as_slice()), (&b"abc"[..], &b"xyz"[..]));
+}

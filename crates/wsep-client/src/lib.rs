@@ -103,7 +103,7 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, Error> {
     // tungstenite zero-fills its read buffer before every read: size it to
     // one protocol message rather than its 128 KiB default.
     let config = WebSocketConfig::default()
-        .read_buffer_size(wsep_proto::MAX_MESSAGE_SIZE + 64)
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(wsep_proto::MAX_MESSAGE_SIZE))
         .max_frame_size(Some(wsep_proto::MAX_MESSAGE_SIZE))
         .write_buffer_size(wsep_proto::MAX_MESSAGE_SIZE)
@@ -160,6 +160,19 @@ impl Input {
             let msg = wsep_proto::encode_stdin(piece);
             self.sink.send(Message::Binary(msg)).await?;
         }
+        Ok(())
+    }
+
+    /// Sends an already encoded `stdin` message (it starts with
+    /// [`wsep_proto::STDIN_HEADER`]): lets a sender read input straight into
+    /// the message, saving a copy on bulk input.
+    pub async fn write_encoded(&mut self, message: Bytes) -> Result<(), Error> {
+        if !message.starts_with(wsep_proto::STDIN_HEADER)
+            || message.len() > wsep_proto::MAX_MESSAGE_SIZE
+        {
+            return Err(Error::Request("not an encoded stdin message".into()));
+        }
+        self.sink.send(Message::Binary(message)).await?;
         Ok(())
     }
 

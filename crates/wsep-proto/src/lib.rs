@@ -25,9 +25,13 @@ pub const MAX_MESSAGE_SIZE: usize = 64_000;
 /// The longest output body that fits one message with its header.
 pub const MAX_OUTPUT_BODY: usize = MAX_MESSAGE_SIZE - STDERR_HEADER.len();
 
-const STDOUT_HEADER: &[u8] = b"{\"type\":\"stdout\"}\n";
-const STDERR_HEADER: &[u8] = b"{\"type\":\"stderr\"}\n";
-const STDIN_HEADER: &[u8] = b"{\"type\":\"stdin\"}\n";
+/// The header (and newline) of every `stdout` message.
+pub const STDOUT_HEADER: &[u8] = b"{\"type\":\"stdout\"}\n";
+/// The header (and newline) of every `stderr` message.
+pub const STDERR_HEADER: &[u8] = b"{\"type\":\"stderr\"}\n";
+/// The header (and separating newline) of every `stdin` message: a sender
+/// that writes it first can read input straight behind it, without a copy.
+pub const STDIN_HEADER: &[u8] = b"{\"type\":\"stdin\"}\n";
 
 /// Why a message could not be decoded.
 #[derive(Debug, thiserror::Error)]

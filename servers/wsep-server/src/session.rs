@@ -226,7 +226,12 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
         };
         return Ok(Running {
             pid,
-            output: OutputSource::Process(Box::new(Events::new(process))),
+            // Output chunks arrive as ready-made wsep messages.
+            output: OutputSource::Process(Box::new(Events::with_prefixes(
+                process,
+                wsep_proto::STDOUT_HEADER,
+                wsep_proto::STDERR_HEADER,
+            ))),
             input,
             control,
         });
@@ -300,6 +305,7 @@ async fn output_loop<Tx: TransportTx>(
             tokio::select! {
                 event = next_event(&mut source) => match event {
                     Some(Outgoing::Data(stream, bytes)) => send_output(&mut tx, stream, &bytes).await?,
+                    Some(Outgoing::Framed(message)) => tx.send(Message::Binary(message)).await?,
                     Some(Outgoing::Exit(status)) => {
                         tx.send(exit_message(status)).await?;
                         return Ok(None);
@@ -342,15 +348,17 @@ impl Drop for OutputSource {
 }
 
 enum Outgoing {
+    /// Output bytes, to be framed (and split) as messages of this stream.
     Data(OutputStream, Bytes),
+    /// One output message, already framed.
+    Framed(Bytes),
     Exit(ExitStatus),
 }
 
 async fn next_event(source: &mut OutputSource) -> Option<Outgoing> {
     match source {
         OutputSource::Process(events) => match events.next().await? {
-            Ok(Event::Stdout(b)) => Some(Outgoing::Data(OutputStream::Stdout, b)),
-            Ok(Event::Stderr(b)) => Some(Outgoing::Data(OutputStream::Stderr, b)),
+            Ok(Event::Stdout(b) | Event::Stderr(b)) => Some(Outgoing::Framed(b)),
             Ok(Event::Exit(s)) => Some(Outgoing::Exit(s)),
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for the process failed");

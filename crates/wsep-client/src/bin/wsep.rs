@@ -138,20 +138,24 @@ fn writer(
     Ok((tx, thread))
 }
 
-/// A thread that reads local stdin in protocol-sized chunks. Reading stdin
-/// blocks, so it gets a thread of its own rather than a trip through
-/// tokio's blocking pool for every read.
+/// A thread that reads local stdin straight into ready-made `stdin`
+/// messages. Reading stdin blocks, so it gets a thread of its own rather
+/// than a trip through tokio's blocking pool for every read. An empty message
+/// body means end of input.
 fn reader() -> anyhow::Result<tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>> {
     let mut file = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = wsep_proto::STDIN_HEADER.len();
     std::thread::spawn(move || {
         loop {
-            let mut buf = BytesMut::zeroed(wsep_proto::MAX_OUTPUT_BODY);
-            let read = std::io::Read::read(&mut file, &mut buf);
+            let mut msg = BytesMut::with_capacity(wsep_proto::MAX_MESSAGE_SIZE);
+            msg.extend_from_slice(wsep_proto::STDIN_HEADER);
+            msg.resize(wsep_proto::MAX_MESSAGE_SIZE, 0);
+            let read = std::io::Read::read(&mut file, msg.get_mut(header..).unwrap_or_default());
             let done = !matches!(read, Ok(n) if n > 0);
             let item = read.map(|n| {
-                buf.truncate(n);
-                buf.freeze()
+                msg.truncate(header + n);
+                msg.freeze()
             });
             if tx.blocking_send(item).is_err() || done {
                 return;
@@ -172,18 +176,18 @@ async fn pump_input(mut input: Input, tty: bool) -> anyhow::Result<()> {
     let mut stdin = reader()?;
     loop {
         tokio::select! {
-            chunk = stdin.recv() => {
-                let chunk = match chunk {
-                    Some(c) => c?,
+            message = stdin.recv() => {
+                let message = match message {
+                    Some(m) => m?,
                     None => Bytes::new(),
                 };
-                if chunk.is_empty() {
+                if message.len() <= wsep_proto::STDIN_HEADER.len() {
                     if !tty {
                         input.close_stdin().await?;
                     }
                     return Ok(());
                 }
-                input.write(&chunk).await?;
+                input.write_encoded(message).await?;
             }
             Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
                 if let Ok((cols, rows)) = crossterm::terminal::size() {
