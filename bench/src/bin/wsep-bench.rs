@@ -83,63 +83,70 @@ fn main() -> anyhow::Result<()> {
     if args.wants(Section::Pipes) {
         // Rounds interleave the baseline with the runs it is compared to, so
         // that drift in the machine's speed affects both alike.
-        let (mut pipe, mut stdin, mut stdout) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut pipe, mut stdin, mut stdout) = (Runs::default(), Runs::default(), Runs::default());
         for _ in 0..args.runs.max(1) {
-            pipe.push(time_shell(&format!(
-                "cat {} | cat > /dev/null",
-                random.display()
-            ))?);
+            let script = format!("cat {} | cat > /dev/null", random.display());
+            pipe.push(server.time(Command::new("sh").args(["-c", &script]))?);
             let file = std::fs::File::open(&random)?;
-            stdin.push(time_cmd(
-                server
-                    .client(&client_bin)
-                    .args(["--", "sh", "-c", "cat > /dev/null"])
-                    .stdin(file),
-            )?);
-            stdout.push(time_cmd(
-                server
-                    .client(&client_bin)
-                    .args(["--", "cat"])
-                    .arg(&random)
-                    .stdin(Stdio::null()),
-            )?);
+            stdin.push(
+                server.time(
+                    server
+                        .client(&client_bin)
+                        .args(["--", "sh", "-c", "cat > /dev/null"])
+                        .stdin(file),
+                )?,
+            );
+            stdout.push(
+                server.time(
+                    server
+                        .client(&client_bin)
+                        .args(["--", "cat"])
+                        .arg(&random)
+                        .stdin(Stdio::null()),
+                )?,
+            );
         }
-        let (pipe, stdin, stdout) = (median_of(pipe)?, median_of(stdin)?, median_of(stdout)?);
         println!("non-TTY throughput ({} MiB of random bytes)", args.mib);
-        row("plain pipe: cat FILE | cat > /dev/null", mib / pipe, None);
+        let pipe = pipe.median()?;
+        row("plain pipe: cat FILE | cat > /dev/null", mib, pipe, None);
         row(
             "wsep stdin: wsep -- sh -c 'cat > /dev/null' < FILE",
-            mib / stdin,
-            Some(pipe / stdin),
+            mib,
+            stdin.median()?,
+            Some(pipe),
         );
         row(
             "wsep stdout: wsep -- cat FILE > /dev/null",
-            mib / stdout,
-            Some(pipe / stdout),
+            mib,
+            stdout.median()?,
+            Some(pipe),
         );
         println!();
     }
 
     let runtime = tokio::runtime::Runtime::new()?;
     if args.wants(Section::Tty) {
-        let (mut bare_pty, mut wsep_pty) = (Vec::new(), Vec::new());
+        let (mut bare_pty, mut wsep_pty) = (Runs::default(), Runs::default());
         for _ in 0..args.runs.max(1) {
             bare_pty.push(runtime.block_on(time_bare_pty(&text))?);
-            wsep_pty.push(time_cmd(
-                server
-                    .client(&client_bin)
-                    .args(["--tty", "--", "cat"])
-                    .arg(&text)
-                    .stdin(Stdio::null()),
-            )?);
+            wsep_pty.push(
+                server.time(
+                    server
+                        .client(&client_bin)
+                        .args(["--tty", "--", "cat"])
+                        .arg(&text)
+                        .stdin(Stdio::null()),
+                )?,
+            );
         }
-        let (bare_pty, wsep_pty) = (median_of(bare_pty)?, median_of(wsep_pty)?);
         println!("TTY output ({} MiB of text through a terminal)", args.mib);
-        row("bare local PTY: cat FILE", mib / bare_pty, None);
+        let bare_pty = bare_pty.median()?;
+        row("bare local PTY: cat FILE", mib, bare_pty, None);
         row(
             "wsep --tty -- cat FILE",
-            mib / wsep_pty,
-            Some(bare_pty / wsep_pty),
+            mib,
+            wsep_pty.median()?,
+            Some(bare_pty),
         );
         println!();
     }
@@ -241,27 +248,54 @@ fn write_text(path: &Path, bytes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median_of(mut times: Vec<f64>) -> anyhow::Result<f64> {
-    times.sort_by(f64::total_cmp);
-    times.get(times.len() / 2).copied().context("no runs")
+/// One timed run: wall-clock seconds and CPU seconds spent by every
+/// process involved (the machine may be shared; CPU time is steadier).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    wall: f64,
+    cpu: f64,
 }
 
-fn time_cmd(cmd: &mut Command) -> anyhow::Result<f64> {
-    let start = Instant::now();
-    let status = cmd.stdout(Stdio::null()).status()?;
-    let secs = start.elapsed().as_secs_f64();
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
+#[derive(Debug, Default)]
+struct Runs(Vec<Run>);
+
+impl Runs {
+    fn push(&mut self, run: Run) {
+        self.0.push(run);
     }
-    Ok(secs)
+
+    /// The median wall time and, apart, the median CPU time.
+    fn median(&self) -> anyhow::Result<Run> {
+        let pick = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().context("no runs")
+        };
+        Ok(Run {
+            wall: pick(self.0.iter().map(|r| r.wall).collect())?,
+            cpu: pick(self.0.iter().map(|r| r.cpu).collect())?,
+        })
+    }
 }
 
-fn time_shell(script: &str) -> anyhow::Result<f64> {
-    time_cmd(Command::new("sh").args(["-c", script]))
+/// CPU seconds of a process and its reaped children, from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime is field 14.
+    let rest = stat.rsplit_once(") ").context("bad stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..15)
+        .context("short stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    // Linux reports these in USER_HZ, 100 per second on every platform.
+    Ok(ticks / 100.0)
 }
 
 /// `cat FILE` under a terminal of our own, output read and dropped.
-async fn time_bare_pty(file: &Path) -> anyhow::Result<f64> {
+async fn time_bare_pty(file: &Path) -> anyhow::Result<Run> {
+    let cpu = cpu_seconds("self")?;
     let cmd = exec_core::Command::new("cat")
         .arg(file)
         .pty(PtySize { rows: 24, cols: 80 });
@@ -272,16 +306,23 @@ async fn time_bare_pty(file: &Path) -> anyhow::Result<f64> {
             break;
         }
     }
-    Ok(start.elapsed().as_secs_f64())
+    let wall = start.elapsed().as_secs_f64();
+    Ok(Run {
+        wall,
+        cpu: cpu_seconds("self")? - cpu,
+    })
 }
 
-fn row(label: &str, mib_per_s: f64, ratio: Option<f64>) {
-    match ratio {
-        Some(r) => println!(
-            "  {label:<52} {mib_per_s:>8.1} MiB/s   {:>5.1}% of baseline",
-            r * 100.0
+fn row(label: &str, mib: f64, run: Run, baseline: Option<Run>) {
+    let speed = mib / run.wall;
+    let cpu = format!("CPU {:.2} s", run.cpu);
+    match baseline {
+        Some(b) => println!(
+            "  {label:<52} {speed:>8.1} MiB/s   {:>5.1}% of baseline   {cpu} ({:.1}x)",
+            b.wall / run.wall * 100.0,
+            run.cpu / b.cpu.max(0.01)
         ),
-        None => println!("  {label:<52} {mib_per_s:>8.1} MiB/s   (baseline)"),
+        None => println!("  {label:<52} {speed:>8.1} MiB/s   (baseline)        {cpu}"),
     }
 }
 
@@ -395,6 +436,21 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.arg(&self.url).env("WSEP_TOKEN", &self.token);
         cmd
+    }
+
+    /// Runs `cmd` to completion (stdout discarded); wall time and the CPU
+    /// time of this process's children plus the server's.
+    fn time(&self, cmd: &mut Command) -> anyhow::Result<Run> {
+        let server_pid = self.child.id().to_string();
+        let cpu = cpu_seconds("self")? + cpu_seconds(&server_pid)?;
+        let start = Instant::now();
+        let status = cmd.stdout(Stdio::null()).status()?;
+        let wall = start.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("{cmd:?} failed: {status}");
+        }
+        let cpu = cpu_seconds("self")? + cpu_seconds(&server_pid)? - cpu;
+        Ok(Run { wall, cpu })
     }
 
     fn rss(&self) -> anyhow::Result<u64> {
