@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
@@ -329,6 +330,21 @@ pub struct Output {
 }
 
 impl Output {
+    /// One read of at most `max` bytes, appended to `buf`; 0 at end of stream.
+    async fn read_once(&mut self, max: usize) -> Result<usize, Error> {
+        let mut limited = (&mut self.buf).limit(max);
+        let n = match &mut self.source {
+            Source::Stdout(s) => s.read_buf(&mut limited).await,
+            Source::Stderr(s) => s.read_buf(&mut limited).await,
+            Source::Pty(s) => match s.read_buf(&mut limited).await {
+                // Linux reports a terminal whose other side is closed as EIO.
+                Err(e) if e.raw_os_error() == Some(libc_eio()) => Ok(0),
+                other => other,
+            },
+        }?;
+        Ok(n)
+    }
+
     /// A stream that fills whole reads is bulk: a larger pipe lets the
     /// process run ahead between our reads, halving context switches on a
     /// busy machine. Only bulk streams get one, as pipe memory counts
@@ -391,20 +407,23 @@ impl Output {
         if self.buf.is_empty() {
             self.buf.extend_from_slice(self.prefix);
         }
-        let mut limited = (&mut self.buf).limit(self.want);
-        let n = match &mut self.source {
-            Source::Stdout(s) => s.read_buf(&mut limited).await,
-            Source::Stderr(s) => s.read_buf(&mut limited).await,
-            Source::Pty(s) => match s.read_buf(&mut limited).await {
-                // Linux reports a terminal whose other side is closed as EIO.
-                Err(e) if e.raw_os_error() == Some(libc_eio()) => Ok(0),
-                other => other,
-            },
-        }?;
+        let mut n = self.read_once(self.want).await?;
         if n == 0 {
             return Ok(None);
         }
-        if n == self.want && self.want < MAX_CHUNK {
+        if matches!(self.source, Source::Pty(_)) {
+            // A terminal hands out at most a few KiB per read: take what else
+            // is already waiting (never waiting for more), so bulk output
+            // moves in large chunks and interactive output is not delayed.
+            while n < MAX_CHUNK {
+                self.buf.reserve(4096);
+                match self.read_once(MAX_CHUNK - n).now_or_never() {
+                    Some(Ok(more)) if more > 0 => n += more,
+                    _ => break,
+                }
+            }
+        }
+        if n >= self.want * 3 / 4 && self.want < MAX_CHUNK {
             self.want = (self.want * 4).min(MAX_CHUNK);
             if self.want == MAX_CHUNK {
                 self.grow_pipe();
