@@ -563,3 +563,26 @@ async fn shutdown_ends_children_and_closes_clients() {
         wait_gone(pid).await;
     }
 }
+
+#[tokio::test]
+async fn uid_and_gid_are_applied_or_refused() {
+    let server = WsepServer::start().await;
+    let start = StartCommand {
+        uid: 65534,
+        gid: 65534,
+        ..sh("id -u; id -g")
+    };
+    let root = rustix::process::geteuid().is_root();
+    let result = wsep_client::start(&server.url(), Some(&server.token), start).await;
+    if root {
+        let (mut input, out) = result.unwrap();
+        input.close_stdin().await.unwrap();
+        assert_eq!(collect(out).await.stdout, b"65534\n65534\n");
+    } else {
+        // Without privilege the start fails, clearly.
+        assert!(
+            matches!(result, Err(Error::Closed { code: 1011, .. })),
+            "{result:?}"
+        );
+    }
+}
