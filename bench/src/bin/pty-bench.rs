@@ -84,12 +84,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn write_text(path: &Path, bytes: usize) -> anyhow::Result<()> {
-    let line = format!(
-        "{}\n",
-        "the quick brown fox jumps over the lazy dog 0123456789 "
-            .repeat(1)
-            .trim_end()
-    );
+    let line = "the quick brown fox jumps over the lazy dog 0123456789
+";
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut written = 0;
     while written < bytes {
@@ -161,7 +157,11 @@ async fn threaded_cat(file: &Path) -> anyhow::Result<f64> {
     let thread = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+            if n == 0
+                || tx
+                    .blocking_send(buf.get(..n).unwrap_or_default().to_vec())
+                    .is_err()
+            {
                 break;
             }
         }
