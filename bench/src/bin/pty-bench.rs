@@ -84,8 +84,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn write_text(path: &Path, bytes: usize) -> anyhow::Result<()> {
-    let line = "the quick brown fox jumps over the lazy dog 0123456789
-";
+    let line = "the quick brown fox jumps over the lazy dog 0123456789\n";
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut written = 0;
     while written < bytes {
