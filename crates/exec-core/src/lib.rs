@@ -9,7 +9,7 @@
 //! - every child leads its own process group, and the group is killed when
 //!   its [`Process`] is dropped or its [`Pane`] ends; children are reaped;
 //! - output is read only as fast as it is consumed, so a slow client slows the
-//!   process instead of growing memory (see [`pane`] for shared panes);
+//!   process instead of growing memory (see [`Pane`] for shared panes);
 //! - [`Event::Exit`] comes after all output.
 //!
 //! It is not a sandbox: commands run with the server's privileges unless a
@@ -18,7 +18,7 @@
 pub mod auth;
 mod command;
 mod error;
-pub mod pane;
+mod pane;
 mod process;
 mod replay;
 mod screen;

@@ -78,6 +78,14 @@ pub enum PaneEvent {
 }
 
 /// A process (with or without a terminal) shared by any number of clients.
+///
+/// Output goes into one bounded replay ring (and, under a terminal, a
+/// headless screen); each [`Attachment`] is a read offset into it. The
+/// process is paused only while more output would evict bytes that every
+/// attached client still has to read: a lone slow client slows the process,
+/// while a slow client among several falls behind and gets a
+/// [`PaneEvent::Redraw`] instead of stalling the others. With nobody
+/// attached, the process runs freely and the ring keeps its latest output.
 #[derive(Debug, Clone)]
 pub struct Pane {
     inner: Arc<PaneInner>,
