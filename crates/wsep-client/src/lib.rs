@@ -101,9 +101,10 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, Error> {
             .insert(http::header::AUTHORIZATION, value);
     }
     // tungstenite zero-fills its read buffer before every read: size it to
-    // one protocol message rather than its 128 KiB default.
+    // one protocol message (servers send up to 64000 bytes, terminal output
+    // included) rather than its 128 KiB default.
     let config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(wsep_proto::MAX_MESSAGE_SIZE + 64)
         .max_message_size(Some(wsep_proto::MAX_MESSAGE_SIZE))
         .max_frame_size(Some(wsep_proto::MAX_MESSAGE_SIZE))
         .write_buffer_size(wsep_proto::MAX_MESSAGE_SIZE)
