@@ -33,7 +33,17 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsep-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -44,6 +54,9 @@ async fn main() -> anyhow::Result<()> {
     let files = exec_core::raise_open_files_limit();
     tracing::debug!(files, "open-files limit");
     check_exposure(args.listen, !args.no_auth, args.insecure)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     let token = match (args.no_auth, args.token) {
         (true, _) => None,
         (false, Some(t)) if !t.is_empty() => Some(AccessToken::new(t)),
@@ -53,9 +66,6 @@ async fn main() -> anyhow::Result<()> {
             Some(t)
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("wsep-server listening on ws://{addr}/");
     if token.is_none() {
