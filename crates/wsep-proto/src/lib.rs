@@ -166,7 +166,11 @@ enum CommandField {
 #[serde(default)]
 struct NestedCommand {
     command: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    // Go encodes an empty slice as `null`: read null as empty.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
     args: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stdin: Option<bool>,
@@ -179,10 +183,20 @@ struct NestedCommand {
     uid: u32,
     #[serde(skip_serializing_if = "is_zero_u32")]
     gid: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
     env: Vec<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     working_dir: String,
+}
+
+fn null_as_empty<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn is_zero_u16(n: &u16) -> bool {
@@ -212,7 +226,8 @@ impl ClientMsg {
         Ok(match h.kind.as_str() {
             "start" => ClientMsg::Start(start_from(h)?),
             "stdin" => ClientMsg::Stdin(body),
-            "resize" => ClientMsg::Resize {
+            // Early versions of the reference named it "resize_header".
+            "resize" | "resize_header" => ClientMsg::Resize {
                 rows: h.rows.unwrap_or(0),
                 cols: h.cols.unwrap_or(0),
             },
@@ -427,6 +442,31 @@ mod tests {
         assert_eq!((s.rows, s.cols), (40, 120));
         assert_eq!(s.env, ["A=b"]);
         assert_eq!(s.working_dir, "/tmp");
+    }
+
+    #[test]
+    fn go_client_start_with_null_slices() {
+        // Exactly what the reference Go client marshals for `ls` with no args.
+        let msg = r#"{"type":"start","id":"","command":{"command":"ls","args":null,"stdin":false,"tty":false,"rows":0,"cols":0,"uid":0,"gid":0,"env":null,"working_dir":""}}"#;
+        let ClientMsg::Start(s) = client(msg) else {
+            panic!()
+        };
+        assert_eq!(s.command, "ls");
+        assert!(s.args.is_empty() && s.env.is_empty());
+        assert_eq!(s.stdin, Some(false));
+        let flat = r#"{"type":"start","command":"ls","args":null,"tty":false}"#;
+        let ClientMsg::Start(s) = client(flat) else {
+            panic!()
+        };
+        assert!(s.args.is_empty());
+    }
+
+    #[test]
+    fn early_resize_header_name() {
+        assert_eq!(
+            client(r#"{"type":"resize_header","rows":3,"cols":4}"#),
+            ClientMsg::Resize { rows: 3, cols: 4 }
+        );
     }
 
     #[test]
