@@ -600,6 +600,55 @@ mod tests {
         }
     }
 
+    /// A stable-toolchain stand-in for the fuzz target: mutated valid
+    /// messages and random bytes never panic, and what decodes round-trips.
+    #[test]
+    fn mutated_messages_never_panic() {
+        let seeds: [&[u8]; 5] = [
+            br#"{"type":"start","id":"x","command":{"command":"sh","args":["-c","x"],"tty":true,"rows":2,"cols":3,"env":["A=b"],"working_dir":"/"}}"#,
+            br#"{"type":"start","command":"cat","args":[],"tty":false}"#,
+            b"{\"type\":\"stdin\"}\nbody\nmore",
+            br#"{"type":"resize","rows":24,"cols":80}"#,
+            br#"{"type":"exit_code","exit_code":2,"code":2,"error":"exit status 2"}"#,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 7;
+            state ^= state >> 9;
+            state
+        };
+        for round in 0..20_000u32 {
+            let seed = seeds[(next() % seeds.len() as u64) as usize];
+            let mut data = seed.to_vec();
+            for _ in 0..(1 + next() % 4) {
+                let r = next();
+                let at = (r >> 8) as usize % (data.len() + 1);
+                match r % 4 {
+                    0 if at < data.len() => data[at] = (r >> 32) as u8,
+                    1 => data.insert(at, (r >> 32) as u8),
+                    2 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    _ => data.truncate(at),
+                }
+            }
+            if round % 10 == 0 {
+                data = (0..next() % 64).map(|_| next() as u8).collect();
+            }
+            let frame = Bytes::from(data);
+            if let Ok(msg) = ClientMsg::decode(&frame) {
+                if !matches!(msg, ClientMsg::Unknown(_)) {
+                    assert_eq!(ClientMsg::decode(&Bytes::from(msg.encode())).unwrap(), msg);
+                }
+            }
+            if let Ok(msg) = ServerMsg::decode(&frame) {
+                if !matches!(msg, ServerMsg::Unknown(_)) {
+                    assert_eq!(ServerMsg::decode(&msg.encode()).unwrap(), msg);
+                }
+            }
+        }
+    }
+
     #[test]
     fn largest_output_fits_the_limit() {
         let body = vec![0u8; MAX_OUTPUT_BODY];
