@@ -636,15 +636,15 @@ mod tests {
                 data = (0..next() % 64).map(|_| next() as u8).collect();
             }
             let frame = Bytes::from(data);
-            if let Ok(msg) = ClientMsg::decode(&frame) {
-                if !matches!(msg, ClientMsg::Unknown(_)) {
-                    assert_eq!(ClientMsg::decode(&Bytes::from(msg.encode())).unwrap(), msg);
-                }
+            if let Ok(msg) = ClientMsg::decode(&frame)
+                && !matches!(msg, ClientMsg::Unknown(_))
+            {
+                assert_eq!(ClientMsg::decode(&Bytes::from(msg.encode())).unwrap(), msg);
             }
-            if let Ok(msg) = ServerMsg::decode(&frame) {
-                if !matches!(msg, ServerMsg::Unknown(_)) {
-                    assert_eq!(ServerMsg::decode(&msg.encode()).unwrap(), msg);
-                }
+            if let Ok(msg) = ServerMsg::decode(&frame)
+                && !matches!(msg, ServerMsg::Unknown(_))
+            {
+                assert_eq!(ServerMsg::decode(&msg.encode()).unwrap(), msg);
             }
         }
     }
