@@ -2,16 +2,20 @@
 //! `127.0.0.1:0`, talk to it with a real client, observe real processes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use exec_core::auth::AccessToken;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A wsep server running in this process.
+/// A server running in this process on `127.0.0.1:0`, shut down when
+/// dropped.
 #[derive(Debug)]
-pub struct WsepServer {
+pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
     /// The token it expects.
@@ -20,36 +24,67 @@ pub struct WsepServer {
     task: Option<JoinHandle<()>>,
 }
 
-impl WsepServer {
-    /// A server with a fresh token and the default configuration.
-    pub async fn start() -> WsepServer {
-        Self::start_with(wsep_server::Config::default()).await
-    }
+type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-    /// A server with `config`; a token is generated when `config` has none.
-    pub async fn start_with(mut config: wsep_server::Config) -> WsepServer {
-        let token = config
-            .token
-            .get_or_insert_with(|| AccessToken::generate().unwrap())
-            .expose()
-            .to_owned();
+impl TestServer {
+    /// Binds port 0 and runs `serve(listener, token, shutdown)` in a task.
+    async fn spawn<F, Fut>(serve: F) -> TestServer
+    where
+        F: FnOnce(tokio::net::TcpListener, AccessToken, Shutdown) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let token = AccessToken::generate().unwrap();
+        let exposed = token.expose().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
+        let shutdown: Shutdown = Box::pin(async {
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(serve(listener, token, shutdown));
+        TestServer {
+            addr,
+            token: exposed,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A wsep server with the default configuration.
+    pub async fn wsep() -> TestServer {
+        Self::wsep_with(wsep_server::Config::default()).await
+    }
+
+    /// A wsep server with `config` (its token is replaced by a fresh one).
+    pub async fn wsep_with(config: wsep_server::Config) -> TestServer {
+        Self::spawn(|listener, token, shutdown| async move {
+            let config = wsep_server::Config {
+                token: Some(token),
+                ..config
             };
             wsep_server::serve(listener, config, shutdown)
                 .await
                 .unwrap();
-        });
-        WsepServer {
-            addr,
-            token,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        })
+        .await
+    }
+
+    /// A pow server with `config` and `handler` (its token is replaced by a
+    /// fresh one).
+    pub async fn pow_with(
+        config: pow_server::Config,
+        handler: Arc<dyn pow_server::Handler>,
+    ) -> TestServer {
+        Self::spawn(|listener, token, shutdown| async move {
+            let config = pow_server::Config {
+                token: Some(token),
+                ..config
+            };
+            pow_server::serve(listener, config, handler, shutdown)
+                .await
+                .unwrap();
+        })
+        .await
     }
 
     /// `ws://addr/`
@@ -68,7 +103,7 @@ impl WsepServer {
     }
 }
 
-impl Drop for WsepServer {
+impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use execwire_tests::{WsepServer, alive, wait_gone};
+use execwire_tests::{TestServer, alive, wait_gone};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use wsep_client::{Error, Input, Output, Outputs};
@@ -65,7 +65,7 @@ async fn collect(mut out: Outputs) -> Ran {
     ran
 }
 
-async fn run(server: &WsepServer, start: StartCommand) -> Ran {
+async fn run(server: &TestServer, start: StartCommand) -> Ran {
     let (mut input, out) = wsep_client::start(&server.url(), Some(&server.token), start)
         .await
         .unwrap();
@@ -73,7 +73,7 @@ async fn run(server: &WsepServer, start: StartCommand) -> Ran {
     collect(out).await
 }
 
-async fn open(server: &WsepServer, start: StartCommand) -> (Input, Outputs) {
+async fn open(server: &TestServer, start: StartCommand) -> (Input, Outputs) {
     wsep_client::start(&server.url(), Some(&server.token), start)
         .await
         .unwrap()
@@ -96,7 +96,7 @@ async fn read_until(out: &mut Outputs, needle: &str) -> String {
 
 #[tokio::test]
 async fn working_directory_and_env() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let mut start = sh("pwd; echo \"$GREETING\"");
     start.working_dir = "/tmp".into();
     start.env = vec!["GREETING=hello world".into()];
@@ -107,7 +107,7 @@ async fn working_directory_and_env() {
 
 #[tokio::test]
 async fn exit_codes() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let ok = run(&server, cmd("true", &[])).await;
     assert_eq!((ok.code, ok.error.as_str()), (0, ""));
     let two = run(&server, sh("exit 2")).await;
@@ -120,7 +120,7 @@ async fn exit_codes() {
 
 #[tokio::test]
 async fn stdout_and_stderr_stay_apart() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let ran = run(
         &server,
         sh("echo out1; echo err1 >&2; echo out2; echo err2 >&2"),
@@ -132,7 +132,7 @@ async fn stdout_and_stderr_stay_apart() {
 
 #[tokio::test]
 async fn cat_round_trip_with_newlines_in_bodies() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let (mut input, mut out) = open(&server, cmd("cat", &[])).await;
     assert!(out.pid() > 0);
     input.write(b"line one\nline two\n\nend").await.unwrap();
@@ -146,7 +146,7 @@ async fn cat_round_trip_with_newlines_in_bodies() {
 
 #[tokio::test]
 async fn one_mebibyte_of_output_is_intact_and_in_order() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     // Numbered lines make reordering or loss visible.
     let ran = run(&server, sh("seq 1 200000")).await;
     let expected: String = (1..=200000).map(|i| format!("{i}\n")).collect();
@@ -157,7 +157,7 @@ async fn one_mebibyte_of_output_is_intact_and_in_order() {
 
 #[tokio::test]
 async fn large_input_round_trip() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let (mut input, out) = open(&server, cmd("sha256sum", &[])).await;
     let data: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -182,7 +182,7 @@ async fn large_input_round_trip() {
 
 #[tokio::test]
 async fn tty_echo_and_resize() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let (mut input, mut out) = open(&server, tty("sh", &[], "")).await;
     input
         .write(b"echo tty-$((6*7)); stty size; tty\n")
@@ -204,7 +204,7 @@ async fn tty_echo_and_resize() {
 
 #[tokio::test]
 async fn tty_zero_size_gets_a_sane_default() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let mut start = tty("stty", &["size"], "");
     start.rows = 0;
     start.cols = 0;
@@ -214,7 +214,7 @@ async fn tty_zero_size_gets_a_sane_default() {
 
 #[tokio::test]
 async fn reconnect_by_id_redraws_the_screen() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let (mut input, mut out) = open(&server, tty("sh", &[], "session-a")).await;
     let pid = out.pid();
     input.write(b"echo before-$((1+1))\n").await.unwrap();
@@ -248,7 +248,7 @@ async fn named_session_ends_after_idle_timeout() {
         session_timeout: Duration::from_millis(100),
         ..wsep_server::Config::default()
     };
-    let server = WsepServer::start_with(config).await;
+    let server = TestServer::wsep_with(config).await;
     let (input, out) = open(&server, tty("sleep", &["60"], "idle")).await;
     let pid = u32::try_from(out.pid()).unwrap();
     input.disconnect().await.unwrap();
@@ -258,7 +258,7 @@ async fn named_session_ends_after_idle_timeout() {
 
 #[tokio::test]
 async fn disconnect_kills_a_plain_command_and_its_children() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let (input, mut out) = open(&server, sh("sleep 60 & echo $!; wait")).await;
     let pid = u32::try_from(out.pid()).unwrap();
     let line = read_until(&mut out, "\n").await;
@@ -272,7 +272,7 @@ async fn disconnect_kills_a_plain_command_and_its_children() {
 
 #[tokio::test]
 async fn ten_concurrent_sessions_with_random_disconnects() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let url = server.url();
     let mut tasks = Vec::new();
     // A fixed-seed generator: "random" but the same on every run.
@@ -317,7 +317,7 @@ async fn ten_concurrent_sessions_with_random_disconnects() {
 
 #[tokio::test]
 async fn failure_to_start_closes_1011_with_a_short_reason() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let long = "x".repeat(300);
     for start in [
         cmd("/no/such/binary", &[]),
@@ -346,7 +346,7 @@ async fn failure_to_start_closes_1011_with_a_short_reason() {
 
 #[tokio::test]
 async fn auth_refused_and_accepted() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let url = server.url();
     let start = || cmd("true", &[]);
     assert!(matches!(
@@ -368,7 +368,7 @@ async fn auth_refused_and_accepted() {
 
 /// A raw WebSocket without the client library's limits, for what the
 /// library would never send.
-async fn raw(server: &WsepServer) -> wsep_client_raw::Ws {
+async fn raw(server: &TestServer) -> wsep_client_raw::Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = server.url().into_client_request().unwrap();
     request.headers_mut().insert(
@@ -405,7 +405,7 @@ fn start_frame(start: &StartCommand) -> Message {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_close() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let cases: Vec<(Vec<Message>, &str)> = vec![
         (
             vec![Message::Binary(Bytes::from_static(b"garbage"))],
@@ -457,7 +457,7 @@ async fn bad_input_gets_a_clear_close() {
 
 #[tokio::test]
 async fn oversize_frames_are_refused_with_1009() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let mut ws = raw(&server).await;
     ws.send(start_frame(&cmd("cat", &[]))).await.unwrap();
     let mut huge = b"{\"type\":\"stdin\"}\n".to_vec();
@@ -491,7 +491,7 @@ async fn oversize_frames_are_refused_with_1009() {
 
 #[tokio::test]
 async fn text_frames_and_the_seed_start_form_are_accepted() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let mut ws = raw(&server).await;
     ws.send(Message::Text(r#"{"type":"hello"}"#.into()))
         .await
@@ -542,7 +542,7 @@ async fn text_frames_and_the_seed_start_form_are_accepted() {
 
 #[tokio::test]
 async fn shutdown_ends_children_and_closes_clients() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let (_input, plain) = open(&server, cmd("sleep", &["60"])).await;
     let (_tty_in, named) = open(&server, tty("sleep", &["60"], "kept")).await;
     let pids = [plain.pid(), named.pid()].map(|p| u32::try_from(p).unwrap());
@@ -566,7 +566,7 @@ async fn shutdown_ends_children_and_closes_clients() {
 
 #[tokio::test]
 async fn uid_and_gid_are_applied_or_refused() {
-    let server = WsepServer::start().await;
+    let server = TestServer::wsep().await;
     let start = StartCommand {
         uid: 65534,
         gid: 65534,

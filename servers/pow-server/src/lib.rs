@@ -1,0 +1,152 @@
+//! A pow-1 ("Process Over Websocket") server: clients call server-defined
+//! processes by name over a WebSocket with the `pow-1` subprotocol.
+//!
+//! What runs is decided by a [`Handler`] — usually a [`Registry`] of named
+//! [`PowProcess`] constructors — never by the client. [`serve`] accepts
+//! connections on a bound listener until its shutdown future completes.
+//!
+//! Status: the WebSocket protocol is complete; the REST API, its OpenAPI
+//! document and operator-defined (TOML) processes are not built yet, and a
+//! plain HTTP request is answered with `501 Not Implemented`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use exec_core::auth::{AccessToken, require_token};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod process;
+mod ws;
+
+pub use process::{
+    Cancel, CancelCause, Echo, GetError, GoneError, Handler, Io, OutputSink, PowProcess, Registry,
+};
+
+/// Errors of the pow server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Accepting connections failed.
+    #[error("serve: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How a server behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The token clients must present; `None` turns authentication off.
+    pub token: Option<AccessToken>,
+    /// How long a new connection may take to send its call (the reference
+    /// allows 1 s).
+    pub call_timeout: Duration,
+    /// Largest WebSocket message accepted (the reference reads at most 2048
+    /// bytes).
+    pub max_message: usize,
+    /// Input held for a process that has not taken it yet; beyond it the
+    /// server stops reading (before the call: rejects).
+    pub max_pending_input: usize,
+    /// How long shutdown waits for sessions to end.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            token: None,
+            call_timeout: Duration::from_secs(1),
+            max_message: 1 << 20,
+            max_pending_input: 16 << 20,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: ws::Shared,
+    tracker: TaskTracker,
+    max_message: usize,
+}
+
+/// Serves pow-1 on `listener` with `handler` until `shutdown` completes;
+/// then cancels every process (cause [`CancelCause::Shutdown`]) and waits for
+/// the sessions to send their results.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    handler: Arc<dyn Handler>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let cancel = CancellationToken::new();
+    let state = AppState {
+        shared: ws::Shared {
+            handler,
+            call_timeout: config.call_timeout,
+            max_pending_input: config.max_pending_input,
+            shutdown: cancel.clone(),
+        },
+        tracker: TaskTracker::new(),
+        max_message: config.max_message,
+    };
+    let app = Router::new()
+        .fallback(upgrade)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            config.token.clone(),
+            require_token,
+        ));
+    let stop = cancel.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop.cancel();
+        })
+        .await?;
+    cancel.cancel();
+    state.tracker.close();
+    if tokio::time::timeout(config.shutdown_grace, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sessions still open after the shutdown grace period");
+    }
+    Ok(())
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "the pow-1 REST API is not implemented by this server yet; use the WebSocket API\n",
+        )
+            .into_response();
+    };
+    let ws = ws.protocols([pow_proto::SUBPROTOCOL]);
+    if ws.selected_protocol().is_none() {
+        return (
+            StatusCode::FORBIDDEN,
+            "client does not support required pow-1 subprotocol\n",
+        )
+            .into_response();
+    }
+    let AppState {
+        shared,
+        tracker,
+        max_message,
+    } = state;
+    ws.max_message_size(max_message)
+        .max_frame_size(max_message)
+        .max_write_buffer_size(4 * 64 * 1024)
+        .on_upgrade(move |socket| tracker.track_future(ws::run(socket, shared)))
+}

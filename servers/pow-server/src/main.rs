@@ -1,0 +1,85 @@
+//! `pow-server`: serve pow-1 processes over WebSocket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use exec_core::auth::{AccessToken, check_exposure};
+use pow_server::{Echo, Registry};
+
+/// Run server-defined processes for pow-1 clients.
+///
+/// Authentication is on by default: give a token with --token (or the
+/// POW_TOKEN environment variable), or one is generated and printed.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (the reference example server uses port 3000).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// The token clients must present.
+    #[arg(long, env = "POW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Serve without authentication (only on a loopback address unless --insecure).
+    #[arg(long, conflicts_with = "token")]
+    no_auth: bool,
+    /// Allow --no-auth on a non-loopback address.
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pow-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    check_exposure(args.listen, !args.no_auth, args.insecure)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let token = match (args.no_auth, args.token) {
+        (true, _) => None,
+        (false, Some(t)) if !t.is_empty() => Some(AccessToken::new(t)),
+        (false, _) => {
+            let t = AccessToken::generate().context("generating a token")?;
+            println!("token: {}", t.expose());
+            Some(t)
+        }
+    };
+    println!("pow-server listening on ws://{}/", listener.local_addr()?);
+    let mut registry = Registry::new();
+    registry.register("echo", |params| Ok(Box::new(Echo::new(params))));
+    let config = pow_server::Config {
+        token,
+        ..pow_server::Config::default()
+    };
+    pow_server::serve(listener, config, Arc::new(registry), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,248 @@
+//! One pow-1 WebSocket session, over any [`Transport`].
+//!
+//! Before the call, text frames are kept (up to a byte limit) and delivered
+//! in order once the process starts; the reader never stops for them, so a
+//! flood of early input cannot deadlock the call behind it. After the call,
+//! input waits in a queue the process drains at its own pace while control
+//! frames are still read, so a cancel is seen at once however much input is
+//! queued. When the process ends: its remaining output, one result frame, a
+//! 1000 close with an empty reason, and the client's half of the handshake.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use exec_core::{Message, Transport, TransportRx, TransportTx};
+use pow_proto::{Call, Outcome, Signal, reason};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{CancelCause, Handler, io_pair};
+
+/// What every session of one server shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) call_timeout: Duration,
+    pub(crate) max_pending_input: usize,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// How long to wait for the client's close after ours.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// Input chunks the process may have in flight before the queue holds them.
+const INPUT_DEPTH: usize = 8;
+
+/// Output chunks in flight between the process and the socket.
+const OUTPUT_DEPTH: usize = 8;
+
+pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
+    let (mut tx, mut rx) = transport.split();
+    let mut pending = Pending::default();
+    let call = tokio::select! {
+        call = wait_for_call(&mut rx, &mut pending, shared.max_pending_input) => call,
+        () = tokio::time::sleep(shared.call_timeout) => Err(Some(reason::TIMEOUT.to_owned())),
+        () = shared.shutdown.cancelled() => Err(Some("server shutting down".to_owned())),
+    };
+    let call = match call {
+        Ok(call) => call,
+        Err(Some(why)) => return finish(tx, rx, Outcome::Rejected { reason: why }).await,
+        Err(None) => return, // the client left before calling
+    };
+    let process = match shared.handler.get(&call.call, &call.params).await {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = format!("failed to get process: {e}");
+            return finish(tx, rx, Outcome::Rejected { reason }).await;
+        }
+    };
+    tracing::debug!(call = %call.call, params = call.params.len(), "process started");
+    let (io, input, mut output) = io_pair(INPUT_DEPTH, OUTPUT_DEPTH);
+    let cancel = io.cancel.clone();
+    let mut task = tokio::spawn(process.run(io));
+    let mut input = Some(input);
+    let mut close_requested = false;
+    let mut cancels = 0;
+    let mut client_gone = false;
+
+    let joined = loop {
+        if close_requested && pending.is_empty() {
+            input = None; // the process sees the end of its input
+        }
+        let feeder = input.clone().filter(|_| !pending.is_empty());
+        tokio::select! {
+            biased;
+            result = &mut task => break result,
+            permit = reserve(feeder) => match permit {
+                Some(permit) => {
+                    if let Some(chunk) = pending.pop() {
+                        permit.send(chunk);
+                    }
+                }
+                None => {
+                    // The process dropped its input: later input goes nowhere.
+                    input = None;
+                    pending.clear();
+                }
+            },
+            chunk = output.recv() => {
+                if let Some(chunk) = chunk
+                    && !client_gone
+                    && tx.send(text(&chunk)).await.is_err()
+                {
+                    client_gone = true;
+                    cancel.cancel(CancelCause::ClientGone);
+                }
+            }
+            msg = rx.recv(), if !client_gone && pending.bytes < shared.max_pending_input => match msg {
+                Ok(Some(Message::Text(data))) => {
+                    if input.is_some() && !close_requested {
+                        pending.push(data);
+                    }
+                }
+                Ok(Some(Message::Binary(frame))) => match Signal::decode(&frame) {
+                    Ok(Signal::Close) => close_requested = true,
+                    Ok(Signal::Cancel) => {
+                        cancels += 1;
+                        cancel.cancel(CancelCause::ClientCancel);
+                        pending.clear();
+                        if cancels >= 2 {
+                            close_requested = true;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bad control frame");
+                        cancel.cancel(CancelCause::ProtocolError);
+                    }
+                },
+                Ok(None) | Err(_) => {
+                    client_gone = true;
+                    cancel.cancel(CancelCause::ClientGone);
+                    input = None;
+                    pending.clear();
+                }
+            },
+            () = shared.shutdown.cancelled(), if !cancel_fired(&cancel) => {
+                cancel.cancel(CancelCause::Shutdown);
+            }
+        }
+    };
+    if client_gone {
+        return;
+    }
+    // Output the process wrote before it returned comes before the result.
+    while let Ok(chunk) = output.try_recv() {
+        if tx.send(text(&chunk)).await.is_err() {
+            return;
+        }
+    }
+    let outcome = match joined {
+        Ok(Ok(value)) => Outcome::Fulfilled { value },
+        Ok(Err(reason)) => Outcome::Rejected { reason },
+        Err(e) => {
+            tracing::warn!(error = %e, "process task failed");
+            Outcome::Rejected {
+                reason: "process failed".into(),
+            }
+        }
+    };
+    finish(tx, rx, outcome).await;
+}
+
+fn cancel_fired(cancel: &crate::process::Cancel) -> bool {
+    cancel.cause().is_some()
+}
+
+async fn reserve(sender: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
+    match sender {
+        Some(s) => s.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Process output as a text frame (bytes that are not UTF-8 are replaced).
+fn text(chunk: &Bytes) -> Message {
+    match std::str::from_utf8(chunk) {
+        Ok(_) => Message::Text(chunk.clone()),
+        Err(_) => Message::text(String::from_utf8_lossy(chunk).into_owned()),
+    }
+}
+
+/// Input that arrived but the process has not taken yet.
+#[derive(Debug, Default)]
+struct Pending {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, chunk: Bytes) {
+        self.bytes += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        let chunk = self.chunks.pop_front()?;
+        self.bytes -= chunk.len();
+        Some(chunk)
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// Reads until the call, keeping text frames. `Err(None)`: the client left;
+/// `Err(Some(reason))`: reject with that reason.
+async fn wait_for_call<R: TransportRx>(
+    rx: &mut R,
+    pending: &mut Pending,
+    max_pending: usize,
+) -> Result<Call, Option<String>> {
+    loop {
+        match rx.recv().await {
+            Ok(Some(Message::Text(data))) => {
+                if pending.bytes + data.len() > max_pending {
+                    return Err(Some(format!(
+                        "{}: more than {max_pending} bytes of input before the call",
+                        reason::PROTOCOL_ERROR
+                    )));
+                }
+                pending.push(data);
+            }
+            Ok(Some(Message::Binary(frame))) => {
+                return Call::decode(&frame).map_err(|e| {
+                    tracing::debug!(error = %e, "bad call");
+                    Some(reason::PROTOCOL_ERROR.to_owned())
+                });
+            }
+            Ok(None) | Err(_) => return Err(None),
+        }
+    }
+}
+
+/// The result frame, a 1000 close with an empty reason, and the client's
+/// close: the whole handshake, which the reference client checks.
+async fn finish<Tx: TransportTx, Rx: TransportRx>(mut tx: Tx, mut rx: Rx, outcome: Outcome) {
+    if tx
+        .send(Message::Binary(outcome.encode().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if tx.close(1000, "").await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Ok(Some(_)) = rx.recv().await {}
+    })
+    .await;
+}

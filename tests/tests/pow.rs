@@ -1,0 +1,301 @@
+//! pow-1 over WebSocket end to end: the real server on port 0, a real
+//! WebSocket client offering the `pow-1` subprotocol.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use execwire_tests::TestServer;
+use futures_util::{SinkExt, StreamExt};
+use pow_proto::{Call, Outcome, Signal};
+use pow_server::{CancelCause, Echo, GetError, Io, PowProcess, Registry};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What the test process reports.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Started,
+    Stopped(Option<CancelCause>),
+}
+
+/// A process that ignores its input and reports when it starts and why it
+/// was cancelled.
+struct Sleeper {
+    seen: mpsc::UnboundedSender<Seen>,
+}
+
+#[async_trait]
+impl PowProcess for Sleeper {
+    async fn run(self: Box<Self>, io: Io) -> Result<Value, String> {
+        let _ = self.seen.send(Seen::Started);
+        io.cancel.cancelled().await;
+        let cause = io.cancel.cause();
+        let _ = self.seen.send(Seen::Stopped(cause));
+        Err(format!("stopped: {cause:?}"))
+    }
+}
+
+async fn server(config: pow_server::Config) -> (TestServer, mpsc::UnboundedReceiver<Seen>) {
+    let (causes, seen) = mpsc::unbounded_channel();
+    let mut registry = Registry::new();
+    registry.register("echo", |params| Ok(Box::new(Echo::new(params))));
+    registry.register("sleep", move |_| {
+        Ok(Box::new(Sleeper {
+            seen: causes.clone(),
+        }))
+    });
+    registry.register("picky", |params| {
+        if params.len() == 1 {
+            Ok(Box::new(Echo::new(params)))
+        } else {
+            Err(GetError::InvalidParams("exactly one parameter".into()))
+        }
+    });
+    (TestServer::pow_with(config, Arc::new(registry)).await, seen)
+}
+
+async fn connect(server: &TestServer, subprotocol: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    let mut request = server.url().into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", server.token).parse().unwrap(),
+    );
+    if let Some(p) = subprotocol {
+        headers.insert("sec-websocket-protocol", p.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+fn call(name: &str, params: &[&str]) -> Message {
+    let call = Call {
+        call: name.into(),
+        params: params.iter().map(|s| s.to_string()).collect(),
+    };
+    Message::Binary(call.encode().into())
+}
+
+fn signal(s: Signal) -> Message {
+    Message::Binary(s.encode().into())
+}
+
+/// Everything until the close: text output, the result, and the close frame.
+async fn outcome(ws: &mut Ws) -> (String, Outcome) {
+    let mut text = String::new();
+    let mut result = None;
+    while let Some(msg) = ws.next().await {
+        match msg.unwrap() {
+            Message::Text(t) => {
+                assert!(result.is_none(), "output after the result");
+                text.push_str(&t);
+            }
+            Message::Binary(b) => {
+                assert!(result.is_none(), "two results");
+                result = Some(Outcome::decode(&b).unwrap());
+            }
+            Message::Close(frame) => {
+                let frame = frame.expect("a close frame with a code");
+                assert_eq!(u16::from(frame.code), 1000);
+                assert_eq!(
+                    frame.reason.as_str(),
+                    "",
+                    "the reference client wants an empty reason"
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    // The handshake completes: the stream ends cleanly after our reply.
+    assert!(ws.next().await.is_none());
+    (text, result.expect("a result before the close"))
+}
+
+fn rejected(reason: &str) -> Outcome {
+    Outcome::Rejected {
+        reason: reason.into(),
+    }
+}
+
+#[tokio::test]
+async fn echo_round_trip_with_params() {
+    let (server, _) = server(pow_server::Config::default()).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    ws.send(call("echo", &["a", "b"])).await.unwrap();
+    ws.send(Message::Text("hello ".into())).await.unwrap();
+    ws.send(Message::Text("world".into())).await.unwrap();
+    ws.send(signal(Signal::Close)).await.unwrap();
+    let (text, result) = outcome(&mut ws).await;
+    assert_eq!(text, "hello world");
+    assert_eq!(
+        result,
+        Outcome::Fulfilled {
+            value: json!(["a", "b"])
+        }
+    );
+}
+
+#[tokio::test]
+async fn input_before_the_call_is_kept_in_order() {
+    let (server, _) = server(pow_server::Config::default()).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    let mut expected = String::new();
+    for i in 0..500 {
+        let line = format!("{i},");
+        expected.push_str(&line);
+        ws.send(Message::Text(line.into())).await.unwrap();
+    }
+    ws.send(call("echo", &[])).await.unwrap();
+    ws.send(signal(Signal::Close)).await.unwrap();
+    ws.send(Message::Text("after close: dropped".into()))
+        .await
+        .unwrap();
+    let (text, result) = outcome(&mut ws).await;
+    assert_eq!(text, expected);
+    assert_eq!(result, Outcome::Fulfilled { value: json!([]) });
+}
+
+#[tokio::test]
+async fn refusals_are_rejected_results() {
+    let (server, _) = server(pow_server::Config::default()).await;
+    let cases: Vec<(Message, Outcome)> = vec![
+        (
+            call("nope", &[]),
+            rejected("failed to get process: unknown process"),
+        ),
+        (
+            call("picky", &["a", "b"]),
+            rejected("failed to get process: invalid parameters: exactly one parameter"),
+        ),
+        (
+            Message::Binary(b"{not json".to_vec().into()),
+            rejected("protocol error occurred"),
+        ),
+        (
+            Message::Binary(br#"{"call":"echo","params":[1]}"#.to_vec().into()),
+            rejected("protocol error occurred"),
+        ),
+    ];
+    for (first, expected) in cases {
+        let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+        ws.send(first).await.unwrap();
+        assert_eq!(outcome(&mut ws).await.1, expected);
+    }
+}
+
+#[tokio::test]
+async fn no_call_in_time_is_rejected() {
+    let config = pow_server::Config {
+        call_timeout: Duration::from_millis(50),
+        ..pow_server::Config::default()
+    };
+    let (server, _) = server(config).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    assert_eq!(outcome(&mut ws).await.1, rejected("timeout expired"));
+}
+
+#[tokio::test]
+async fn missing_subprotocol_is_forbidden() {
+    let (server, _) = server(pow_server::Config::default()).await;
+    for offered in [None, Some("pow-2")] {
+        match connect(&server, offered).await {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+            other => panic!("expected 403, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_token_is_refused_before_the_upgrade() {
+    let (server, _) = server(pow_server::Config::default()).await;
+    let mut request = server.url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "pow-1".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cancel_reaches_a_process_that_ignores_input() {
+    let (server, mut causes) = server(pow_server::Config::default()).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    ws.send(call("sleep", &[])).await.unwrap();
+    // Input nobody reads, queued before the cancel.
+    for _ in 0..100 {
+        ws.send(Message::Text("x".repeat(1000).into()))
+            .await
+            .unwrap();
+    }
+    ws.send(signal(Signal::Cancel)).await.unwrap();
+    let (_, result) = outcome(&mut ws).await;
+    assert_eq!(result, rejected("stopped: Some(ClientCancel)"));
+    assert_eq!(causes.recv().await.unwrap(), Seen::Started);
+    assert_eq!(
+        causes.recv().await.unwrap(),
+        Seen::Stopped(Some(CancelCause::ClientCancel))
+    );
+}
+
+#[tokio::test]
+async fn a_bad_signal_cancels_with_a_protocol_error() {
+    let (server, mut causes) = server(pow_server::Config::default()).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    ws.send(call("sleep", &[])).await.unwrap();
+    ws.send(Message::Binary(br#"{"signal":"explode"}"#.to_vec().into()))
+        .await
+        .unwrap();
+    let (_, result) = outcome(&mut ws).await;
+    assert_eq!(result, rejected("stopped: Some(ProtocolError)"));
+    assert_eq!(causes.recv().await.unwrap(), Seen::Started);
+    assert_eq!(
+        causes.recv().await.unwrap(),
+        Seen::Stopped(Some(CancelCause::ProtocolError))
+    );
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_process() {
+    let (server, mut causes) = server(pow_server::Config::default()).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    ws.send(call("sleep", &[])).await.unwrap();
+    assert_eq!(causes.recv().await.unwrap(), Seen::Started);
+    drop(ws);
+    assert_eq!(
+        causes.recv().await.unwrap(),
+        Seen::Stopped(Some(CancelCause::ClientGone))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_cancels_running_processes() {
+    let (server, mut causes) = server(pow_server::Config::default()).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    ws.send(call("sleep", &[])).await.unwrap();
+    assert_eq!(causes.recv().await.unwrap(), Seen::Started);
+    let (_, (_, result)) = tokio::join!(server.shutdown(), outcome(&mut ws));
+    assert_eq!(result, rejected("stopped: Some(Shutdown)"));
+    assert_eq!(
+        causes.recv().await.unwrap(),
+        Seen::Stopped(Some(CancelCause::Shutdown))
+    );
+}
