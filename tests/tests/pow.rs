@@ -299,3 +299,68 @@ async fn shutdown_cancels_running_processes() {
         Seen::Stopped(Some(CancelCause::Shutdown))
     );
 }
+
+async fn configured(extra: &str) -> TestServer {
+    let text = format!("{}\n{extra}", pow_server::DEFAULT_CONFIG);
+    let registry = pow_server::registry_from_toml(&text).unwrap();
+    TestServer::pow_with(pow_server::Config::default(), Arc::new(registry)).await
+}
+
+async fn run_call(
+    server: &TestServer,
+    name: &str,
+    params: &[&str],
+    input: &str,
+) -> (String, Outcome) {
+    let mut ws = connect(server, Some("pow-1")).await.unwrap();
+    ws.send(call(name, params)).await.unwrap();
+    if !input.is_empty() {
+        ws.send(Message::Text(input.into())).await.unwrap();
+    }
+    ws.send(signal(Signal::Close)).await.unwrap();
+    outcome(&mut ws).await
+}
+
+#[tokio::test]
+async fn configured_commands_stream_stdout_and_report_status() {
+    let server = configured("").await;
+    let (_, date) = run_call(&server, "date", &[], "").await;
+    match date {
+        Outcome::Fulfilled {
+            value: Value::String(s),
+        } => assert!(s.ends_with('Z') && s.len() == 20, "{s}"),
+        other => panic!("date: {other:?}"),
+    }
+    let (listing, result) = run_call(&server, "ls", &["/"], "").await;
+    assert!(listing.contains("tmp"), "{listing}");
+    assert_eq!(result, Outcome::Fulfilled { value: Value::Null });
+    let (_, result) = run_call(&server, "wc", &[], "one two\nthree\n").await;
+    assert_eq!(
+        result,
+        Outcome::Fulfilled {
+            value: json!("      2       3      14")
+        }
+    );
+    let (_, result) = run_call(&server, "ls", &["/no/such/dir"], "").await;
+    match result {
+        Outcome::Rejected { reason } => {
+            assert!(reason.starts_with("exit status 2: ls:"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, result) = run_call(&server, "ls", &["relative"], "").await;
+    assert_eq!(
+        result,
+        rejected("failed to get process: invalid parameters: parameter 0 does not match ^/")
+    );
+}
+
+#[tokio::test]
+async fn cancel_kills_a_configured_command() {
+    let server = configured("[process.sleep]\nargv = [\"sleep\", \"30\"]").await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    ws.send(call("sleep", &[])).await.unwrap();
+    ws.send(signal(Signal::Cancel)).await.unwrap();
+    let (_, result) = outcome(&mut ws).await;
+    assert_eq!(result, rejected("cancelled: Some(ClientCancel)"));
+}

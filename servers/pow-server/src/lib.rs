@@ -5,9 +5,12 @@
 //! [`PowProcess`] constructors — never by the client. [`serve`] accepts
 //! connections on a bound listener until its shutdown future completes.
 //!
-//! Status: the WebSocket protocol is complete; the REST API, its OpenAPI
-//! document and operator-defined (TOML) processes are not built yet, and a
-//! plain HTTP request is answered with `501 Not Implemented`.
+//! Operators define processes in TOML ([`registry_from_toml`],
+//! [`DEFAULT_CONFIG`]); embedders implement [`PowProcess`] in Rust.
+//!
+//! Status: the WebSocket protocol is complete; the REST API and its OpenAPI
+//! document are not built yet, and a plain HTTP request is answered with
+//! `501 Not Implemented`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,9 +26,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod config;
 mod process;
 mod ws;
 
+pub use config::{ConfigError, DEFAULT_CONFIG, registry_from_toml};
 pub use process::{
     Cancel, CancelCause, Echo, GetError, GoneError, Handler, Io, OutputSink, PowProcess, Registry,
 };

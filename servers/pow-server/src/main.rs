@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use exec_core::auth::{AccessToken, check_exposure};
-use pow_server::{Echo, Registry};
 
 /// Run server-defined processes for pow-1 clients.
 ///
@@ -27,6 +26,9 @@ struct Args {
     /// Allow --no-auth on a non-loopback address.
     #[arg(long)]
     insecure: bool,
+    /// TOML file of processes (default: the built-in set: echo, date, ls, wc).
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -62,8 +64,16 @@ async fn run() -> anyhow::Result<()> {
         }
     };
     println!("pow-server listening on ws://{}/", listener.local_addr()?);
-    let mut registry = Registry::new();
-    registry.register("echo", |params| Ok(Box::new(Echo::new(params))));
+    let text = match &args.config {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => pow_server::DEFAULT_CONFIG.to_owned(),
+    };
+    let registry = pow_server::registry_from_toml(&text)?;
+    let mut names: Vec<&str> = registry.names().collect();
+    names.sort_unstable();
+    println!("processes: {}", names.join(", "));
     let config = pow_server::Config {
         token,
         ..pow_server::Config::default()
