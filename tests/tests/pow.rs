@@ -364,3 +364,228 @@ async fn cancel_kills_a_configured_command() {
     let (_, result) = outcome(&mut ws).await;
     assert_eq!(result, rejected("cancelled: Some(ClientCancel)"));
 }
+
+/// A REST client for one server.
+struct RestClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl RestClient {
+    fn new(server: &TestServer, base_path: &str) -> Self {
+        RestClient {
+            http: reqwest::Client::new(),
+            base: format!("http://{}{base_path}", server.addr),
+            token: server.token.clone(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (u16, String) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn status(&self, id: &str) -> (u16, Option<Value>) {
+        let response = self
+            .http
+            .get(format!("{}/status/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let code = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (code, serde_json::from_str(&text).ok())
+    }
+
+    async fn new_process(&self, name: &str, params: &[&str]) -> String {
+        let (code, body) = self
+            .post(
+                "/new",
+                &serde_json::to_string(&json!({"call": name, "params": params})).unwrap(),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls status until the result is no longer pending; each poll is
+    /// one real request, so no timing is assumed.
+    async fn wait_done(&self, id: &str) -> Value {
+        loop {
+            let (code, status) = self.status(id).await;
+            assert_eq!(code, 200);
+            let status = status.unwrap();
+            if status["result"]["status"] != "pending" {
+                return status;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn rest_life_cycle() {
+    let server = configured("").await;
+    let rest = RestClient::new(&server, "");
+    let id = rest.new_process("echo", &["x"]).await;
+    assert_eq!(
+        rest.status(&id).await.1.unwrap(),
+        json!({"result": {"status": "pending"}})
+    );
+    assert_eq!(
+        rest.post(&format!("/input/{id}"), "one\ntwo\npartial")
+            .await,
+        (200, "input sent".into())
+    );
+    assert_eq!(
+        rest.post(&format!("/closeInput/{id}"), "").await,
+        (200, "input closed".into())
+    );
+    assert_eq!(
+        rest.post(&format!("/closeInput/{id}"), "").await.0,
+        200,
+        "repeatable"
+    );
+    let done = rest.wait_done(&id).await;
+    assert_eq!(
+        done,
+        json!({"buffer": "one\ntwo\n", "result": {"status": "fulfilled", "value": ["x"]}})
+    );
+    assert_eq!(rest.post(&format!("/input/{id}"), "late").await.0, 500);
+
+    // Unknown names fail in /status, not in /new.
+    let id = rest.new_process("nope", &[]).await;
+    let done = rest.wait_done(&id).await;
+    assert_eq!(
+        done["result"],
+        json!({"status": "rejected", "reason": "failed to get process: unknown process"})
+    );
+}
+
+#[tokio::test]
+async fn rest_cancel_and_errors() {
+    let server = configured("[process.sleep]\nargv = [\"sleep\", \"30\"]").await;
+    let rest = RestClient::new(&server, "");
+    let id = rest.new_process("sleep", &[]).await;
+    assert_eq!(
+        rest.post(&format!("/cancel/{id}"), "").await,
+        (200, "process cancelled".into())
+    );
+    let done = rest.wait_done(&id).await;
+    assert_eq!(done["result"]["status"], "rejected");
+
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    assert_eq!(rest.status(unknown).await.0, 404);
+    assert_eq!(rest.status("not-a-uuid").await.0, 404);
+    for path in ["/input/", "/closeInput/", "/cancel/"] {
+        assert_eq!(
+            rest.post(&format!("{path}{unknown}"), "").await.0,
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(rest.post("/new", "{not json").await.0, 400);
+    assert_eq!(
+        rest.post("/new", r#"{"call":"echo","params":[1]}"#).await.0,
+        400
+    );
+    let wrong_method = reqwest::Client::new()
+        .get(format!("{}/new", rest.base))
+        .bearer_auth(&rest.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 405);
+    let no_token = reqwest::Client::new()
+        .post(format!("{}/new", rest.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn rest_sessions_expire() {
+    let config = pow_server::Config {
+        rest_timeout: Duration::from_millis(100),
+        ..pow_server::Config::default()
+    };
+    let (server, mut seen) = server(config).await;
+    let rest = RestClient::new(&server, "");
+    let id = rest.new_process("sleep", &[]).await;
+    assert_eq!(seen.recv().await.unwrap(), Seen::Started);
+    // Untouched, the session is cancelled for its timeout and forgotten.
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        Seen::Stopped(Some(CancelCause::Timeout))
+    );
+    assert_eq!(rest.status(&id).await.0, 404);
+}
+
+#[tokio::test]
+async fn base_path_with_and_without_trailing_slash() {
+    for base in ["/api/v1/pow/", "/api/v1/pow"] {
+        let config = pow_server::Config {
+            base_path: base.into(),
+            ..pow_server::Config::default()
+        };
+        let (server, _) = server(config).await;
+        let rest = RestClient::new(&server, "/api/v1/pow");
+        let id = rest.new_process("echo", &[]).await;
+        assert_eq!(rest.post(&format!("/closeInput/{id}"), "").await.0, 200);
+        assert_eq!(rest.wait_done(&id).await["result"]["status"], "fulfilled");
+        let outside = RestClient::new(&server, "");
+        assert_eq!(outside.post("/new", r#"{"call":"echo"}"#).await.0, 404);
+        // The WebSocket API lives under the same base.
+        let mut request = format!("ws://{}/api/v1/pow/", server.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", server.token).parse().unwrap(),
+        );
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "pow-1".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        ws.send(call("echo", &["b"])).await.unwrap();
+        ws.send(signal(Signal::Close)).await.unwrap();
+        assert_eq!(
+            outcome(&mut ws).await.1,
+            Outcome::Fulfilled {
+                value: json!(["b"])
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_rest_sessions() {
+    let server = configured("").await;
+    let rest = Arc::new(RestClient::new(&server, ""));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let rest = rest.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = rest.new_process("echo", &[&i.to_string()]).await;
+            rest.post(&format!("/input/{id}"), &format!("line {i}\n"))
+                .await;
+            rest.post(&format!("/closeInput/{id}"), "").await;
+            let done = rest.wait_done(&id).await;
+            assert_eq!(done["buffer"], format!("line {i}\n"));
+            assert_eq!(done["result"]["value"], json!([i.to_string()]));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

@@ -8,9 +8,9 @@
 //! Operators define processes in TOML ([`registry_from_toml`],
 //! [`DEFAULT_CONFIG`]); embedders implement [`PowProcess`] in Rust.
 //!
-//! Status: the WebSocket protocol is complete; the REST API and its OpenAPI
-//! document are not built yet, and a plain HTTP request is answered with
-//! `501 Not Implemented`.
+//! The same processes are served over REST on the same base path (`/new`,
+//! `/status/{id}`, `/input/{id}`, `/closeInput/{id}`, `/cancel/{id}`).
+//! Status: the OpenAPI document and `/docs/` page are not built yet.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 mod config;
 mod process;
+mod rest;
 mod ws;
 
 pub use config::{ConfigError, DEFAULT_CONFIG, registry_from_toml};
@@ -60,6 +61,10 @@ pub struct Config {
     pub max_pending_input: usize,
     /// How long shutdown waits for sessions to end.
     pub shutdown_grace: Duration,
+    /// A REST session untouched this long is cancelled and forgotten.
+    pub rest_timeout: Duration,
+    /// Where the API lives: `/` or a prefix such as `/api/v1/pow/`.
+    pub base_path: String,
 }
 
 impl Default for Config {
@@ -70,6 +75,8 @@ impl Default for Config {
             max_message: 1 << 20,
             max_pending_input: 16 << 20,
             shutdown_grace: Duration::from_secs(5),
+            rest_timeout: Duration::from_secs(60),
+            base_path: "/".into(),
         }
     }
 }
@@ -79,6 +86,8 @@ struct AppState {
     shared: ws::Shared,
     tracker: TaskTracker,
     max_message: usize,
+    /// The base path without its trailing slash ("" for `/`).
+    base: String,
 }
 
 /// Serves pow-1 on `listener` with `handler` until `shutdown` completes;
@@ -100,14 +109,23 @@ pub async fn serve(
         },
         tracker: TaskTracker::new(),
         max_message: config.max_message,
+        base: normalize_base(&config.base_path),
     };
-    let app = Router::new()
-        .fallback(upgrade)
-        .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            config.token.clone(),
-            require_token,
-        ));
+    let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout);
+    tokio::spawn(rest.clone().reap(cancel.clone()));
+    // REST routes by name; a WebSocket upgrade on any other path.
+    let websocket = Router::new().fallback(upgrade).with_state(state.clone());
+    let app = if state.base.is_empty() {
+        rest.router().fallback_service(websocket)
+    } else {
+        Router::new()
+            .nest(&state.base, rest.router())
+            .fallback_service(websocket)
+    }
+    .layer(axum::middleware::from_fn_with_state(
+        config.token.clone(),
+        require_token,
+    ));
     let stop = cancel.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -126,16 +144,27 @@ pub async fn serve(
     Ok(())
 }
 
+/// `/api/v1/pow/` -> `/api/v1/pow`; `/` -> ``.
+fn normalize_base(path: &str) -> String {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
 async fn upgrade(
     State(state): State<AppState>,
+    uri: axum::http::Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Ok(ws) = ws else {
-        return (
-            StatusCode::NOT_IMPLEMENTED,
-            "the pow-1 REST API is not implemented by this server yet; use the WebSocket API\n",
-        )
-            .into_response();
+    let under_base = uri
+        .path()
+        .strip_prefix(state.base.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let (true, Ok(ws)) = (under_base, ws) else {
+        return (StatusCode::NOT_FOUND, "no such route\n").into_response();
     };
     let ws = ws.protocols([pow_proto::SUBPROTOCOL]);
     if ws.selected_protocol().is_none() {
@@ -149,6 +178,7 @@ async fn upgrade(
         shared,
         tracker,
         max_message,
+        ..
     } = state;
     ws.max_message_size(max_message)
         .max_frame_size(max_message)

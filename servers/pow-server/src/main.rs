@@ -29,6 +29,9 @@ struct Args {
     /// TOML file of processes (default: the built-in set: echo, date, ls, wc).
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Path prefix of the API, e.g. /api/v1/pow/.
+    #[arg(long, default_value = "/")]
+    base_path: String,
 }
 
 #[tokio::main]
@@ -76,6 +79,7 @@ async fn run() -> anyhow::Result<()> {
     println!("processes: {}", names.join(", "));
     let config = pow_server::Config {
         token,
+        base_path: args.base_path,
         ..pow_server::Config::default()
     };
     pow_server::serve(listener, config, Arc::new(registry), shutdown_signal()).await?;
