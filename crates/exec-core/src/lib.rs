@@ -22,6 +22,7 @@ mod pane;
 mod process;
 mod replay;
 mod screen;
+pub mod serve;
 mod transport;
 
 pub use command::{Command, ExitStatus, PtySize};

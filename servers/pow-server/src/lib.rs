@@ -126,21 +126,15 @@ pub async fn serve(
         config.token.clone(),
         require_token,
     ));
-    let stop = cancel.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop.cancel();
-        })
-        .await?;
-    cancel.cancel();
-    state.tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, state.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("sessions still open after the shutdown grace period");
-    }
+    exec_core::serve::serve_app(
+        listener,
+        app,
+        shutdown,
+        cancel,
+        state.tracker.clone(),
+        config.shutdown_grace,
+    )
+    .await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use exec_core::auth::{AccessToken, check_exposure};
+use exec_core::auth::check_exposure;
 
 /// Run server-defined processes for pow-1 clients.
 ///
@@ -57,14 +57,16 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let token = match (args.no_auth, args.token) {
-        (true, _) => None,
-        (false, Some(t)) if !t.is_empty() => Some(AccessToken::new(t)),
-        (false, _) => {
-            let t = AccessToken::generate().context("generating a token")?;
-            println!("token: {}", t.expose());
-            Some(t)
+    let token = match exec_core::serve::token_from_flags(args.no_auth, args.token)
+        .context("generating a token")?
+    {
+        Some((token, generated)) => {
+            if generated {
+                println!("token: {}", token.expose());
+            }
+            Some(token)
         }
+        None => None,
     };
     println!("pow-server listening on ws://{}/", listener.local_addr()?);
     let text = match &args.config {
@@ -82,18 +84,12 @@ async fn run() -> anyhow::Result<()> {
         base_path: args.base_path,
         ..pow_server::Config::default()
     };
-    pow_server::serve(listener, config, Arc::new(registry), shutdown_signal()).await?;
+    pow_server::serve(
+        listener,
+        config,
+        Arc::new(registry),
+        exec_core::serve::shutdown_signal(),
+    )
+    .await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

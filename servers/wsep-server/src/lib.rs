@@ -116,22 +116,22 @@ pub async fn serve(
             config.token.clone(),
             require_token,
         ));
-    let stop = cancel.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        stop.cancel();
+    // Named terminal sessions outlive connections: end them with the server.
+    let registry = state.shared.registry.clone();
+    let stopping = cancel.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        registry.terminate_all();
     });
-    server.await?;
-    // Upgraded connections are not the HTTP server's any more: end them here.
-    cancel.cancel();
-    state.shared.registry.terminate_all();
-    state.tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, state.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the shutdown grace period");
-    }
+    exec_core::serve::serve_app(
+        listener,
+        app,
+        shutdown,
+        cancel,
+        state.tracker.clone(),
+        config.shutdown_grace,
+    )
+    .await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use exec_core::auth::{AccessToken, check_exposure};
+use exec_core::auth::check_exposure;
 
 /// Run commands and terminals for wsep clients over one WebSocket.
 ///
@@ -57,14 +57,16 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let token = match (args.no_auth, args.token) {
-        (true, _) => None,
-        (false, Some(t)) if !t.is_empty() => Some(AccessToken::new(t)),
-        (false, _) => {
-            let t = AccessToken::generate().context("generating a token")?;
-            println!("token: {}", t.expose());
-            Some(t)
+    let token = match exec_core::serve::token_from_flags(args.no_auth, args.token)
+        .context("generating a token")?
+    {
+        Some((token, generated)) => {
+            if generated {
+                println!("token: {}", token.expose());
+            }
+            Some(token)
         }
+        None => None,
     };
     let addr = listener.local_addr()?;
     println!("wsep-server listening on ws://{addr}/");
@@ -76,24 +78,7 @@ async fn run() -> anyhow::Result<()> {
         session_timeout: Duration::from_secs(args.session_timeout),
         ..wsep_server::Config::default()
     };
-    wsep_server::serve(listener, config, shutdown_signal()).await?;
+    wsep_server::serve(listener, config, exec_core::serve::shutdown_signal()).await?;
     tracing::info!("shut down");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
 }
