@@ -500,17 +500,21 @@ impl Events {
     }
 
     /// The next event; `None` after [`Event::Exit`].
+    ///
+    /// Cancel-safe: dropping the future (in a `select!`) loses no event.
     pub async fn next(&mut self) -> Option<Result<Event, Error>> {
         if self.finished {
             return None;
         }
         loop {
             if self.stdout.is_none() && self.stderr.is_none() {
-                self.finished = true;
-                let status = match self.status.take() {
+                // Only the (cancel-safe) wait may suspend here; state changes
+                // after it, so a caller's `select!` can drop this future.
+                let status = match self.status {
                     Some(s) => Ok(s),
                     None => self.process.wait().await,
                 };
+                self.finished = true;
                 return Some(status.map(Event::Exit));
             }
             let deadline = self.drain_deadline;

@@ -236,3 +236,22 @@ async fn prefixed_chunks_carry_the_prefix_then_the_data() {
     }
     assert_eq!((out.as_slice(), err.as_slice()), (&b"abc"[..], &b"xyz"[..]));
 }
+
+#[tokio::test]
+async fn events_survive_being_cancelled_mid_wait() {
+    // Output ends long before the exit: `next` then waits for the exit, and
+    // a caller's select! may drop that wait any number of times.
+    let p = Process::spawn(&sh("exec >&- 2>&-; sleep 0.3; exit 4")).unwrap();
+    let mut events = Events::new(p);
+    let mut cancelled = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_millis(5), events.next()).await {
+            Err(_) => cancelled += 1,
+            Ok(Some(Ok(Event::Exit(status)))) => break status,
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("lost the exit after {cancelled} cancellations: {other:?}"),
+        }
+    };
+    assert!(cancelled > 0, "the wait was never interrupted");
+    assert_eq!(status.code, Some(4));
+}
