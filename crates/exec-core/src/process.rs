@@ -338,7 +338,7 @@ impl Output {
             Source::Stderr(s) => s.read_buf(&mut limited).await,
             Source::Pty(s) => match s.read_buf(&mut limited).await {
                 // Linux reports a terminal whose other side is closed as EIO.
-                Err(e) if e.raw_os_error() == Some(libc_eio()) => Ok(0),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => Ok(0),
                 other => other,
             },
         }?;
@@ -431,10 +431,6 @@ impl Output {
         }
         Ok(Some(self.buf.split_to(self.prefix.len() + n).freeze()))
     }
-}
-
-const fn libc_eio() -> i32 {
-    5 // EIO on every Linux architecture
 }
 
 /// What a process does, in the words every protocol translates from.
