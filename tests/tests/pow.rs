@@ -589,3 +589,105 @@ async fn concurrent_rest_sessions() {
         t.await.unwrap();
     }
 }
+
+/// The served OpenAPI document lists exactly the REST routes, each of which
+/// answers its documented method (and 405 for another), under the base path.
+#[tokio::test]
+async fn openapi_document_matches_the_routes() {
+    let config = pow_server::Config {
+        base_path: "/api/v1/pow/".into(),
+        ..pow_server::Config::default()
+    };
+    let (server, _) = server(config).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/v1/pow", server.addr);
+    // Served without a token: it describes the API, it does not use it.
+    let response = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let doc: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(doc["servers"][0]["url"], "/api/v1/pow");
+    assert!(doc["components"]["securitySchemes"]["token"]["scheme"] == "bearer");
+    let mut routes: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            routes.push((method.clone(), path.clone()));
+        }
+    }
+    routes.sort();
+    let expected = [
+        ("get", "/status/{id}"),
+        ("post", "/cancel/{id}"),
+        ("post", "/closeInput/{id}"),
+        ("post", "/input/{id}"),
+        ("post", "/new"),
+    ];
+    assert_eq!(
+        routes,
+        expected.map(|(m, p)| (m.to_owned(), p.to_owned())).to_vec()
+    );
+    for (method, path) in &routes {
+        let url = format!("{base}{}", path.replace("{id}", "no-such-id"));
+        let right = http
+            .request(method.to_uppercase().parse().unwrap(), &url)
+            .bearer_auth(&server.token)
+            .body(r#"{"call":"nothing"}"#)
+            .send()
+            .await
+            .unwrap();
+        let documented = &doc["paths"][path][method]["responses"];
+        let code = right.status().as_u16().to_string();
+        assert!(
+            documented.get(&code).is_some(),
+            "{method} {path}: {code} is not documented"
+        );
+        let wrong = if method == "get" { "POST" } else { "GET" };
+        let response = http
+            .request(wrong.parse().unwrap(), &url)
+            .bearer_auth(&server.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{wrong} {path}");
+        // Documented 401s are real.
+        let response = http
+            .request(method.to_uppercase().parse().unwrap(), &url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{method} {path} without a token");
+        assert!(documented.get("401").is_some());
+    }
+}
+
+/// `/docs/` is one self-contained page: it loads nothing from another host.
+#[tokio::test]
+async fn docs_page_is_served_and_self_contained() {
+    let (server, _) = server(pow_server::Config::default()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("http://{}", server.addr);
+    let response = http.get(format!("{base}/docs")).send().await.unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(response.headers()["location"], "docs/");
+    let response = http.get(format!("{base}/docs/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("../openapi.json"));
+    for remote in ["http://", "https://", "src=\"//", "href=\"//", "@import"] {
+        assert!(!page.contains(remote), "the page refers to {remote}");
+    }
+}

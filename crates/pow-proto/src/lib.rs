@@ -52,10 +52,14 @@ pub enum DecodeError {
 /// A request to run a named process: the first binary frame of a WebSocket
 /// session, and the body of REST `POST /new`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"call": "echo", "params": ["hello", "world"]})))]
 pub struct Call {
     /// The process's name.
     pub call: String,
-    /// Its parameters; absent on the wire means none.
+    /// Its parameters; absent or `null` on the wire means none (Go clients
+    /// send `null` for an empty slice).
+    #[cfg_attr(feature = "openapi", schema(required = false, nullable))]
     pub params: Vec<String>,
 }
 
@@ -133,6 +137,7 @@ impl Signal {
 /// How a process ended: the result frame over WebSocket, and `result` in a
 /// REST status once the process is done.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Outcome {
     /// Success, with the process's JSON value (`null` when it has none).
@@ -163,6 +168,7 @@ impl Outcome {
 
 /// `result` of a REST status: pending while the process runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum ResultState {
     /// The process ended.
@@ -173,6 +179,7 @@ pub enum ResultState {
 
 /// The `{"status":"pending"}` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pending {
     /// Always `"pending"`.
     pub status: PendingTag,
@@ -180,6 +187,7 @@ pub struct Pending {
 
 /// The literal `"pending"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PendingTag {
     /// `"pending"`
@@ -197,6 +205,7 @@ impl ResultState {
 
 /// Body of REST `GET /status/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// The last complete lines of output; omitted when there are none.
     #[serde(default, skip_serializing_if = "String::is_empty")]

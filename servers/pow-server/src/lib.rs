@@ -9,8 +9,9 @@
 //! [`DEFAULT_CONFIG`]); embedders implement [`PowProcess`] in Rust.
 //!
 //! The same processes are served over REST on the same base path (`/new`,
-//! `/status/{id}`, `/input/{id}`, `/closeInput/{id}`, `/cancel/{id}`).
-//! Status: the OpenAPI document and `/docs/` page are not built yet.
+//! `/status/{id}`, `/input/{id}`, `/closeInput/{id}`, `/cancel/{id}`),
+//! described by `GET /openapi.json` (generated from the route annotations)
+//! and a `/docs/` page to try them from a browser.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod config;
+mod docs;
 mod process;
 mod rest;
 mod ws;
@@ -81,6 +83,19 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The base path as routes see it: without its trailing slash, and
+    /// empty for `/` (`/api/v1/pow/` -> `/api/v1/pow`).
+    pub fn base(&self) -> String {
+        let trimmed = self.base_path.trim_matches('/');
+        if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("/{trimmed}")
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     shared: ws::Shared,
@@ -109,23 +124,25 @@ pub async fn serve(
         },
         tracker: TaskTracker::new(),
         max_message: config.max_message,
-        base: normalize_base(&config.base_path),
+        base: config.base(),
     };
     let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout);
     tokio::spawn(rest.clone().reap(cancel.clone()));
-    // REST routes by name; a WebSocket upgrade on any other path.
-    let websocket = Router::new().fallback(upgrade).with_state(state.clone());
+    // REST routes by name, the docs beside them, and a WebSocket upgrade on
+    // any other path under the base. Everything but the docs needs the token.
+    let auth = axum::middleware::from_fn_with_state(config.token.clone(), require_token);
+    let websocket = Router::new()
+        .fallback(upgrade)
+        .with_state(state.clone())
+        .layer(auth.clone());
+    let docs = docs::router(&rest::openapi(&state.base, config.token.is_some()));
+    let routes = rest.router().layer(auth).merge(docs);
     let app = if state.base.is_empty() {
-        rest.router().fallback_service(websocket)
+        routes
     } else {
-        Router::new()
-            .nest(&state.base, rest.router())
-            .fallback_service(websocket)
+        Router::new().nest(&state.base, routes)
     }
-    .layer(axum::middleware::from_fn_with_state(
-        config.token.clone(),
-        require_token,
-    ));
+    .fallback_service(websocket);
     exec_core::serve::serve_app(
         listener,
         app,
@@ -136,16 +153,6 @@ pub async fn serve(
     )
     .await?;
     Ok(())
-}
-
-/// `/api/v1/pow/` -> `/api/v1/pow`; `/` -> ``.
-fn normalize_base(path: &str) -> String {
-    let trimmed = path.trim_matches('/');
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("/{trimmed}")
-    }
 }
 
 async fn upgrade(

@@ -68,7 +68,6 @@ async fn run() -> anyhow::Result<()> {
         }
         None => None,
     };
-    println!("pow-server listening on ws://{}/", listener.local_addr()?);
     let text = match &args.config {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
@@ -76,14 +75,17 @@ async fn run() -> anyhow::Result<()> {
         None => pow_server::DEFAULT_CONFIG.to_owned(),
     };
     let registry = pow_server::registry_from_toml(&text)?;
-    let mut names: Vec<&str> = registry.names().collect();
-    names.sort_unstable();
-    println!("processes: {}", names.join(", "));
     let config = pow_server::Config {
         token,
         base_path: args.base_path,
         ..pow_server::Config::default()
     };
+    let (addr, base) = (listener.local_addr()?, config.base());
+    println!("pow-server listening on ws://{addr}{base}/");
+    println!("REST API and docs: http://{addr}{base}/docs/");
+    let mut names: Vec<&str> = registry.names().collect();
+    names.sort_unstable();
+    println!("processes: {}", names.join(", "));
     pow_server::serve(
         listener,
         config,

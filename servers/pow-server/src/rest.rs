@@ -108,6 +108,27 @@ impl Rest {
     }
 }
 
+/// Start a process.
+///
+/// Answers the new process's id at once; a name the server does not know,
+/// or a call it refuses, shows as a rejected result in `/status`.
+#[utoipa::path(
+    post,
+    path = "/new",
+    request_body(content = Call, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The process id", body = String, content_type = "application/json",
+            links(
+                ("status" = (operation_id = "status", parameters(("id" = "$response.body")))),
+                ("input" = (operation_id = "input", parameters(("id" = "$response.body")))),
+                ("closeInput" = (operation_id = "close_input", parameters(("id" = "$response.body")))),
+                ("cancel" = (operation_id = "cancel", parameters(("id" = "$response.body"))))
+            ),
+            example = json!("0f8fad5b-d9cb-469f-a165-70867728950e")),
+        (status = 400, description = "The body is not a call", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
     let call = match Call::decode(&body) {
         Ok(call) => call,
@@ -158,6 +179,20 @@ async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
     axum::Json(id.to_string()).into_response()
 }
 
+/// Read a process's output and result.
+///
+/// `buffer` holds the last complete lines of output (omitted while there
+/// are none); `result` is pending until the process ends.
+#[utoipa::path(
+    get,
+    path = "/status/{id}",
+    params(("id" = String, Path, description = "Process id from `/new`")),
+    responses(
+        (status = 200, description = "Output so far and the result", body = Status),
+        (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such process, or it expired", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn status(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
     let Some(session) = rest.session(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
@@ -177,6 +212,21 @@ async fn status(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
         .into_response()
 }
 
+/// Send input to a process.
+///
+/// The body is passed to the process's input unchanged.
+#[utoipa::path(
+    post,
+    path = "/input/{id}",
+    params(("id" = String, Path, description = "Process id from `/new`")),
+    request_body(content = String, content_type = "text/plain"),
+    responses(
+        (status = 200, description = "Input delivered", body = String, content_type = "text/plain", example = "input sent"),
+        (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such process, or it expired", body = String, content_type = "text/plain"),
+        (status = 500, description = "Input is closed or the process has ended", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn input(State(rest): State<Rest>, Path(id): Path<String>, body: Bytes) -> Response {
     let Some(session) = rest.session(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
@@ -191,6 +241,19 @@ async fn input(State(rest): State<Rest>, Path(id): Path<String>, body: Bytes) ->
     }
 }
 
+/// Close a process's input.
+///
+/// Later input is refused; closing twice is fine.
+#[utoipa::path(
+    post,
+    path = "/closeInput/{id}",
+    params(("id" = String, Path, description = "Process id from `/new`")),
+    responses(
+        (status = 200, description = "Input closed", body = String, content_type = "text/plain", example = "input closed"),
+        (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such process, or it expired", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn close_input(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
     let Some(session) = rest.session(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
@@ -199,6 +262,20 @@ async fn close_input(State(rest): State<Rest>, Path(id): Path<String>) -> Respon
     text(StatusCode::OK, "input closed")
 }
 
+/// Cancel a process.
+///
+/// Closes its input, cancels it and waits until it has returned; its
+/// result stays readable in `/status`.
+#[utoipa::path(
+    post,
+    path = "/cancel/{id}",
+    params(("id" = String, Path, description = "Process id from `/new`")),
+    responses(
+        (status = 200, description = "The process has ended", body = String, content_type = "text/plain", example = "process cancelled"),
+        (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such process, or it expired", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn cancel(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
     let Some(session) = rest.session(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
@@ -208,4 +285,72 @@ async fn cancel(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
     let mut result = session.result.subscribe();
     let _ = result.wait_for(Option::is_some).await;
     text(StatusCode::OK, "process cancelled")
+}
+
+/// The OpenAPI document of the routes above, generated from their
+/// annotations so it cannot drift from the code.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "pow-1 REST API",
+        description = "Run the server's named processes over HTTP: start one with `/new`, \
+            poll `/status/{id}`, feed it with `/input/{id}` and `/closeInput/{id}`, stop it \
+            with `/cancel/{id}`. The same processes are served over a WebSocket with the \
+            `pow-1` subprotocol on the same base path. A process untouched for the server's \
+            timeout is cancelled and forgotten."
+    ),
+    paths(new, status, input, close_input, cancel)
+)]
+struct ApiDoc;
+
+/// The OpenAPI document for a server at `base` (`""` or `/prefix`),
+/// declaring bearer authentication when the server requires a token.
+pub(crate) fn openapi(base: &str, auth: bool) -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    let mut doc = ApiDoc::openapi();
+    if !base.is_empty() {
+        doc.servers = Some(vec![utoipa::openapi::Server::new(base)]);
+    }
+    if auth {
+        let scheme = SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "The server's token, as `Authorization: Bearer <token>` (or `?token=<token>`).",
+                ))
+                .build(),
+        );
+        doc.components
+            .get_or_insert_with(Default::default)
+            .security_schemes
+            .insert("token".into(), scheme.into());
+        doc.security = Some(vec![SecurityRequirement::new(
+            "token",
+            Vec::<String>::new(),
+        )]);
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::openapi;
+
+    #[test]
+    fn document_declares_auth_and_base_only_when_configured() {
+        let open = openapi("", false);
+        assert!(open.security.is_none());
+        assert!(open.servers.is_none());
+        let guarded = openapi("/api/v1/pow", true);
+        let json = serde_json::to_value(&guarded).unwrap();
+        assert_eq!(json["security"], serde_json::json!([{"token": []}]));
+        assert_eq!(json["servers"][0]["url"], "/api/v1/pow");
+        assert_eq!(
+            json["components"]["securitySchemes"]["token"]["scheme"],
+            "bearer"
+        );
+    }
 }
