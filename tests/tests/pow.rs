@@ -47,6 +47,30 @@ impl PowProcess for Sleeper {
     }
 }
 
+/// Writes its params' bytes in chunks of one byte, so every multi-byte
+/// character reaches the server split across chunks.
+struct Trickle {
+    text: String,
+}
+
+#[async_trait]
+impl PowProcess for Trickle {
+    async fn run(self: Box<Self>, io: Io) -> Result<Value, String> {
+        for byte in self.text.into_bytes() {
+            io.output
+                .write(vec![byte])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // A lone lead byte at the very end: it can never complete.
+        io.output
+            .write(&b"\xe2"[..])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Value::Null)
+    }
+}
+
 async fn server(config: pow_server::Config) -> (TestServer, mpsc::UnboundedReceiver<Seen>) {
     let (causes, seen) = mpsc::unbounded_channel();
     let mut registry = Registry::new();
@@ -54,6 +78,11 @@ async fn server(config: pow_server::Config) -> (TestServer, mpsc::UnboundedRecei
     registry.register("sleep", move |_| {
         Ok(Box::new(Sleeper {
             seen: causes.clone(),
+        }))
+    });
+    registry.register("trickle", |params| {
+        Ok(Box::new(Trickle {
+            text: params.concat(),
         }))
     });
     registry.register("picky", |params| {
@@ -690,4 +719,17 @@ async fn docs_page_is_served_and_self_contained() {
     for remote in ["http://", "https://", "src=\"//", "href=\"//", "@import"] {
         assert!(!page.contains(remote), "the page refers to {remote}");
     }
+}
+
+/// Output is cut into chunks anywhere; text frames still carry whole
+/// characters, and only bytes that can never be UTF-8 become U+FFFD.
+#[tokio::test]
+async fn characters_split_across_output_chunks_arrive_whole() {
+    let (server, _) = server(pow_server::Config::default()).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    let text = "héllo ✓ 🦀";
+    ws.send(call("trickle", &[text])).await.unwrap();
+    let (output, result) = outcome(&mut ws).await;
+    assert_eq!(output, format!("{text}\u{FFFD}"));
+    assert_eq!(result, Outcome::Fulfilled { value: Value::Null });
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use exec_core::{Message, Transport, TransportRx, TransportTx};
+use exec_core::{Message, TextDecoder, Transport, TransportError, TransportRx, TransportTx};
 use pow_proto::{Call, Outcome, Signal, reason};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     let mut close_requested = false;
     let mut cancels = 0;
     let mut client_gone = false;
+    let mut decoder = TextDecoder::new();
 
     let joined = loop {
         if close_requested && pending.is_empty() {
@@ -90,7 +91,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
             chunk = output.recv() => {
                 if let Some(chunk) = chunk
                     && !client_gone
-                    && tx.send(text(&chunk)).await.is_err()
+                    && send_text(&mut tx, decoder.push(&chunk)).await.is_err()
                 {
                     client_gone = true;
                     cancel.cancel(CancelCause::ClientGone);
@@ -134,9 +135,12 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     }
     // Output the process wrote before it returned comes before the result.
     while let Ok(chunk) = output.try_recv() {
-        if tx.send(text(&chunk)).await.is_err() {
+        if send_text(&mut tx, decoder.push(&chunk)).await.is_err() {
             return;
         }
+    }
+    if send_text(&mut tx, decoder.finish()).await.is_err() {
+        return;
     }
     let outcome = match joined {
         Ok(Ok(value)) => Outcome::Fulfilled { value },
@@ -162,12 +166,12 @@ async fn reserve(sender: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermi
     }
 }
 
-/// Process output as a text frame (bytes that are not UTF-8 are replaced).
-fn text(chunk: &Bytes) -> Message {
-    match std::str::from_utf8(chunk) {
-        Ok(_) => Message::Text(chunk.clone()),
-        Err(_) => Message::text(String::from_utf8_lossy(chunk).into_owned()),
+/// Sends decoded output as a text frame; nothing when it is empty.
+async fn send_text<T: TransportTx + ?Sized>(tx: &mut T, text: Bytes) -> Result<(), TransportError> {
+    if text.is_empty() {
+        return Ok(());
     }
+    tx.send(Message::Text(text)).await
 }
 
 /// Input that arrived but the process has not taken yet.
