@@ -6,14 +6,17 @@
 //! `cargo build --release --bins && ./target/release/wsep-bench`
 //! (`--mib N` for another data size, `--sessions N` for another session count).
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Parser;
 use exec_core::{Event, Events, Process, PtySize};
+use execwire_bench::{
+    Run, Runs, Server, cores, cpu_seconds, quantile, row, sibling, tempdir, write_random,
+    write_text,
+};
 use wsep_client::Output;
 use wsep_proto::StartCommand;
 
@@ -56,21 +59,17 @@ impl Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .context("no executable directory")?
-        .to_path_buf();
-    let server_bin = sibling(&bin_dir, "wsep-server")?;
-    let client_bin = sibling(&bin_dir, "wsep")?;
+    let server_bin = sibling("wsep-server")?;
+    let client_bin = sibling("wsep")?;
 
-    let work = tempdir()?;
+    let work = tempdir("wsep-bench")?;
     let bytes = args.mib << 20;
     let random = work.join("random.bin");
     write_random(&random, bytes)?;
     let text = work.join("text.txt");
     write_text(&text, bytes)?;
 
-    let server = Server::start(&server_bin)?;
+    let server = Wsep::start(&server_bin)?;
     println!(
         "wsep benchmark: {} MiB per run, median of {} runs, {} cores",
         args.mib,
@@ -198,101 +197,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sibling(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build all binaries first (cargo build --release --bins)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("wsep-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-fn write_random(path: &Path, bytes: usize) -> anyhow::Result<()> {
-    let mut src = std::fs::File::open("/dev/urandom")?;
-    let mut dst = std::fs::File::create(path)?;
-    std::io::copy(&mut std::io::Read::take(&mut src, bytes as u64), &mut dst)?;
-    Ok(())
-}
-
-/// Printable lines of 79 characters, like a log or a source file.
-fn write_text(path: &Path, bytes: usize) -> anyhow::Result<()> {
-    let mut dst = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut written = 0;
-    let mut n: u64 = 0;
-    while written < bytes {
-        n = n
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let line: String = (0..79)
-            .map(|i| char::from(b' ' + ((n >> (i % 57)) as u8 % 94)))
-            .collect();
-        dst.write_all(line.as_bytes())?;
-        dst.write_all(b"\n")?;
-        written += 80;
-    }
-    dst.flush()?;
-    Ok(())
-}
-
-/// One timed run: wall-clock seconds and CPU seconds spent by every
-/// process involved (the machine may be shared; CPU time is steadier).
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    wall: f64,
-    cpu: f64,
-}
-
-#[derive(Debug, Default)]
-struct Runs(Vec<Run>);
-
-impl Runs {
-    fn push(&mut self, run: Run) {
-        self.0.push(run);
-    }
-
-    /// The median wall time and, apart, the median CPU time.
-    fn median(&self) -> anyhow::Result<Run> {
-        let pick = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().context("no runs")
-        };
-        Ok(Run {
-            wall: pick(self.0.iter().map(|r| r.wall).collect())?,
-            cpu: pick(self.0.iter().map(|r| r.cpu).collect())?,
-        })
-    }
-}
-
-/// CPU seconds of a process and its reaped children, from `/proc/PID/stat`.
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime is field 14.
-    let rest = stat.rsplit_once(") ").context("bad stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..15)
-        .context("short stat")?
-        .iter()
-        .map(|f| f.parse::<f64>().unwrap_or(0.0))
-        .sum();
-    // Linux reports these in USER_HZ, 100 per second on every platform.
-    Ok(ticks / 100.0)
-}
-
 /// `cat FILE` under a terminal of our own, output read and dropped.
 async fn time_bare_pty(file: &Path) -> anyhow::Result<Run> {
     let cpu = cpu_seconds("self")?;
@@ -313,21 +217,8 @@ async fn time_bare_pty(file: &Path) -> anyhow::Result<Run> {
     })
 }
 
-fn row(label: &str, mib: f64, run: Run, baseline: Option<Run>) {
-    let speed = mib / run.wall;
-    let cpu = format!("CPU {:.2} s", run.cpu);
-    match baseline {
-        Some(b) => println!(
-            "  {label:<52} {speed:>8.1} MiB/s   {:>5.1}% of baseline   {cpu} ({:.1}x)",
-            b.wall / run.wall * 100.0,
-            run.cpu / b.cpu.max(0.01)
-        ),
-        None => println!("  {label:<52} {speed:>8.1} MiB/s   (baseline)        {cpu}"),
-    }
-}
-
 /// p50 and p99 in milliseconds of single-byte round trips through a TTY.
-async fn echo_latency(server: &Server, samples: usize) -> anyhow::Result<(f64, f64)> {
+async fn echo_latency(server: &Wsep, samples: usize) -> anyhow::Result<(f64, f64)> {
     let start = StartCommand {
         command: "sh".into(),
         args: vec!["-c".into(), "stty raw -echo; echo ready; exec cat".into()],
@@ -361,17 +252,12 @@ async fn echo_latency(server: &Server, samples: usize) -> anyhow::Result<(f64, f
     input.write(&[4]).await?; // ^D is a byte in raw mode: end with a close instead
     drop(input);
     rtts.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        rtts.get(((rtts.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    Ok((pick(0.50), pick(0.99)))
+    Ok((quantile(&rtts, 0.50), quantile(&rtts, 0.99)))
 }
 
 /// Opens `n` idle sessions; returns server RSS before and while they are
 /// held, and how many failed to open.
-async fn idle_sessions(server: &Server, n: usize, tty: bool) -> anyhow::Result<(u64, u64, usize)> {
+async fn idle_sessions(server: &Wsep, n: usize, tty: bool) -> anyhow::Result<(u64, u64, usize)> {
     let base = server.rss()?;
     let mut held = Vec::with_capacity(n);
     let mut errors = 0;
@@ -405,30 +291,21 @@ async fn idle_sessions(server: &Server, n: usize, tty: bool) -> anyhow::Result<(
 }
 
 /// The wsep-server binary, run as operators run it.
-struct Server {
-    child: Child,
+struct Wsep {
+    server: Server,
     url: String,
     token: String,
 }
 
-impl Server {
-    fn start(bin: &Path) -> anyhow::Result<Server> {
+impl Wsep {
+    fn start(bin: &Path) -> anyhow::Result<Wsep> {
         let token = "bench-token".to_owned();
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--token", &token])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()?;
-        let stdout = child.stdout.take().context("no server stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines.next().context("server exited before listening")??;
-            if let Some(rest) = line.strip_prefix("wsep-server listening on ") {
-                break rest.trim().to_owned();
-            }
-        };
-        Ok(Server { child, url, token })
+        let (server, url) = Server::start(
+            bin,
+            &["--listen", "127.0.0.1:0", "--token", &token],
+            "wsep-server listening on ",
+        )?;
+        Ok(Wsep { server, url, token })
     }
 
     /// The `wsep` command, pointed at this server with its token.
@@ -438,36 +315,11 @@ impl Server {
         cmd
     }
 
-    /// Runs `cmd` to completion (stdout discarded); wall time and the CPU
-    /// time of this process's children plus the server's.
     fn time(&self, cmd: &mut Command) -> anyhow::Result<Run> {
-        let server_pid = self.child.id().to_string();
-        let cpu = cpu_seconds("self")? + cpu_seconds(&server_pid)?;
-        let start = Instant::now();
-        let status = cmd.stdout(Stdio::null()).status()?;
-        let wall = start.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("{cmd:?} failed: {status}");
-        }
-        let cpu = cpu_seconds("self")? + cpu_seconds(&server_pid)? - cpu;
-        Ok(Run { wall, cpu })
+        self.server.time(cmd)
     }
 
     fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("no VmRSS")?;
-        Ok(kib * 1024)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.rss()
     }
 }

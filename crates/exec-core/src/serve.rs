@@ -1,11 +1,5 @@
 //! What every server binary and `serve` function of the workspace share.
 
-use std::future::Future;
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
 use crate::auth::AccessToken;
 
 /// Completes on SIGINT or SIGTERM: the shutdown future of a server binary.
@@ -43,10 +37,10 @@ pub fn token_from_flags(
 pub async fn serve_app(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    grace: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    cancel: tokio_util::sync::CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+    grace: std::time::Duration,
 ) -> std::io::Result<()> {
     let stop = cancel.clone();
     axum::serve(listener, app)

@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use exec_core::{Command, Event, Events, Process};
 use regex::Regex;
 use serde::Deserialize;
@@ -219,7 +218,9 @@ impl PowProcess for CommandProcess {
                 },
                 event = events.next() => match event {
                     Some(Ok(Event::Stdout(data))) => {
-                        last_line.push(&data);
+                        if self.result != ResultMode::None {
+                            last_line.push(&data);
+                        }
                         io.output.write(data).await.map_err(|e| e.to_string())?;
                     }
                     Some(Ok(Event::Stderr(data))) => {
@@ -255,6 +256,10 @@ impl PowProcess for CommandProcess {
     }
 }
 
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
 /// The last non-empty line of a stream, bounded in size.
 #[derive(Debug, Default)]
 struct LastLine {
@@ -265,22 +270,43 @@ struct LastLine {
 impl LastLine {
     const MAX: usize = 1 << 20;
 
-    fn push(&mut self, data: &Bytes) {
-        for piece in data.split_inclusive(|&b| b == b'\n') {
-            if self.current.len() + piece.len() <= Self::MAX {
-                self.current.extend_from_slice(piece);
-            }
-            if piece.ends_with(b"\n") {
-                let line = std::mem::take(&mut self.current);
-                if line.iter().any(|b| !b.is_ascii_whitespace()) {
-                    self.last = line;
+    /// Takes a chunk of output. Works from the chunk's last newline
+    /// backwards, so bulk output costs one scan and no per-line allocation.
+    fn push(&mut self, data: &[u8]) {
+        let Some(end) = data.iter().rposition(|&b| b == b'\n') else {
+            self.extend(data);
+            return;
+        };
+        let (complete, rest) = data.split_at(end);
+        let mut lines = complete.rsplit(|&b| b == b'\n').peekable();
+        while let Some(line) = lines.next() {
+            if lines.peek().is_none() {
+                // The chunk's first line completes the one held.
+                self.extend(line);
+                if !is_blank(&self.current) {
+                    self.last = std::mem::take(&mut self.current);
                 }
+                break;
+            }
+            if !is_blank(line) {
+                self.last.clear();
+                self.last
+                    .extend_from_slice(line.get(..Self::MAX).unwrap_or(line));
+                break;
             }
         }
+        self.current.clear();
+        self.extend(rest.get(1..).unwrap_or_default());
+    }
+
+    fn extend(&mut self, data: &[u8]) {
+        let room = Self::MAX.saturating_sub(self.current.len());
+        self.current
+            .extend_from_slice(data.get(..room).unwrap_or(data));
     }
 
     fn text(&self) -> String {
-        let line = if self.current.iter().any(|b| !b.is_ascii_whitespace()) {
+        let line = if !is_blank(&self.current) {
             &self.current
         } else {
             &self.last
@@ -355,8 +381,26 @@ mod tests {
     #[test]
     fn last_line_skips_blank_lines() {
         let mut l = LastLine::default();
-        l.push(&Bytes::from_static(b"one\n{\"a\":"));
-        l.push(&Bytes::from_static(b"1}\n\n"));
+        l.push(b"one\n{\"a\":");
+        l.push(b"1}\n\n");
         assert_eq!(l.text(), "{\"a\":1}");
+    }
+
+    /// However the stream is cut, the answer is the last non-blank line.
+    #[test]
+    fn last_line_is_independent_of_chunking() {
+        let stream: &[u8] = b"first\n \nsecond line\n\n\nthird\n  \n\t\nlast one\n\n";
+        for cut1 in 0..stream.len() {
+            for cut2 in cut1..stream.len() {
+                let mut l = LastLine::default();
+                l.push(&stream[..cut1]);
+                l.push(&stream[cut1..cut2]);
+                l.push(&stream[cut2..]);
+                assert_eq!(l.text(), "last one", "cuts at {cut1}, {cut2}");
+            }
+        }
+        let mut l = LastLine::default();
+        l.push(b"done\npartial");
+        assert_eq!(l.text(), "partial");
     }
 }

@@ -96,6 +96,16 @@ impl Config {
     }
 }
 
+/// Bytes read from a socket at a time. tungstenite zero-fills its read
+/// buffer up front, so this is most of what an idle session costs (its
+/// 128 KiB default made a session 133 KiB); input is mostly small text, and
+/// a larger message simply takes more reads.
+const READ_BUFFER: usize = 32 * 1024;
+
+/// Output the WebSocket layer may hold for a slow client before the process
+/// is made to wait: a few of the largest chunks a read returns.
+const MAX_WRITE_BUFFER: usize = 4 * 64 * 1024;
+
 #[derive(Clone)]
 struct AppState {
     shared: ws::Shared,
@@ -181,8 +191,9 @@ async fn upgrade(
         max_message,
         ..
     } = state;
-    ws.max_message_size(max_message)
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(max_message)
         .max_frame_size(max_message)
-        .max_write_buffer_size(4 * 64 * 1024)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| tracker.track_future(ws::run(socket, shared)))
 }

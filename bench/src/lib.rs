@@ -1,0 +1,220 @@
+//! What the benchmark programs share: test data, timing with CPU
+//! accounting, medians and percentiles, and servers run as operators run
+//! them. Benchmarks print figures; they assert nothing.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+
+/// The binary `name` beside the running benchmark (target/release).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::current_exe()?
+        .parent()
+        .context("no executable directory")?
+        .to_path_buf();
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build all binaries first (cargo build --release --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// A fresh directory for test data, named after the benchmark and process.
+pub fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// `bytes` random bytes.
+pub fn write_random(path: &Path, bytes: usize) -> anyhow::Result<()> {
+    let mut src = std::fs::File::open("/dev/urandom")?;
+    let mut dst = std::fs::File::create(path)?;
+    std::io::copy(&mut std::io::Read::take(&mut src, bytes as u64), &mut dst)?;
+    Ok(())
+}
+
+/// Printable lines of 79 characters, like a log or a source file.
+pub fn write_text(path: &Path, bytes: usize) -> anyhow::Result<()> {
+    let mut dst = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut written = 0;
+    let mut n: u64 = 0;
+    while written < bytes {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let line: String = (0..79)
+            .map(|i| char::from(b' ' + ((n >> (i % 57)) as u8 % 94)))
+            .collect();
+        dst.write_all(line.as_bytes())?;
+        dst.write_all(b"\n")?;
+        written += 80;
+    }
+    dst.flush()?;
+    Ok(())
+}
+
+/// One timed run: wall-clock seconds and CPU seconds spent by every
+/// process involved (the machine may be shared; CPU time is steadier).
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// Wall-clock seconds.
+    pub wall: f64,
+    /// CPU seconds, user and system, of every process involved.
+    pub cpu: f64,
+}
+
+/// Several runs of one measurement.
+#[derive(Debug, Default)]
+pub struct Runs(Vec<Run>);
+
+impl Runs {
+    /// Records a run.
+    pub fn push(&mut self, run: Run) {
+        self.0.push(run);
+    }
+
+    /// The median wall time and, apart, the median CPU time.
+    pub fn median(&self) -> anyhow::Result<Run> {
+        let pick = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().context("no runs")
+        };
+        Ok(Run {
+            wall: pick(self.0.iter().map(|r| r.wall).collect())?,
+            cpu: pick(self.0.iter().map(|r| r.cpu).collect())?,
+        })
+    }
+}
+
+/// CPU seconds of a process (`"self"` or a pid) and its reaped children,
+/// from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime is field 14.
+    let rest = stat.rsplit_once(") ").context("bad stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..15)
+        .context("short stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    // Linux reports these in USER_HZ, 100 per second on every platform.
+    Ok(ticks / 100.0)
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kib * 1024)
+}
+
+/// The value at quantile `q` (0..=1) of sorted samples.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q) as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Prints one throughput figure, against a baseline when there is one.
+pub fn row(label: &str, mib: f64, run: Run, baseline: Option<Run>) {
+    let speed = mib / run.wall;
+    let cpu = format!("CPU {:.2} s", run.cpu);
+    match baseline {
+        Some(b) => println!(
+            "  {label:<52} {speed:>8.1} MiB/s   {:>5.1}% of baseline   {cpu} ({:.1}x)",
+            b.wall / run.wall * 100.0,
+            run.cpu / b.cpu.max(0.01)
+        ),
+        None => println!("  {label:<52} {speed:>8.1} MiB/s   (baseline)        {cpu}"),
+    }
+}
+
+/// A server binary, run as operators run it, killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+}
+
+impl Server {
+    /// Starts `bin` with `args`; returns it once it prints a line starting
+    /// with `ready`, with the rest of that line.
+    pub fn start(bin: &Path, args: &[&str], ready: &str) -> anyhow::Result<(Server, String)> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let server = Server { child };
+        let rest = loop {
+            let line = lines.next().context("server exited before listening")??;
+            if let Some(rest) = line.strip_prefix(ready) {
+                break rest.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok((server, rest))
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory, in bytes.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        rss(self.pid())
+    }
+
+    /// CPU seconds the server has used so far.
+    pub fn cpu(&self) -> anyhow::Result<f64> {
+        cpu_seconds(&self.pid().to_string())
+    }
+
+    /// Runs `cmd` to completion (stdout discarded); wall time and the CPU
+    /// time of this process's children plus the server's.
+    pub fn time(&self, cmd: &mut Command) -> anyhow::Result<Run> {
+        let cpu = cpu_seconds("self")? + self.cpu()?;
+        let start = Instant::now();
+        let status = cmd.stdout(Stdio::null()).status()?;
+        let wall = start.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("{cmd:?} failed: {status}");
+        }
+        let cpu = cpu_seconds("self")? + self.cpu()? - cpu;
+        Ok(Run { wall, cpu })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
