@@ -1,6 +1,8 @@
 use std::ffi::OsString;
 use std::fmt;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The size of a terminal, in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +112,9 @@ pub struct Command {
     pub(crate) stdin: bool,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
+    /// Descriptors the child gets at the given numbers (shared so that the
+    /// command stays `Clone`; each spawn duplicates them).
+    pub(crate) fds: Vec<(RawFd, Arc<OwnedFd>)>,
 }
 
 impl Command {
@@ -125,6 +130,7 @@ impl Command {
             stdin: true,
             uid: None,
             gid: None,
+            fds: Vec::new(),
         }
     }
 
@@ -189,6 +195,18 @@ impl Command {
     /// Runs the process with this group id (needs privilege).
     pub fn gid(mut self, gid: u32) -> Self {
         self.gid = Some(gid);
+        self
+    }
+
+    /// Gives the child `fd` as descriptor number `child_fd` (for example
+    /// the write end of a pipe the caller reads, which a shell then names as
+    /// `/dev/fd/N`). Pipes only: a terminal command with descriptors fails
+    /// to spawn.
+    ///
+    /// The command keeps its own copy: drop the command after spawning, or
+    /// the caller's reading end never sees the end of the data.
+    pub fn inherit_fd(mut self, child_fd: RawFd, fd: OwnedFd) -> Self {
+        self.fds.push((child_fd, Arc::new(fd)));
         self
     }
 

@@ -33,7 +33,7 @@ pub use process::{
     DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin,
     raise_open_files_limit,
 };
-pub use text::TextDecoder;
+pub use text::{Decoded, TextDecoder};
 pub use transport::{
     CloseFrame, MAX_CLOSE_REASON, MemoryRx, MemoryTransport, MemoryTx, Message, Transport,
     TransportRx, TransportTx, memory_pair, truncate_reason,

@@ -210,6 +210,21 @@ fn spawn_pipes(cmd: &Command) -> Result<Process, Error> {
     if let Some(gid) = cmd.gid {
         c.gid(gid);
     }
+    if !cmd.fds.is_empty() {
+        let mappings = cmd
+            .fds
+            .iter()
+            .map(|(child_fd, fd)| {
+                Ok(command_fds::FdMapping {
+                    parent_fd: fd.try_clone()?,
+                    child_fd: *child_fd,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| spawn_error(cmd, e))?;
+        command_fds::CommandFdExt::fd_mappings(&mut c, mappings)
+            .map_err(|e| spawn_error(cmd, io::Error::other(e.to_string())))?;
+    }
     let mut child = c.spawn().map_err(|e| spawn_error(cmd, e))?;
     let pid = child.id().ok_or_else(|| {
         spawn_error(
@@ -232,6 +247,15 @@ fn spawn_pipes(cmd: &Command) -> Result<Process, Error> {
 }
 
 fn spawn_pty(cmd: &Command, size: PtySize) -> Result<Process, Error> {
+    if !cmd.fds.is_empty() {
+        return Err(spawn_error(
+            cmd,
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "extra descriptors are not supported under a terminal",
+            ),
+        ));
+    }
     let (pty, pts) = pty_process::open()?;
     pty.resize(pty_process::Size::new(size.rows, size.cols))?;
     let resize_fd = pty.as_fd().try_clone_to_owned()?;

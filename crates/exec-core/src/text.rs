@@ -23,6 +23,12 @@ impl TextDecoder {
 
     /// The text that `chunk` completes, always valid UTF-8; may be empty.
     pub fn push(&mut self, chunk: &Bytes) -> Bytes {
+        self.push_exact(chunk).text
+    }
+
+    /// Like [`TextDecoder::push`], also giving the exact bytes the text
+    /// stands for, for protocols that carry those beside a lossy text.
+    pub fn push_exact(&mut self, chunk: &Bytes) -> Decoded {
         let data = if self.held.is_empty() {
             chunk.clone()
         } else {
@@ -31,23 +37,40 @@ impl TextDecoder {
             Bytes::from(joined)
         };
         match std::str::from_utf8(&data) {
-            Ok(_) => data,
+            Ok(_) => Decoded::exact(data),
             Err(e) if e.error_len().is_none() => {
                 let cut = e.valid_up_to();
                 self.held = data.get(cut..).unwrap_or_default().to_vec();
-                data.slice(..cut)
+                Decoded::exact(data.slice(..cut))
             }
-            Err(_) => self.lossy(&data),
+            Err(_) => {
+                let text = self.lossy(&data);
+                let covered = data.len() - self.held.len();
+                Decoded {
+                    text,
+                    bytes: data.slice(..covered),
+                    lossy: true,
+                }
+            }
         }
     }
 
     /// The end of the stream: anything held back, as U+FFFD.
     pub fn finish(&mut self) -> Bytes {
+        self.finish_exact().text
+    }
+
+    /// Like [`TextDecoder::finish`], with the exact bytes held back.
+    pub fn finish_exact(&mut self) -> Decoded {
         if self.held.is_empty() {
-            return Bytes::new();
+            return Decoded::exact(Bytes::new());
         }
-        let held = std::mem::take(&mut self.held);
-        Bytes::from(String::from_utf8_lossy(&held).into_owned())
+        let held = Bytes::from(std::mem::take(&mut self.held));
+        Decoded {
+            text: Bytes::from(String::from_utf8_lossy(&held).into_owned()),
+            bytes: held,
+            lossy: true,
+        }
     }
 
     /// `data` has invalid bytes: replace them, hold back an incomplete end.
@@ -76,6 +99,28 @@ impl TextDecoder {
             }
         }
         Bytes::from(out)
+    }
+}
+
+/// Text decoded from output, with the bytes it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// Valid UTF-8.
+    pub text: Bytes,
+    /// The process's bytes this text stands for.
+    pub bytes: Bytes,
+    /// Whether some bytes were not UTF-8 (the text has U+FFFD for them and
+    /// differs from `bytes`).
+    pub lossy: bool,
+}
+
+impl Decoded {
+    fn exact(text: Bytes) -> Decoded {
+        Decoded {
+            bytes: text.clone(),
+            text,
+            lossy: false,
+        }
     }
 }
 
@@ -123,6 +168,29 @@ mod tests {
         assert_eq!(feed(&[b"\xe2\x9c", b"x"]), "\u{FFFD}x");
         // An incomplete character at the very end.
         assert_eq!(feed(&[b"ok\xf0\x9f"]), "ok\u{FFFD}");
+    }
+
+    #[test]
+    fn exact_bytes_cover_the_stream_once() {
+        let stream: &[u8] = b"ok \xc3\xa9 bad \xff\xfe then \xf0\x9f\xa6\x80 end \xe2\x9c";
+        for cut in 0..stream.len() {
+            let mut decoder = TextDecoder::new();
+            let mut bytes = Vec::new();
+            let mut lossy = false;
+            for part in [&stream[..cut], &stream[cut..]] {
+                let d = decoder.push_exact(&Bytes::copy_from_slice(part));
+                if !d.lossy {
+                    assert_eq!(d.text, d.bytes);
+                }
+                lossy |= d.lossy;
+                bytes.extend_from_slice(&d.bytes);
+            }
+            let end = decoder.finish_exact();
+            assert!(end.lossy);
+            bytes.extend_from_slice(&end.bytes);
+            assert_eq!(bytes, stream, "cut at {cut}");
+            assert!(lossy);
+        }
     }
 
     #[test]
