@@ -87,6 +87,21 @@ impl TestServer {
         .await
     }
 
+    /// A webterm server with `config` (its token is replaced by a fresh
+    /// one).
+    pub async fn webterm_with(config: webterm_server::Config) -> TestServer {
+        Self::spawn(|listener, token, shutdown| async move {
+            let config = webterm_server::Config {
+                token: Some(token),
+                ..config
+            };
+            webterm_server::serve(vec![listener], config, shutdown)
+                .await
+                .unwrap();
+        })
+        .await
+    }
+
     /// `ws://addr/`
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)

@@ -1,0 +1,181 @@
+//! A Web-Terminal WebSocket Protocol v3 server: a client authenticates on
+//! the connection, runs shell command lines (several at once), feeds them
+//! input and signals, and receives incremental output — including, for
+//! requested pipes, the data crossing between pipeline stages.
+//!
+//! [`serve`] accepts connections on one or more bound listeners (the
+//! default binds `localhost` on IPv4 and IPv6) until its shutdown future
+//! completes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use exec_core::auth::AccessToken;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod command;
+mod session;
+
+/// Errors of the webterm server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Accepting connections failed.
+    #[error("serve: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How a server behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The token `authentication` must carry; `None` accepts any.
+    pub token: Option<AccessToken>,
+    /// Send output HTML-escaped with `<br>` for newlines unless a
+    /// connection asks otherwise (`?output=text`).
+    pub html_output: bool,
+    /// The shell that runs command lines (`SHELL -c LINE`).
+    pub shell: String,
+    /// Commands one connection may run at once.
+    pub max_commands: usize,
+    /// Largest message accepted from a client.
+    pub max_message: usize,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            token: None,
+            html_output: false,
+            shell: default_shell(),
+            max_commands: 64,
+            max_message: 1 << 20,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The user's shell (`$SHELL`), else `/bin/sh`.
+pub fn default_shell() -> String {
+    std::env::var("SHELL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "/bin/sh".into())
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: session::Shared,
+    tracker: TaskTracker,
+    html_output: bool,
+    max_message: usize,
+}
+
+/// Serves webterm on every listener until `shutdown` completes; then stops
+/// every command and closes every connection (1001).
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = AppState {
+        shared: session::Shared {
+            token: config.token.clone(),
+            shell: Arc::from(config.shell.as_str()),
+            max_commands: config.max_commands,
+            shutdown: cancel.clone(),
+        },
+        tracker: tracker.clone(),
+        html_output: config.html_output,
+        max_message: config.max_message,
+    };
+    let app = Router::new().fallback(upgrade).with_state(state);
+    // One shutdown for every listener.
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        servers.spawn(exec_core::serve::serve_app(
+            listener,
+            app.clone(),
+            stop.clone().cancelled_owned(),
+            cancel.clone(),
+            tracker.clone(),
+            config.shutdown_grace,
+        ));
+    }
+    let mut result = Ok(());
+    while let Some(joined) = servers.join_next().await {
+        match joined {
+            Ok(Err(e)) if result.is_ok() => {
+                stop.cancel();
+                result = Err(e.into());
+            }
+            Err(e) if result.is_ok() => {
+                stop.cancel();
+                result = Err(std::io::Error::other(e.to_string()).into());
+            }
+            _ => {}
+        }
+    }
+    result
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                format!("webterm speaks WebSocket only: {rejection}\n"),
+            )
+                .into_response();
+        }
+    };
+    let mut html = state.html_output;
+    for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        if key == "output" {
+            match value.as_ref() {
+                "html" => html = true,
+                "text" => html = false,
+                other => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown output mode {other:?}: use html or text\n"),
+                    )
+                        .into_response();
+                }
+            }
+        }
+    }
+    let AppState {
+        shared,
+        tracker,
+        max_message,
+        ..
+    } = state;
+    ws.read_buffer_size(32 * 1024)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .max_write_buffer_size(4 * 64 * 1024)
+        .on_upgrade(move |socket| tracker.track_future(session::run(socket, shared, html)))
+}

@@ -1,0 +1,291 @@
+//! One WebSocket connection: authentication, then any number of commands
+//! running at once, each reported by its own task through one writer.
+//!
+//! A bad message gets an error reply and nothing else: other commands of
+//! the connection run on. The connection ends its commands when it closes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use exec_core::auth::AccessToken;
+use exec_core::{Message, Transport, TransportRx, TransportTx};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use webterm_proto::{Envelope, Reply, Request};
+
+use crate::command::{self, Input, Spec, Started};
+
+/// What every connection of one server shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) token: Option<AccessToken>,
+    pub(crate) shell: Arc<str>,
+    pub(crate) max_commands: usize,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Failed `authentication` attempts before the connection is closed.
+const MAX_AUTH_FAILURES: u32 = 5;
+
+/// Replies and updates waiting for a slow client; beyond this, commands
+/// wait (and so do their processes).
+const OUT_DEPTH: usize = 64;
+
+/// Completed commands remembered (to answer "has completed" rather than
+/// "no such command") before they are forgotten.
+const MAX_REMEMBERED: usize = 4096;
+
+/// Runs one connection until the client leaves or the server stops.
+pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, html: bool) {
+    let (mut tx, mut rx) = transport.split();
+    let (out, mut out_rx) = mpsc::channel::<String>(OUT_DEPTH);
+    let (close_tx, close_rx) = oneshot::channel::<(u16, String)>();
+    let stop = shared.shutdown.child_token();
+    // One writer: replies and every command's updates in the order queued,
+    // then the close frame once every command has stopped sending.
+    let writer_stop = stop.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = out_rx.recv().await {
+            if tx.send(Message::text(text)).await.is_err() {
+                writer_stop.cancel();
+                return;
+            }
+        }
+        if let Ok((code, reason)) = close_rx.await {
+            let _ = tx.close(code, &reason).await;
+        }
+    });
+    let shutdown = shared.shutdown.clone();
+    let mut conn = Connection {
+        shared,
+        html,
+        out,
+        stop: stop.clone(),
+        session_token: None,
+        auth_failures: 0,
+        commands: HashMap::new(),
+        next_id: 1,
+    };
+    let close = loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            () = stop.cancelled() => {
+                break if shutdown.is_cancelled() {
+                    (1001, "server shutting down".to_owned())
+                } else {
+                    (1000, String::new())
+                };
+            }
+        };
+        let frame = match msg {
+            Ok(Some(Message::Text(data) | Message::Binary(data))) => data,
+            Ok(None) => break (1000, String::new()),
+            Err(e) => break (1008, format!("bad frame: {e}")),
+        };
+        if !conn.handle(&frame).await {
+            break (1008, "too many failed authentication attempts".to_owned());
+        }
+    };
+    // Commands end with the connection; the writer sends what they queued,
+    // then the close.
+    stop.cancel();
+    drop(conn);
+    let _ = close_tx.send(close);
+    let _ = writer.await;
+}
+
+struct Connection {
+    shared: Shared,
+    html: bool,
+    out: mpsc::Sender<String>,
+    stop: CancellationToken,
+    session_token: Option<AccessToken>,
+    auth_failures: u32,
+    commands: HashMap<u64, Started>,
+    next_id: u64,
+}
+
+impl Connection {
+    fn authenticated(&self) -> bool {
+        self.shared.token.is_none() || self.session_token.is_some()
+    }
+
+    async fn reply(&self, reply: Reply) -> bool {
+        self.out.send(reply.encode()).await.is_ok()
+    }
+
+    /// Handles one frame; false ends the connection.
+    async fn handle(&mut self, frame: &Bytes) -> bool {
+        let envelope = match std::str::from_utf8(frame) {
+            Ok(text) => webterm_proto::decode(text),
+            Err(_) => webterm_proto::decode("\u{0}"),
+        };
+        let Envelope {
+            session_token,
+            request,
+        } = match envelope {
+            Ok(e) => e,
+            Err(e) => return self.reply(e.into()).await,
+        };
+        let (kind, client_id, server_id) = describe(&request);
+        let error = |message: String| Reply::Error {
+            kind,
+            message,
+            client_id: client_id.clone(),
+            server_id,
+        };
+        if let Request::Authentication { token } = &request {
+            return self.authenticate(token).await;
+        }
+        if !self.authenticated() {
+            return self
+                .reply(error(
+                    "not authenticated: send an authentication message first".into(),
+                ))
+                .await;
+        }
+        if let (Some(given), Some(ours)) = (&session_token, &self.session_token)
+            && !ours.matches(given)
+        {
+            return self.reply(error("invalid sessionToken".into())).await;
+        }
+        let result = match request {
+            Request::Authentication { .. } => Ok(None),
+            Request::Command {
+                command,
+                client_id,
+                breakpoints,
+            } => self.command(command, client_id, breakpoints).map(Some),
+            Request::Stdin {
+                server_id,
+                input,
+                eof,
+            } => self.stdin(server_id, input, eof).map(|()| None),
+            Request::Signal { server_id, signal } => self.signal(server_id, signal).map(|()| None),
+        };
+        match result {
+            Ok(Some(reply)) => self.reply(reply).await,
+            Ok(None) => true,
+            Err(message) => self.reply(error(message)).await,
+        }
+    }
+
+    async fn authenticate(&mut self, token: &str) -> bool {
+        let ok = match &self.shared.token {
+            None => true,
+            Some(expected) => expected.matches(token),
+        };
+        if ok {
+            let session_token = match &self.session_token {
+                Some(t) => t.clone(),
+                None => match AccessToken::generate() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(error = %e, "generating a session token");
+                        return false;
+                    }
+                },
+            };
+            self.session_token = Some(session_token.clone());
+            return self
+                .reply(Reply::Authenticated {
+                    session_token: session_token.expose().to_owned(),
+                })
+                .await;
+        }
+        self.auth_failures += 1;
+        let sent = self
+            .reply(Reply::Error {
+                kind: "authentication",
+                message: "wrong token".into(),
+                client_id: None,
+                server_id: None,
+            })
+            .await;
+        sent && self.auth_failures < MAX_AUTH_FAILURES
+    }
+
+    fn command(
+        &mut self,
+        line: String,
+        client_id: serde_json::Value,
+        breakpoints: Vec<usize>,
+    ) -> Result<Reply, String> {
+        if self.commands.len() >= MAX_REMEMBERED {
+            self.commands.retain(|_, c| !c.finished.is_cancelled());
+        }
+        let running = self
+            .commands
+            .values()
+            .filter(|c| !c.finished.is_cancelled())
+            .count();
+        if running >= self.shared.max_commands {
+            return Err(format!(
+                "too many commands running on this connection (at most {})",
+                self.shared.max_commands
+            ));
+        }
+        let server_id = self.next_id;
+        let spec = Spec {
+            shell: self.shared.shell.to_string(),
+            line: line.clone(),
+            breakpoints,
+            client_id: client_id.clone(),
+            server_id,
+            html: self.html,
+        };
+        let started =
+            command::start(spec, self.out.clone(), self.stop.clone()).map_err(|e| e.to_string())?;
+        self.next_id += 1;
+        self.commands.insert(server_id, started);
+        Ok(Reply::Started {
+            command: line,
+            client_id,
+            server_id,
+        })
+    }
+
+    fn entry(&self, server_id: u64) -> Result<&Started, String> {
+        let command = self
+            .commands
+            .get(&server_id)
+            .ok_or_else(|| format!("no command with serverId {server_id}"))?;
+        if command.finished.is_cancelled() {
+            return Err(format!("command {server_id} has completed"));
+        }
+        Ok(command)
+    }
+
+    fn stdin(&mut self, server_id: u64, input: String, eof: bool) -> Result<(), String> {
+        let entry = self.entry(server_id)?;
+        let tx = &entry.input;
+        let full = |_| format!("command {server_id} is not reading its input fast enough");
+        if !input.is_empty() {
+            tx.try_send(Input::Data(Bytes::from(input))).map_err(full)?;
+        }
+        if eof {
+            tx.try_send(Input::Eof).map_err(full)?;
+        }
+        Ok(())
+    }
+
+    fn signal(&mut self, server_id: u64, signal: i32) -> Result<(), String> {
+        let entry = self.entry(server_id)?;
+        entry
+            .control
+            .signal(signal)
+            .map_err(|e| format!("signal {signal} to command {server_id}: {e}"))
+    }
+}
+
+/// The reply type and ids of a request, for its error replies.
+fn describe(request: &Request) -> (&'static str, Option<serde_json::Value>, Option<u64>) {
+    match request {
+        Request::Authentication { .. } => ("authentication", None, None),
+        Request::Command { client_id, .. } => ("command", Some(client_id.clone()), None),
+        Request::Stdin { server_id, .. } | Request::Signal { server_id, .. } => {
+            ("update", None, Some(*server_id))
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! Web-Terminal v3 end to end: the real server on port 0, a real WebSocket
+//! client, real shells.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use execwire_tests::{TestServer, wait_gone};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A safety net so a broken server fails the test instead of hanging it;
+/// never reached when things work.
+const NET: Duration = Duration::from_secs(60);
+
+async fn server() -> TestServer {
+    TestServer::webterm_with(webterm_server::Config {
+        shell: "/bin/sh".into(),
+        ..webterm_server::Config::default()
+    })
+    .await
+}
+
+struct Client {
+    ws: Ws,
+    token: String,
+    /// Messages read while waiting for something else.
+    queued: Vec<Value>,
+}
+
+/// What one command produced, its updates put together.
+#[derive(Debug, Default)]
+struct Run {
+    stdout: String,
+    stderr: String,
+    combined: String,
+    breakpoints: BTreeMap<u64, (String, String, String)>,
+    exit_code: Option<i64>,
+    signal: Option<i64>,
+    updates: Vec<Value>,
+}
+
+impl Client {
+    async fn connect(server: &TestServer, query: &str) -> Client {
+        let url = format!("ws://{}/{query}", server.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client {
+            ws,
+            token: server.token.clone(),
+            queued: Vec::new(),
+        }
+    }
+
+    async fn authed(server: &TestServer) -> Client {
+        let mut c = Client::connect(server, "").await;
+        let token = c.token.clone();
+        let reply = c
+            .request(json!({"type":"authentication","payload":{"token":token}}))
+            .await;
+        assert_eq!(reply["payload"]["result"], "ok", "{reply}");
+        c
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    /// The next text message, or None when the connection closed.
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(NET, self.ws.next())
+                .await
+                .expect("server went silent");
+            match msg? {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Sends `v` and returns the next message that is not an update.
+    async fn request(&mut self, v: Value) -> Value {
+        self.send(v).await;
+        loop {
+            let msg = self.next().await.expect("connection closed");
+            if msg["type"] == "update" && msg["payload"].get("status").is_some() {
+                self.queued.push(msg);
+            } else {
+                return msg;
+            }
+        }
+    }
+
+    /// Starts a command; returns its serverId.
+    async fn run(&mut self, line: &str, client_id: Value, breakpoints: &[u64]) -> u64 {
+        let mut payload = json!({"command": line, "clientId": client_id});
+        if !breakpoints.is_empty() {
+            payload["breakpoints"] = json!(breakpoints);
+        }
+        let ack = self
+            .request(json!({"type":"command","payload":payload}))
+            .await;
+        assert_eq!(ack["type"], "command");
+        assert_eq!(ack["payload"]["result"], "ok", "{ack}");
+        assert_eq!(ack["payload"]["clientId"], client_id);
+        assert_eq!(ack["payload"]["command"], line);
+        ack["payload"]["serverId"].as_u64().unwrap()
+    }
+
+    async fn stdin(&mut self, id: u64, input: &str, eof: bool) {
+        self.send(json!({"type":"update","payload":{"type":"stdin","serverId":id,"input":input,"eof":eof}}))
+            .await;
+    }
+
+    /// Updates of command `id`, until it completes.
+    async fn finish(&mut self, id: u64) -> Run {
+        let mut run = Run::default();
+        loop {
+            let msg = match self
+                .queued
+                .iter()
+                .position(|m| m["payload"]["serverId"] == id)
+            {
+                Some(i) => self.queued.remove(i),
+                None => match self.next().await {
+                    Some(m) => m,
+                    None => panic!("connection closed before command {id} completed"),
+                },
+            };
+            if msg["type"] != "update" || msg["payload"]["serverId"] != id {
+                self.queued.push(msg);
+                continue;
+            }
+            if absorb(&mut run, msg) {
+                return run;
+            }
+        }
+    }
+
+    /// Updates of command `id` until its stdout so far contains `needle`.
+    async fn until_stdout(&mut self, id: u64, needle: &str) -> Run {
+        let mut run = Run::default();
+        while !run.stdout.contains(needle) {
+            let msg = self.next().await.expect("connection closed");
+            if msg["type"] == "update" && msg["payload"]["serverId"] == id {
+                assert!(!absorb(&mut run, msg), "completed before {needle:?}");
+            } else {
+                self.queued.push(msg);
+            }
+        }
+        run
+    }
+}
+
+/// Adds an update to `run`; true when it was the last.
+fn absorb(run: &mut Run, msg: Value) -> bool {
+    let p = &msg["payload"];
+    let out = &p["output"];
+    run.stdout += out["stdout"].as_str().unwrap();
+    run.stderr += out["stderr"].as_str().unwrap();
+    run.combined += out["combined"].as_str().unwrap();
+    if let Some(bps) = out.get("breakpoints") {
+        for bp in bps.as_array().unwrap() {
+            let e = run
+                .breakpoints
+                .entry(bp["location"].as_u64().unwrap())
+                .or_default();
+            e.0 += bp["stdout"].as_str().unwrap();
+            e.1 += bp["stderr"].as_str().unwrap();
+            e.2 += bp["combined"].as_str().unwrap();
+        }
+    }
+    assert!(p["begin"].as_str().unwrap().ends_with('Z'));
+    let done = p["status"] == "completed";
+    if done {
+        assert!(p["end"].as_str().unwrap().contains('T'));
+        run.exit_code = p["exitCode"].as_i64();
+        run.signal = p["signal"].as_i64();
+    } else {
+        assert_eq!(p["status"], "running");
+        assert!(p["end"].is_null());
+    }
+    run.updates.push(msg);
+    done
+}
+
+#[tokio::test]
+async fn authentication_is_per_connection() {
+    let server = server().await;
+    let mut c = Client::connect(&server, "").await;
+    // Nothing but authentication before it.
+    let r = c
+        .request(json!({"type":"command","payload":{"command":"echo hi","clientId":1}}))
+        .await;
+    assert_eq!(r["type"], "command");
+    assert_eq!(r["payload"]["result"], "error");
+    assert!(
+        r["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("authenticat")
+    );
+    assert_eq!(r["payload"]["clientId"], 1);
+    let r = c
+        .request(json!({"type":"authentication","payload":{"token":"wrong"}}))
+        .await;
+    assert_eq!(
+        r["payload"],
+        json!({"result":"error","message":"wrong token"})
+    );
+    let token = c.token.clone();
+    let r = c
+        .request(json!({"type":"authentication","payload":{"token":token}}))
+        .await;
+    assert_eq!(r["payload"]["result"], "ok");
+    let session = r["payload"]["sessionToken"].as_str().unwrap().to_owned();
+    assert!(session.len() >= 32);
+    // The original client sends no sessionToken: accepted on this connection.
+    let id = c.run("echo hi", json!(1), &[]).await;
+    assert_eq!(c.finish(id).await.stdout, "hi\n");
+    // The right one is accepted, a wrong one refused.
+    let r = c
+        .request(json!({"type":"command","sessionToken":session,"payload":{"command":"true","clientId":2}}))
+        .await;
+    assert_eq!(r["payload"]["result"], "ok");
+    let r = c
+        .request(json!({"type":"command","sessionToken":"nope","payload":{"command":"true","clientId":3}}))
+        .await;
+    assert_eq!(r["payload"]["result"], "error");
+    assert_eq!(r["payload"]["message"], "invalid sessionToken");
+
+    // Guessing is cut short.
+    let mut c = Client::connect(&server, "").await;
+    for _ in 0..5 {
+        c.send(json!({"type":"authentication","payload":{"token":"guess"}}))
+            .await;
+    }
+    let mut errors = 0;
+    while let Some(m) = c.next().await {
+        assert_eq!(m["payload"]["result"], "error");
+        errors += 1;
+    }
+    assert_eq!(errors, 5);
+}
+
+#[tokio::test]
+async fn a_command_life_cycle() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c
+        .run("echo out; echo err >&2; exit 3", json!("cmd-1"), &[])
+        .await;
+    let run = c.finish(id).await;
+    assert_eq!(run.stdout, "out\n");
+    assert_eq!(run.stderr, "err\n");
+    assert_eq!(run.combined.len(), 8);
+    assert!(run.combined.contains("out\n") && run.combined.contains("err\n"));
+    assert_eq!(run.exit_code, Some(3));
+    assert_eq!(run.signal, None);
+    for u in &run.updates {
+        assert_eq!(u["payload"]["clientId"], "cmd-1");
+        assert_eq!(u["payload"]["command"], "echo out; echo err >&2; exit 3");
+    }
+    // Only the last update is completed.
+    let statuses: Vec<&Value> = run
+        .updates
+        .iter()
+        .map(|u| &u["payload"]["status"])
+        .collect();
+    assert_eq!(statuses.last().unwrap().as_str(), Some("completed"));
+    assert!(
+        statuses[..statuses.len() - 1]
+            .iter()
+            .all(|s| *s == "running")
+    );
+}
+
+/// stdin drives the command step by step, so the combined order is known.
+#[tokio::test]
+async fn stdin_and_combined_order() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c
+        .run(
+            "echo a; read x; echo b >&2; echo \"got $x\"; read y; echo c",
+            json!(1),
+            &[],
+        )
+        .await;
+    let first = c.until_stdout(id, "a\n").await;
+    c.stdin(id, "one\n", false).await;
+    let mut run = c.until_stdout(id, "got one\n").await;
+    c.stdin(id, "two\n", true).await;
+    let rest = c.finish(id).await;
+    run.combined = first.combined + &run.combined + &rest.combined;
+    assert_eq!(run.combined.replace("got one\n", ""), "a\nb\nc\n");
+    assert_eq!(rest.exit_code, Some(0));
+
+    // `cat` fed and closed.
+    let id = c.run("cat", json!(2), &[]).await;
+    c.stdin(id, "hello\n", false).await;
+    c.stdin(id, "world\n", true).await;
+    let run = c.finish(id).await;
+    assert_eq!(run.stdout, "hello\nworld\n");
+    assert_eq!(run.exit_code, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_ends_sleep() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c.run("echo $$; exec sleep 30", json!(1), &[]).await;
+    let run = c.until_stdout(id, "\n").await;
+    let pid: u32 = run.stdout.trim().parse().unwrap();
+    c.send(
+        json!({"type":"update","payload":{"type":"signal","serverId":id,"clientId":1,"signal":15}}),
+    )
+    .await;
+    let run = c.finish(id).await;
+    assert_eq!(run.signal, Some(15));
+    assert_eq!(run.exit_code, Some(143));
+    wait_gone(pid).await;
+}
+
+#[tokio::test]
+async fn two_commands_at_once() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let cat = c.run("cat", json!("a"), &[]).await;
+    let echo = c.run("echo second", json!("b"), &[]).await;
+    assert_ne!(cat, echo);
+    assert_eq!(c.finish(echo).await.stdout, "second\n");
+    c.stdin(cat, "first\n", true).await;
+    let run = c.finish(cat).await;
+    assert_eq!(run.stdout, "first\n");
+    assert!(run.updates.iter().all(|u| u["payload"]["clientId"] == "a"));
+}
+
+#[tokio::test]
+async fn breakpoints_show_each_pipe() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let line = "printf 'a\\nb\\nc\\n' | grep -v b | tr a-z A-Z";
+    let id = c.run(line, json!(1), &[0, 1]).await;
+    let run = c.finish(id).await;
+    assert_eq!(run.stdout, "A\nC\n");
+    assert_eq!(run.stderr, "");
+    assert_eq!(run.exit_code, Some(0));
+    assert_eq!(run.breakpoints[&0].0, "a\nb\nc\n");
+    assert_eq!(run.breakpoints[&1].0, "a\nc\n");
+    assert_eq!(run.breakpoints[&1].2, "a\nc\n");
+    // The command line reported is the client's, not the tapped one.
+    assert!(run.updates.iter().all(|u| u["payload"]["command"] == line));
+
+    // Only one pipe, and the exit status is the pipeline's own.
+    let id = c.run("printf 'x\\n' | grep nope", json!(2), &[0]).await;
+    let run = c.finish(id).await;
+    assert_eq!(run.breakpoints[&0].0, "x\n");
+    assert_eq!(run.exit_code, Some(1));
+}
+
+#[tokio::test]
+async fn quoted_pipes_are_not_pipes() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c.run("echo 'a|b' | cat", json!(1), &[0]).await;
+    let run = c.finish(id).await;
+    assert_eq!(run.stdout, "a|b\n");
+    assert_eq!(run.breakpoints[&0].0, "a|b\n");
+    let r = c
+        .request(json!({"type":"command","payload":{"command":"echo 'a|b' | cat","clientId":2,"breakpoints":[1]}}))
+        .await;
+    assert_eq!(r["payload"]["result"], "error");
+    assert_eq!(
+        r["payload"]["message"],
+        "breakpoint 1 does not exist: the command has 1 pipe(s)"
+    );
+}
+
+#[tokio::test]
+async fn stage_stderr_is_attributed_to_its_stage() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c
+        .run(
+            "sh -c 'echo e1 >&2; echo d' | cat; echo e2 >&2",
+            json!(1),
+            &[0],
+        )
+        .await;
+    let run = c.finish(id).await;
+    assert_eq!(run.stdout, "d\n");
+    assert_eq!(run.breakpoints[&0].0, "d\n");
+    assert_eq!(run.breakpoints[&0].1, "e1\n");
+    // The command's own stderr still has everything.
+    assert_eq!(run.stderr, "e1\ne2\n");
+}
+
+#[tokio::test]
+async fn ten_mib_through_a_breakpoint() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c.run("seq 1 1500000 | cat", json!(1), &[0]).await;
+    let run = c.finish(id).await;
+    let expected: String = (1..=1_500_000).map(|n| format!("{n}\n")).collect();
+    assert!(expected.len() > 10 << 20);
+    assert_eq!(run.exit_code, Some(0));
+    assert!(run.breakpoints[&0].0 == expected, "breakpoint data differs");
+    assert!(run.stdout == expected, "output differs");
+    // Heavy output is coalesced into few updates.
+    assert!(run.updates.len() < 2000, "{} updates", run.updates.len());
+}
+
+#[tokio::test]
+async fn bad_input_gets_errors_and_other_commands_run_on() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let cat = c.run("cat", json!("keep"), &[]).await;
+    let done = c.run("true", json!("done"), &[]).await;
+    c.finish(done).await;
+    let cases = [
+        (Message::text("{not json"), "error", "invalid JSON"),
+        (
+            Message::text(r#"{"type":"resize","payload":{}}"#),
+            "error",
+            "unknown message type",
+        ),
+        (
+            Message::text(
+                r#"{"type":"update","payload":{"type":"stdin","serverId":999,"input":"x"}}"#,
+            ),
+            "update",
+            "no command with serverId 999",
+        ),
+        (
+            Message::text(
+                json!({"type":"update","payload":{"type":"stdin","serverId":done,"input":"x"}})
+                    .to_string(),
+            ),
+            "update",
+            "has completed",
+        ),
+        (
+            Message::text(
+                json!({"type":"update","payload":{"type":"signal","serverId":done,"signal":15}})
+                    .to_string(),
+            ),
+            "update",
+            "has completed",
+        ),
+        (
+            Message::text(r#"{"type":"command","payload":{"command":"   ","clientId":5}}"#),
+            "command",
+            "empty command",
+        ),
+        (
+            Message::text(
+                r#"{"type":"command","payload":{"command":"echo 'oops | cat","clientId":6,"breakpoints":[0]}}"#,
+            ),
+            "command",
+            "unterminated single quote",
+        ),
+        (Message::binary(vec![0xff, 0xfe]), "error", "invalid JSON"),
+    ];
+    for (msg, kind, needle) in cases {
+        c.ws.send(msg).await.unwrap();
+        let r = c
+            .request(json!({"type":"update","payload":{"type":"stdin","serverId":cat,"input":""}}))
+            .await;
+        // The first reply is the bad message's error; the probe itself is
+        // fine and answers nothing.
+        assert_eq!(r["type"], kind, "{r}");
+        assert_eq!(r["payload"]["result"], "error");
+        let message = r["payload"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{message}");
+    }
+    c.stdin(cat, "still here\n", true).await;
+    let run = c.finish(cat).await;
+    assert_eq!(run.stdout, "still here\n");
+}
+
+#[tokio::test]
+async fn html_output_mode_escapes_process_output() {
+    let server = server().await;
+    let mut c = Client::connect(&server, "?output=html").await;
+    let token = c.token.clone();
+    c.request(json!({"type":"authentication","payload":{"token":token}}))
+        .await;
+    let id = c
+        .run("echo '<b>\"x\" & y</b>'; echo two", json!(1), &[])
+        .await;
+    let run = c.finish(id).await;
+    assert_eq!(
+        run.stdout,
+        "&lt;b&gt;&quot;x&quot; &amp; y&lt;/b&gt;<br>two<br>"
+    );
+    // Plain text is the default.
+    let mut c = Client::authed(&server).await;
+    let id = c.run("echo '<b>'", json!(1), &[]).await;
+    assert_eq!(c.finish(id).await.stdout, "<b>\n");
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_utf8_are_carried_exactly() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c.run("printf '\\377ok \\303\\251\\n'", json!(1), &[]).await;
+    let run = c.finish(id).await;
+    assert_eq!(run.stdout, "\u{FFFD}ok é\n");
+    let raw: String = run
+        .updates
+        .iter()
+        .filter_map(|u| u["payload"]["output"]["raw"]["stdout"].as_str())
+        .collect();
+    assert_eq!(raw, "/29rIMOpCg==");
+}
+
+#[tokio::test]
+async fn disconnect_ends_commands() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c.run("echo $$; exec sleep 30", json!(1), &[]).await;
+    let run = c.until_stdout(id, "\n").await;
+    let pid: u32 = run.stdout.trim().parse().unwrap();
+    drop(c);
+    wait_gone(pid).await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_with_1001() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c.run("echo $$; exec sleep 30", json!(1), &[]).await;
+    let pid: u32 = c
+        .until_stdout(id, "\n")
+        .await
+        .stdout
+        .trim()
+        .parse()
+        .unwrap();
+    let stopping = tokio::spawn(server.shutdown());
+    let mut code = None;
+    while let Some(msg) = c.ws.next().await {
+        if let Ok(Message::Close(Some(frame))) = msg {
+            code = Some(u16::from(frame.code));
+        }
+    }
+    assert_eq!(code, Some(1001));
+    stopping.await.unwrap();
+    wait_gone(pid).await;
+}
