@@ -22,9 +22,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use webterm_proto::{Breakpoint, Output, Raw, Reply, Status, Streams, Update};
 
-/// Updates of one command are at least this far apart while output keeps
-/// coming; the first output after a quiet spell goes out at once.
+/// Small updates of one command are paced at one per interval on average,
+/// with bursts of [`BURST`]: output after a quiet spell (an echoed
+/// keystroke, a prompt) goes out at once, while a stream of small writes is
+/// coalesced instead of flooding the client with tiny messages.
 const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Small updates that may go out back to back before pacing starts.
+const BURST: f64 = 4.0;
 
 /// An update goes out as soon as this much output is waiting.
 const BATCH_BYTES: usize = 32 * 1024;
@@ -169,7 +174,8 @@ pub(crate) fn start(
         begin,
         out,
         pending: Pending::default(),
-        last_sent: None,
+        tokens: BURST,
+        counted: Instant::now(),
     };
     let done = finished.clone();
     tokio::spawn(async move {
@@ -383,7 +389,9 @@ struct Reporter {
     begin: String,
     out: mpsc::Sender<String>,
     pending: Pending,
-    last_sent: Option<Instant>,
+    /// Small updates that may go out now, and when that was last counted.
+    tokens: f64,
+    counted: Instant,
 }
 
 impl Reporter {
@@ -454,16 +462,28 @@ impl Reporter {
         if self.pending.is_empty() {
             return None;
         }
-        Some(
-            self.last_sent
-                .map_or_else(Instant::now, |t| t + BATCH_INTERVAL),
-        )
+        let missing = (1.0 - self.tokens).max(0.0);
+        Some(self.counted + BATCH_INTERVAL.mul_f64(missing))
     }
 
-    fn due(&self) -> bool {
-        !self.pending.is_empty()
-            && (self.pending.bytes >= BATCH_BYTES
-                || self.last_sent.is_none_or(|t| t.elapsed() >= BATCH_INTERVAL))
+    /// Whether the waiting output goes out now: a full batch always, a
+    /// small one while the burst allows. Spends the token when it does.
+    fn due(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let earned = now.duration_since(self.counted).as_secs_f64() / BATCH_INTERVAL.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(BURST);
+        self.counted = now;
+        if self.pending.bytes >= BATCH_BYTES {
+            return true;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return true;
+        }
+        false
     }
 
     /// Sends an update; false when the connection is gone.
@@ -483,7 +503,6 @@ impl Reporter {
             }),
             signal: exit.and_then(|s| s.signal),
         };
-        self.last_sent = Some(Instant::now());
         self.out
             .send(Reply::Update(Box::new(update)).encode())
             .await

@@ -72,6 +72,12 @@ pub fn default_shell() -> String {
         .unwrap_or_else(|| "/bin/sh".into())
 }
 
+/// What the WebSocket layer may hold for a slow client. It must exceed the
+/// largest update: a batch of output appears twice (stdout and combined),
+/// more with breakpoints, and JSON escaping can grow each byte up to six
+/// times. Memory stays bounded by the queue of updates before it.
+const MAX_WRITE_BUFFER: usize = 8 << 20;
+
 #[derive(Clone)]
 struct AppState {
     shared: session::Shared,
@@ -176,6 +182,6 @@ async fn upgrade(
     ws.read_buffer_size(32 * 1024)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .max_write_buffer_size(4 * 64 * 1024)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, shared, html)))
 }
