@@ -559,3 +559,20 @@ async fn shutdown_closes_connections_with_1001() {
     stopping.await.unwrap();
     wait_gone(pid).await;
 }
+
+/// Output JSON must escape (control characters become six bytes each)
+/// makes updates several times larger than the output they carry; they
+/// still go through whole.
+#[tokio::test]
+async fn output_that_json_escapes_heavily_arrives_whole() {
+    let server = server().await;
+    let mut c = Client::authed(&server).await;
+    let id = c
+        .run("head -c 3000000 /dev/zero | tr '\\0' '\\1' | cat", json!(1), &[1])
+        .await;
+    let run = c.finish(id).await;
+    assert_eq!(run.exit_code, Some(0));
+    assert_eq!(run.stdout.len(), 3_000_000);
+    assert!(run.stdout.bytes().all(|b| b == 1));
+    assert_eq!(run.breakpoints[&1].0.len(), 3_000_000);
+}
