@@ -568,7 +568,11 @@ async fn output_that_json_escapes_heavily_arrives_whole() {
     let server = server().await;
     let mut c = Client::authed(&server).await;
     let id = c
-        .run("head -c 3000000 /dev/zero | tr '\\0' '\\1' | cat", json!(1), &[1])
+        .run(
+            "head -c 3000000 /dev/zero | tr '\\0' '\\1' | cat",
+            json!(1),
+            &[1],
+        )
         .await;
     let run = c.finish(id).await;
     assert_eq!(run.exit_code, Some(0));
