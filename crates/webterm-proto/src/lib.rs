@@ -401,13 +401,30 @@ impl Reply {
                 }
                 (*kind, payload)
             }
-            Reply::Update(update) => (
-                "update",
-                serde_json::to_value(update).unwrap_or(Value::Null),
-            ),
+            // The bulk of the traffic: serialized straight into the frame,
+            // without an intermediate `Value` copy of the output.
+            Reply::Update(update) => {
+                return serde_json::to_string(&Frame {
+                    kind: "update",
+                    payload: update,
+                })
+                .unwrap_or_default();
+            }
         };
-        serde_json::json!({"type": kind, "payload": payload}).to_string()
+        serde_json::to_string(&Frame {
+            kind,
+            payload: &payload,
+        })
+        .unwrap_or_default()
     }
+}
+
+/// `{"type": ..., "payload": ...}`.
+#[derive(Serialize)]
+struct Frame<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    payload: &'a T,
 }
 
 /// Escapes text for clients that render output as HTML: `& < > " '` as

@@ -254,7 +254,10 @@ async fn feed_stdin(
 #[derive(Debug, Default)]
 struct Field {
     text: String,
-    bytes: Vec<u8>,
+    /// The exact bytes, as shared chunks (no copy); joined only when some
+    /// were not UTF-8 and `raw` must carry them.
+    chunks: Vec<Bytes>,
+    len: usize,
     lossy: bool,
 }
 
@@ -266,13 +269,14 @@ impl Field {
         } else {
             self.text.push_str(text);
         }
-        self.bytes.extend_from_slice(&d.bytes);
+        self.len += d.bytes.len();
+        self.chunks.push(d.bytes.clone());
         self.lossy |= d.lossy;
     }
 
     fn raw(&self) -> Option<String> {
         self.lossy
-            .then(|| base64::engine::general_purpose::STANDARD.encode(&self.bytes))
+            .then(|| base64::engine::general_purpose::STANDARD.encode(self.chunks.concat()))
     }
 }
 
@@ -311,7 +315,7 @@ impl Fields {
     }
 
     fn is_empty(&self) -> bool {
-        self.combined.bytes.is_empty()
+        self.combined.len == 0
     }
 }
 
