@@ -18,7 +18,7 @@ pub async fn shutdown_signal() {
 
 /// The token a server runs with, from its flags: none with `--no-auth`,
 /// the given one, or a fresh one (the flag tells the caller to print it).
-pub fn token_from_flags(
+fn token_from_flags(
     no_auth: bool,
     given: Option<String>,
 ) -> Result<Option<(AccessToken, bool)>, getrandom::Error> {
@@ -27,6 +27,21 @@ pub fn token_from_flags(
         (false, Some(t)) if !t.is_empty() => Some((AccessToken::new(t), false)),
         (false, _) => Some((AccessToken::generate()?, true)),
     })
+}
+
+/// [`token_from_flags`] for a server binary: a generated token is printed
+/// to stdout as `token: T`, where operators and scripts read it, before the
+/// server says where it listens.
+pub fn startup_token(
+    no_auth: bool,
+    given: Option<String>,
+) -> Result<Option<AccessToken>, getrandom::Error> {
+    Ok(token_from_flags(no_auth, given)?.map(|(token, generated)| {
+        if generated {
+            println!("token: {}", token.expose());
+        }
+        token
+    }))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes. Then `cancel`

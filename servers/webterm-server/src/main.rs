@@ -79,17 +79,8 @@ async fn run() -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("listening on {addr}")),
         }
     }
-    let token = match exec_core::serve::token_from_flags(args.no_auth, args.token)
-        .context("generating a token")?
-    {
-        Some((token, generated)) => {
-            if generated {
-                println!("token: {}", token.expose());
-            }
-            Some(token)
-        }
-        None => None,
-    };
+    let token =
+        exec_core::serve::startup_token(args.no_auth, args.token).context("generating a token")?;
     for listener in &listeners {
         println!(
             "webterm-server listening on ws://{}/",

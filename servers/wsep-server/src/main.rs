@@ -57,17 +57,8 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let token = match exec_core::serve::token_from_flags(args.no_auth, args.token)
-        .context("generating a token")?
-    {
-        Some((token, generated)) => {
-            if generated {
-                println!("token: {}", token.expose());
-            }
-            Some(token)
-        }
-        None => None,
-    };
+    let token =
+        exec_core::serve::startup_token(args.no_auth, args.token).context("generating a token")?;
     let addr = listener.local_addr()?;
     println!("wsep-server listening on ws://{addr}/");
     if token.is_none() {
