@@ -62,6 +62,15 @@ impl Ctx {
     }
 }
 
+/// What `$` followed by `next` opens: `$(` (and `$((`) or `${`.
+fn expansion(next: Option<u8>) -> Option<Ctx> {
+    match next {
+        Some(b'(') => Some(Ctx::Paren),
+        Some(b'{') => Some(Ctx::Brace),
+        _ => None,
+    }
+}
+
 /// Bytes after which a new word starts.
 fn ends_word(b: u8) -> bool {
     b.is_ascii_whitespace() || b";&|()<>".contains(&b)
@@ -98,12 +107,8 @@ pub fn pipes(line: &str) -> Result<Vec<Pipe>, PipelineError> {
                     stack.pop();
                 }
                 b'`' => stack.push(Ctx::Backtick),
-                b'$' if next == Some(b'(') => {
-                    stack.push(Ctx::Paren);
-                    step = 2;
-                }
-                b'$' if next == Some(b'{') => {
-                    stack.push(Ctx::Brace);
+                b'$' if expansion(next).is_some() => {
+                    stack.extend(expansion(next));
                     step = 2;
                 }
                 _ => {}
@@ -126,12 +131,8 @@ pub fn pipes(line: &str) -> Result<Vec<Pipe>, PipelineError> {
                 }
                 b'"' => stack.push(Ctx::Double),
                 b'`' => stack.push(Ctx::Backtick),
-                b'$' if next == Some(b'(') => {
-                    stack.push(Ctx::Paren);
-                    step = 2;
-                }
-                b'$' if next == Some(b'{') => {
-                    stack.push(Ctx::Brace);
+                b'$' if expansion(next).is_some() => {
+                    stack.extend(expansion(next));
                     step = 2;
                 }
                 b'(' => stack.push(Ctx::Paren),
