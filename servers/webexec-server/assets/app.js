@@ -1,0 +1,163 @@
+// The webexec demo client: the browser's own WebRTC, today's signaling
+// (POST /offer, candidates trickled with PATCH), the `%` control channel,
+// and one terminal pane in xterm.js. The pane outlives the page: a reload
+// reattaches to it (reconnect_pane) and gets its screen redrawn.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const status = (text, error) => {
+  $("status").textContent = text;
+  $("status").className = error ? "error" : "";
+};
+
+const term = new Terminal({ cursorBlink: true, scrollback: 5000 });
+const fit = new FitAddon.FitAddon();
+term.loadAddon(fit);
+term.open($("terminal"));
+fit.fit();
+
+// For tests and the curious: the live objects.
+window.webexec = { term, pc: null, control: null, pane: null, paneId: null };
+
+const params = new URLSearchParams(location.hash.slice(1));
+$("token").value = params.get("token") || sessionStorage.getItem("webexec-token") || "";
+
+let messageId = 0;
+const pending = new Map(); // message_id -> {resolve, reject}
+
+function request(type, args) {
+  const id = ++messageId;
+  const msg = { time: Date.now(), message_id: id, type, args: args || {} };
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    window.webexec.control.send(JSON.stringify(msg));
+  });
+}
+
+function onControl(event) {
+  let msg;
+  try { msg = JSON.parse(event.data); } catch (e) { return; }
+  const args = msg.args || {};
+  if (msg.type === "ack" || msg.type === "nack") {
+    const waiter = pending.get(args.ref);
+    if (!waiter) return;
+    pending.delete(args.ref);
+    if (msg.type === "ack") waiter.resolve(args.body);
+    else waiter.reject(new Error(args.desc || args.description || "refused"));
+  }
+}
+
+function attach(channel, id) {
+  channel.binaryType = "arraybuffer";
+  window.webexec.pane = channel;
+  window.webexec.paneId = id;
+  sessionStorage.setItem("webexec-pane", String(id));
+  channel.onmessage = (e) => {
+    term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data));
+  };
+  channel.onclose = () => {
+    if (window.webexec.pane !== channel) return;
+    term.write("\r\n\x1b[2m[pane " + id + " ended]\x1b[0m\r\n");
+    sessionStorage.removeItem("webexec-pane");
+    status("pane ended");
+  };
+  status("pane " + id);
+  term.focus();
+}
+
+term.onData((data) => {
+  const pane = window.webexec.pane;
+  if (pane && pane.readyState === "open") pane.send(new TextEncoder().encode(data));
+});
+
+term.onResize(({ rows, cols }) => {
+  const { control, paneId } = window.webexec;
+  if (control && control.readyState === "open" && paneId) {
+    request("resize", { pane_id: paneId, sx: cols, sy: rows }).catch(() => {});
+  }
+});
+window.addEventListener("resize", () => fit.fit());
+
+async function signal(pc, token) {
+  // Candidates found before the server said where to send them wait here.
+  let location = null;
+  const early = [];
+  const trickle = (candidate) =>
+    fetch(location, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+      body: JSON.stringify(candidate),
+    }).catch(() => {});
+  pc.onicecandidate = (e) => {
+    if (!e.candidate) return;
+    if (location) trickle(e.candidate.toJSON());
+    else early.push(e.candidate.toJSON());
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  const response = await fetch("offer", {
+    method: "POST",
+    headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + token },
+    body: pc.localDescription.sdp,
+  });
+  const body = await response.text();
+  if (response.status !== 201) throw new Error(response.status + " " + body.trim());
+  await pc.setRemoteDescription({ type: "answer", sdp: body });
+  location = response.headers.get("Location");
+  if (location) early.splice(0).forEach(trickle);
+}
+
+async function connect() {
+  const token = $("token").value.trim();
+  sessionStorage.setItem("webexec-token", token);
+  if (window.webexec.pc) window.webexec.pc.close();
+  status("connecting…");
+  const pc = new RTCPeerConnection();
+  window.webexec.pc = pc;
+  const control = pc.createDataChannel("%");
+  window.webexec.control = control;
+  control.onmessage = onControl;
+  // Channels the server opens answer add_pane/reconnect_pane: "<ref>:<pane>".
+  const opened = new Map();
+  pc.ondatachannel = (e) => {
+    const [ref, id] = e.channel.label.split(":");
+    opened.set(Number(ref), { channel: e.channel, id: Number(id) });
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "failed" || pc.connectionState === "disconnected") {
+      status("connection " + pc.connectionState, true);
+    }
+  };
+  await signal(pc, token);
+  await new Promise((resolve, reject) => {
+    control.onopen = resolve;
+    control.onclose = () => reject(new Error("control channel closed"));
+  });
+  const rows = term.rows, cols = term.cols;
+  const previous = Number(sessionStorage.getItem("webexec-pane")) || 0;
+  let body;
+  let ref;
+  if (previous) {
+    ref = messageId + 1;
+    body = await request("reconnect_pane", { id: previous }).catch(() => null);
+    if (body !== null) {
+      await request("resize", { pane_id: previous, sx: cols, sy: rows }).catch(() => {});
+    }
+  }
+  if (!previous || body === null) {
+    term.reset();
+    const text = $("command").value.trim() || "*";
+    const command = text === "*" ? ["*"] : text.split(",");
+    ref = messageId + 1;
+    body = await request("add_pane", { command, rows, cols, parent: 0 });
+  }
+  const pane = opened.get(ref);
+  if (!pane) throw new Error("the server opened no channel for the pane");
+  attach(pane.channel, pane.id);
+}
+
+$("connect").onclick = () => connect().catch((e) => status(e.message, true));
+$("new-pane").onclick = () => {
+  sessionStorage.removeItem("webexec-pane");
+  connect().catch((e) => status(e.message, true));
+};
+if ($("token").value) connect().catch((e) => status(e.message, true));

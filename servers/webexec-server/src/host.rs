@@ -1,0 +1,294 @@
+//! What the server keeps across peers: the panes (which outlive every peer),
+//! the payload clients share, output markers, the peers to broadcast to,
+//! and who is authorized.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use exec_core::auth::AccessToken;
+use exec_core::{Command, Pane, PaneConfig, PtySize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use webexec_proto::{Notice, Size};
+
+use crate::Error;
+
+/// Markers kept; `mark` beyond this forgets the oldest.
+const MAX_MARKERS: usize = 64;
+
+/// Notices queued for one peer's control channel before more are dropped
+/// (a peer that does not read its control channel loses broadcasts, never
+/// stalls the sender).
+const NOTICE_QUEUE: usize = 256;
+
+/// Who may connect: the authorized file (re-read on every check, so an
+/// operator's edit takes effect at once) and the tokens given on the
+/// command line.
+#[derive(Debug, Clone, Default)]
+pub struct Authorized {
+    /// The authorized file: tokens and certificate fingerprints, one per
+    /// line (`#` comments, text after the first space is a label).
+    pub file: Option<PathBuf>,
+    /// Tokens from `--token`.
+    pub tokens: Vec<AccessToken>,
+    /// Everyone is authorized (`--no-auth`).
+    pub open: bool,
+}
+
+impl Authorized {
+    /// True when `token` or `fingerprint` (colons removed, upper case) is
+    /// authorized.
+    pub(crate) fn allows(&self, token: Option<&str>, fingerprint: Option<&str>) -> bool {
+        if self.open {
+            return true;
+        }
+        let token = token.filter(|t| !t.is_empty());
+        if let Some(t) = token
+            && self.tokens.iter().any(|known| known.matches(t))
+        {
+            return true;
+        }
+        let Some(file) = &self.file else {
+            return false;
+        };
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %file.display(), error = %e, "cannot read the authorized file");
+                }
+                return false;
+            }
+        };
+        webexec_proto::authorized_entries(&text).iter().any(|entry| {
+            let entry = AccessToken::new(entry.as_str());
+            token.is_some_and(|t| entry.matches(t))
+                || fingerprint.is_some_and(|f| {
+                    entry.matches(f) || entry.matches(&f.to_ascii_lowercase())
+                })
+        })
+    }
+}
+
+/// A pane and the size its clients last gave it.
+#[derive(Debug)]
+pub(crate) struct PaneEntry {
+    pub(crate) id: u64,
+    pub(crate) pane: Pane,
+    size: Mutex<Option<PtySize>>,
+}
+
+impl PaneEntry {
+    /// The terminal size, for a PTY pane.
+    pub(crate) fn size(&self) -> Option<Size> {
+        lock(&self.size).map(|s| Size {
+            rows: s.rows,
+            cols: s.cols,
+        })
+    }
+
+    /// Resizes a PTY pane; fails for a pane without a terminal.
+    pub(crate) fn resize(&self, rows: u16, cols: u16) -> Result<(), Error> {
+        let mut size = lock(&self.size);
+        if size.is_none() {
+            return Err(Error::Exec(exec_core::Error::NoTerminal));
+        }
+        let new = PtySize::or_default(rows, cols);
+        self.pane.resize(new)?;
+        *size = Some(new);
+        Ok(())
+    }
+}
+
+/// How new panes are started.
+#[derive(Debug, Clone)]
+pub(crate) struct PaneDefaults {
+    /// The login shell (`"*"` in `add_pane`).
+    pub(crate) shell: String,
+    /// Where panes start unless split from another.
+    pub(crate) home: Option<PathBuf>,
+    /// Replay ring per pane.
+    pub(crate) replay_bytes: usize,
+}
+
+/// The state shared by every peer of one server.
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub(crate) authorized: Authorized,
+    defaults: PaneDefaults,
+    panes: Mutex<BTreeMap<u64, Arc<PaneEntry>>>,
+    next_pane: AtomicU64,
+    payload: Mutex<Value>,
+    markers: Mutex<Markers>,
+    peers: Mutex<HashMap<u64, mpsc::Sender<Notice>>>,
+    next_peer: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Markers {
+    next: u64,
+    /// marker -> (pane id -> output offset when it was made); oldest first.
+    list: VecDeque<(u64, HashMap<u64, u64>)>,
+}
+
+impl Host {
+    pub(crate) fn new(authorized: Authorized, defaults: PaneDefaults) -> Host {
+        Host {
+            authorized,
+            defaults,
+            panes: Mutex::new(BTreeMap::new()),
+            next_pane: AtomicU64::new(1),
+            payload: Mutex::new(Value::Null),
+            markers: Mutex::new(Markers::default()),
+            peers: Mutex::new(HashMap::new()),
+            next_peer: AtomicU64::new(1),
+        }
+    }
+
+    /// Starts `argv` (`["*"]` or empty: the login shell) as a new pane,
+    /// under a terminal of `size` when given. A pane split from `parent`
+    /// starts in the parent's working directory.
+    pub(crate) fn spawn_pane(
+        self: &Arc<Self>,
+        argv: &[String],
+        size: Option<Size>,
+        parent: Option<u64>,
+    ) -> Result<Arc<PaneEntry>, Error> {
+        let mut cmd = match argv {
+            [] => Command::new(&self.defaults.shell).arg("-l"),
+            [star] if star == "*" => Command::new(&self.defaults.shell).arg("-l"),
+            argv => Command::from_argv(argv)?,
+        };
+        cmd = cmd
+            .env("TERM", "xterm-256color")
+            .env("COLORTERM", "truecolor");
+        let cwd = parent
+            .and_then(|p| self.pane(p))
+            .and_then(|p| std::fs::read_link(format!("/proc/{}/cwd", p.pane.pid())).ok())
+            .or_else(|| self.defaults.home.clone());
+        if let Some(dir) = cwd {
+            cmd = cmd.current_dir(dir);
+        }
+        let pty = size.map(|s| PtySize::or_default(s.rows, s.cols));
+        if let Some(pty) = pty {
+            cmd = cmd.pty(pty);
+        }
+        let pane = Pane::spawn(
+            &cmd,
+            PaneConfig {
+                replay_bytes: self.defaults.replay_bytes,
+                idle_timeout: None,
+            },
+        )?;
+        let id = self.next_pane.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(PaneEntry {
+            id,
+            pane: pane.clone(),
+            size: Mutex::new(pty),
+        });
+        lock(&self.panes).insert(id, entry.clone());
+        let host = Arc::downgrade(self);
+        pane.on_exit(move || {
+            if let Some(host) = host.upgrade() {
+                lock(&host.panes).remove(&id);
+            }
+        });
+        Ok(entry)
+    }
+
+    /// The live pane `id`.
+    pub(crate) fn pane(&self, id: u64) -> Option<Arc<PaneEntry>> {
+        lock(&self.panes).get(&id).cloned()
+    }
+
+    /// Number of live panes.
+    pub(crate) fn pane_count(&self) -> usize {
+        lock(&self.panes).len()
+    }
+
+    /// Ends every pane (server shutdown).
+    pub(crate) fn terminate_all(&self) {
+        let panes: Vec<_> = lock(&self.panes).values().cloned().collect();
+        for entry in panes {
+            entry.pane.terminate();
+        }
+    }
+
+    /// The payload as the current reference sends it: a JSON string (the
+    /// payload itself when it is a string, else its JSON), none when unset.
+    pub(crate) fn payload(&self) -> Option<String> {
+        match &*lock(&self.payload) {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Stores a payload and sends it to every peer but `from`.
+    pub(crate) fn set_payload(&self, from: u64, payload: Value) {
+        *lock(&self.payload) = payload.clone();
+        self.broadcast(from, &Notice::SetPayload { payload });
+    }
+
+    /// A marker: the current output offset of every live pane.
+    pub(crate) fn mark(&self) -> u64 {
+        let offsets = lock(&self.panes)
+            .iter()
+            .map(|(id, e)| (*id, e.pane.output_offset()))
+            .collect();
+        let mut markers = lock(&self.markers);
+        markers.next += 1;
+        let marker = markers.next;
+        markers.list.push_back((marker, offsets));
+        while markers.list.len() > MAX_MARKERS {
+            markers.list.pop_front();
+        }
+        marker
+    }
+
+    /// True when `marker` is known.
+    pub(crate) fn has_marker(&self, marker: u64) -> bool {
+        lock(&self.markers).list.iter().any(|(m, _)| *m == marker)
+    }
+
+    /// Pane `pane`'s output offset at `marker`, when both are known.
+    pub(crate) fn marker_offset(&self, marker: u64, pane: u64) -> Option<u64> {
+        let markers = lock(&self.markers);
+        let (_, offsets) = markers.list.iter().find(|(m, _)| *m == marker)?;
+        offsets.get(&pane).copied()
+    }
+
+    /// Registers a peer for broadcasts: its id and its notices.
+    pub(crate) fn join(&self) -> (u64, mpsc::Receiver<Notice>) {
+        let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(NOTICE_QUEUE);
+        lock(&self.peers).insert(id, tx);
+        (id, rx)
+    }
+
+    /// Forgets a peer.
+    pub(crate) fn leave(&self, id: u64) {
+        lock(&self.peers).remove(&id);
+    }
+
+    /// Number of connected peers.
+    pub(crate) fn peer_count(&self) -> usize {
+        lock(&self.peers).len()
+    }
+
+    /// Sends `notice` to every peer but `from`.
+    pub(crate) fn broadcast(&self, from: u64, notice: &Notice) {
+        for (id, tx) in lock(&self.peers).iter() {
+            if *id != from && tx.try_send(notice.clone()).is_err() {
+                tracing::debug!(peer = id, "control channel not read; notice dropped");
+            }
+        }
+    }
+}
+
+/// The locks guard short, non-panicking sections: recover from poison.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,244 @@
+//! HTTP signaling: the seed's `POST /connect` and today's WHIP-like
+//! `POST /offer` with trickled candidates, CORS for browsers, and the demo
+//! page.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{Any, CorsLayer};
+use uuid::Uuid;
+
+use crate::host::Host;
+use crate::rtc::{Peer, Rtc};
+
+/// How long a `/offer` session accepts trickled candidates (the
+/// reference's 30 s).
+const CANDIDATE_WINDOW: Duration = Duration::from_secs(30);
+
+/// Largest signaling body: an SDP offer is a few KiB.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) host: Arc<Host>,
+    pub(crate) rtc: Rtc,
+    /// Requests on this router come from a trusted channel (the daemon's
+    /// unix socket, reachable only by its user): no token needed.
+    pub(crate) trusted: bool,
+    pub(crate) sessions: Arc<Mutex<HashMap<Uuid, (Peer, Instant)>>>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// The routes, with CORS for browsers on any origin.
+pub(crate) fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::LOCATION]);
+    Router::new()
+        .route("/", get(page))
+        .route("/assets/{file}", get(asset))
+        .route("/connect", post(connect))
+        .route("/offer", post(offer))
+        .route("/candidates/{id}", patch(add_candidate).delete(end_candidates))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors)
+        .with_state(state)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+impl AppState {
+    /// Whether a request with these headers and this offer may run
+    /// commands: trusted socket, bearer token, or the offer's certificate
+    /// fingerprint in the authorized set.
+    fn authorized(&self, headers: &HeaderMap, sdp: &str, fingerprint: Option<&str>) -> bool {
+        if self.trusted {
+            return true;
+        }
+        let from_sdp = webexec_proto::sdp_fingerprint(sdp);
+        let fingerprint = from_sdp.as_deref().or(fingerprint);
+        self.host.authorized.allows(bearer(headers), fingerprint)
+    }
+
+    /// Answers the offer and starts serving the peer.
+    async fn accept(&self, sdp: String, authenticated: bool) -> Result<(String, Peer), Response> {
+        if self.shutdown.is_cancelled() {
+            return Err(text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+        }
+        let (answer, peer, channels) = self.rtc.answer(sdp).await.map_err(|e| {
+            let status = match e {
+                crate::Error::Offer(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            text(status, e.to_string())
+        })?;
+        self.tracker.spawn(crate::peer::run(
+            self.host.clone(),
+            peer.clone(),
+            channels,
+            authenticated,
+            self.shutdown.clone(),
+        ));
+        Ok((answer, peer))
+    }
+}
+
+/// Seed signaling: the offer in (JSON with a base64 offer, or the offer as
+/// text), base64 of the JSON answer out, after ICE gathering. A peer that
+/// presents no authorized token or fingerprint here must send `auth` on
+/// the control channel before anything runs.
+async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match webexec_proto::decode_connect(&body) {
+        Ok(request) => request,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let authenticated = state.authorized(&headers, &request.sdp, request.fingerprint.as_deref());
+    match state.accept(request.sdp, authenticated).await {
+        Ok((answer, _)) => text(
+            StatusCode::OK,
+            webexec_proto::encode_connect_answer(&answer),
+        ),
+        Err(response) => response,
+    }
+}
+
+/// Current signaling: raw SDP in, `201` with the answer SDP and the
+/// `Location` to trickle candidates to.
+async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(sdp) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
+    };
+    if !sdp.trim_start().starts_with("v=0") {
+        return text(StatusCode::BAD_REQUEST, "the body must be an SDP offer");
+    }
+    if !state.authorized(&headers, &sdp, None) {
+        tracing::info!("offer refused: no authorized token or fingerprint");
+        return text(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let (answer, peer) = match state.accept(sdp, true).await {
+        Ok(answered) => answered,
+        Err(response) => return response,
+    };
+    let id = Uuid::new_v4();
+    {
+        let mut sessions = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|_, (_, at)| at.elapsed() < CANDIDATE_WINDOW);
+        sessions.insert(id, (peer, Instant::now()));
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let location = format!("http://{host}/candidates/{id}");
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/sdp")],
+        answer,
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn session(state: &AppState, id: &str) -> Option<Peer> {
+    let id = Uuid::parse_str(id).ok()?;
+    let mut sessions = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    sessions.retain(|_, (_, at)| at.elapsed() < CANDIDATE_WINDOW);
+    sessions.get(&id).map(|(peer, _)| peer.clone())
+}
+
+async fn add_candidate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let candidate = match webexec_proto::decode_candidate(&body) {
+        Ok(candidate) => candidate,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(peer) = session(&state, &id) else {
+        return text(StatusCode::NOT_FOUND, "no such session");
+    };
+    // The end-of-candidates marker (an empty candidate) needs no work.
+    if candidate.candidate.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match peer.add_candidate(candidate).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// Ends trickling for a session; the connection itself lives on.
+async fn end_candidates(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let removed = Uuid::parse_str(&id).ok().and_then(|id| {
+        state
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    });
+    match removed {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => text(StatusCode::NOT_FOUND, "no such session"),
+    }
+}
+
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../assets/index.html"),
+    )
+        .into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind): (&'static str, &str) = match file.as_str() {
+        "xterm.js" => (include_str!("../assets/vendor/xterm.js"), "text/javascript"),
+        "xterm.css" => (include_str!("../assets/vendor/xterm.css"), "text/css"),
+        "addon-fit.js" => (
+            include_str!("../assets/vendor/addon-fit.js"),
+            "text/javascript",
+        ),
+        "app.js" => (include_str!("../assets/app.js"), "text/javascript"),
+        _ => return text(StatusCode::NOT_FOUND, "no such file"),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,258 @@
+//! A webexec server: commands and terminals over WebRTC data channels,
+//! for today's Terminal7 client and for the seed API.
+//!
+//! Clients signal over HTTP (`POST /offer` with trickled candidates, or the
+//! seed's `POST /connect`), or over the daemon's unix socket (the ssh flow:
+//! `webexec-server accept` on the host hands the offer to the daemon). Each
+//! data channel a client opens runs the command its label names, or
+//! reattaches to a pane; the `%` channel carries control messages.
+//!
+//! Panes belong to the server, not to a peer: they outlive disconnects,
+//! keep their recent output in a replay ring and a headless screen, and any
+//! number of peers may share one. The WebRTC stack sits behind the `rtc`
+//! module alone.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod daemon;
+mod host;
+mod http;
+mod peer;
+mod rtc;
+
+pub use host::Authorized;
+pub use rtc::{IceServer, PortRange, RtcConfig};
+
+/// Errors of the webexec server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A flag or configuration value is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client's offer is not one we can answer.
+    #[error("bad offer: {0}")]
+    Offer(String),
+    /// A trickled candidate was refused.
+    #[error("bad candidate: {0}")]
+    Candidate(String),
+    /// The WebRTC stack failed.
+    #[error("webrtc: {0}")]
+    Rtc(String),
+    /// A data channel closed while in use.
+    #[error("data channel closed")]
+    ChannelClosed,
+    /// The engine could not run or drive a command.
+    #[error(transparent)]
+    Exec(#[from] exec_core::Error),
+    /// Serving, or talking to the daemon, failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    fn rtc(e: impl std::fmt::Display) -> Error {
+        Error::Rtc(e.to_string())
+    }
+}
+
+/// How a server behaves. `Config::default()` is what tests start from: no
+/// one authorized, UDP on loopback, a fresh certificate.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Who may connect.
+    pub authorized: Authorized,
+    /// ICE servers, UDP address and ports.
+    pub rtc: RtcConfig,
+    /// Where the server's certificate (its identity) is kept; `None` makes
+    /// a new one per run.
+    pub certificate: Option<PathBuf>,
+    /// The login shell (`*` in `add_pane`).
+    pub shell: String,
+    /// Where panes start.
+    pub home: Option<PathBuf>,
+    /// Recent output kept per pane for reconnects and slow clients.
+    pub replay_bytes: usize,
+    /// How long shutdown waits for peers to close.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            authorized: Authorized::default(),
+            rtc: RtcConfig {
+                ice_servers: Vec::new(),
+                udp_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                udp_ports: PortRange::ANY,
+            },
+            certificate: None,
+            shell: std::env::var("SHELL")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "/bin/sh".into()),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            replay_bytes: 1 << 20,
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A running server's shared parts: serve its routes on any number of
+/// listeners.
+#[derive(Clone)]
+pub struct Server {
+    host: Arc<host::Host>,
+    rtc: rtc::Rtc,
+    sessions: Arc<Mutex<std::collections::HashMap<uuid::Uuid, (rtc::Peer, std::time::Instant)>>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Loads (or creates) the certificate and sets up the shared state.
+    pub fn new(config: Config) -> Result<Server, Error> {
+        let rtc = rtc::Rtc::new(config.rtc.clone(), config.certificate.as_deref())?;
+        let host = Arc::new(host::Host::new(
+            config.authorized.clone(),
+            host::PaneDefaults {
+                shell: config.shell.clone(),
+                home: config.home.clone(),
+                replay_bytes: config.replay_bytes,
+            },
+        ));
+        Ok(Server {
+            host,
+            rtc,
+            sessions: Arc::default(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The server's certificate fingerprint, `sha-256 AA:BB:...`.
+    pub fn fingerprint(&self) -> String {
+        self.rtc.fingerprint()
+    }
+
+    /// A one-line summary: live panes and connected peers.
+    pub fn status(&self) -> String {
+        format!(
+            "panes: {}, peers: {}",
+            self.host.pane_count(),
+            self.host.peer_count()
+        )
+    }
+
+    fn router(&self, trusted: bool) -> axum::Router {
+        http::router(http::AppState {
+            host: self.host.clone(),
+            rtc: self.rtc.clone(),
+            trusted,
+            sessions: self.sessions.clone(),
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+        })
+    }
+
+    /// Serves HTTP signaling and the demo page on `listener` until the
+    /// server shuts down.
+    pub async fn serve_tcp(&self, listener: TcpListener) -> Result<(), Error> {
+        let stop = self.shutdown.clone();
+        axum::serve(listener, self.router(false))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await?;
+        Ok(())
+    }
+
+    /// Serves the daemon's unix socket (signaling without a token, plus
+    /// `GET /status` and `POST /stop`) until the server shuts down.
+    pub async fn serve_unix(&self, listener: UnixListener) -> Result<(), Error> {
+        let stop = self.shutdown.clone();
+        let app = self.router(true).merge(daemon::control_routes(self.clone()));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await?;
+        Ok(())
+    }
+
+    /// Starts shutting down: listeners stop, peers close, panes end.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Completes once shutdown began.
+    pub async fn stopped(&self) {
+        self.shutdown.cancelled().await;
+    }
+
+    /// After shutdown: ends every pane and waits (at most the grace period)
+    /// for the peers to close.
+    pub async fn finish(&self) {
+        self.shutdown.cancel();
+        self.host.terminate_all();
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("peers still open after the shutdown grace period");
+        }
+    }
+}
+
+/// Serves webexec on `listener` until `shutdown` completes; then closes
+/// every peer and ends every pane.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let server = Server::new(config)?;
+    let stopper = server.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.shutdown();
+    });
+    let result = server.serve_tcp(listener).await;
+    server.finish().await;
+    result
+}
+
+/// Writes `bytes` to a new file only its owner can read (certificates,
+/// tokens).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}

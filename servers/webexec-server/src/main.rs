@@ -1,0 +1,301 @@
+//! `webexec-server`: commands and terminals over WebRTC data channels.
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use exec_core::auth::{AccessToken, check_exposure};
+use webexec_server::daemon::{self, Paths};
+use webexec_server::{Authorized, Config, IceServer, PortRange, RtcConfig, Server};
+
+/// Run commands and terminals for WebRTC clients (Terminal7, the demo page
+/// at http://LISTEN/, any webexec client).
+///
+/// Clients are authorized by a token (--token, WEBEXEC_TOKEN, or a line of
+/// the authorized file) sent as `Authorization: Bearer`, or by their
+/// certificate fingerprint listed in the authorized file. With neither
+/// given, a token is generated and printed.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Debug, clap::Args)]
+struct Opts {
+    /// Address for HTTP signaling and the demo page.
+    #[arg(long, global = true, default_value = "127.0.0.1:7777")]
+    listen: SocketAddr,
+    /// A token clients may present (added to the authorized file's).
+    #[arg(long, global = true, env = "WEBEXEC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The authorized file: tokens and client certificate fingerprints, one
+    /// per line [default: DIR/authorized_fingerprints].
+    #[arg(long, global = true, value_name = "FILE")]
+    authorized: Option<PathBuf>,
+    /// Serve without authorization (only on a loopback address unless --insecure).
+    #[arg(long, global = true, conflicts_with = "token")]
+    no_auth: bool,
+    /// Allow --no-auth on a non-loopback address. Anyone who can reach it can run commands.
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// UDP ports for WebRTC, MIN-MAX (0-0: any free port).
+    #[arg(long, global = true, default_value = "60000-61000", value_name = "MIN-MAX")]
+    udp_ports: String,
+    /// STUN or TURN server (`stun:host:port`, `turn:user:pass@host:port`); repeatable.
+    #[arg(long = "ice-server", global = true, value_name = "URL")]
+    ice_servers: Vec<String>,
+    /// State directory: socket, certificate, authorized file, log
+    /// [default: ~/.config/webexec].
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the server in the foreground (the default).
+    Run {
+        /// Detach from the terminal's session (used by `start`).
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Start the server in the background unless one is running.
+    Start,
+    /// Stop the background server.
+    Stop,
+    /// Say whether a server is running, with its panes and peers.
+    Status,
+    /// The ssh flow: hand OFFER (or stdin) to the running server, starting
+    /// one if needed, and print its answer.
+    Accept {
+        /// The client's offer: base64 of `{"type":"offer","sdp":..}`, that
+        /// JSON, or SDP.
+        offer: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("webexec-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<std::process::ExitCode> {
+    let args = Args::parse();
+    let paths = Paths::new(args.opts.dir.clone())?;
+    let ok = std::process::ExitCode::SUCCESS;
+    match args.command.unwrap_or(Cmd::Run { detached: false }) {
+        Cmd::Run { detached } => {
+            if detached {
+                // Leave the ssh session's terminal: its hang-up must not
+                // end the panes.
+                let _ = rustix::process::setsid();
+            }
+            init_logging();
+            foreground(&args.opts, &paths).await?;
+            Ok(ok)
+        }
+        Cmd::Start => {
+            if daemon::running(&paths).await {
+                println!("already running ({})", paths.socket().display());
+            } else {
+                start_daemon(&args.opts, &paths).await?;
+                println!("started ({})", paths.socket().display());
+            }
+            Ok(ok)
+        }
+        Cmd::Stop => {
+            if !daemon::running(&paths).await {
+                println!("not running");
+                return Ok(ok);
+            }
+            daemon::request(&paths.socket(), "POST", "/stop", Vec::new()).await?;
+            println!("stopped");
+            Ok(ok)
+        }
+        Cmd::Status => {
+            match daemon::request(&paths.socket(), "GET", "/status", Vec::new()).await {
+                Ok((200, body)) => {
+                    print!("{body}");
+                    Ok(ok)
+                }
+                _ => {
+                    println!("not running");
+                    Ok(std::process::ExitCode::from(3))
+                }
+            }
+        }
+        Cmd::Accept { offer } => {
+            let offer = match offer {
+                Some(offer) => offer,
+                None => {
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .context("reading the offer from stdin")?;
+                    text
+                }
+            };
+            if !daemon::running(&paths).await {
+                start_daemon(&args.opts, &paths).await?;
+            }
+            println!("{}", daemon::accept(&paths, offer.trim()).await?);
+            Ok(ok)
+        }
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Starts `webexec-server run --detached` with the same flags, its output
+/// in the log, and waits until it answers on the socket.
+async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
+    paths.ensure()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.log())
+        .with_context(|| format!("opening {}", paths.log().display()))?;
+    let exe = std::env::current_exe().context("finding this program")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run")
+        .arg("--detached")
+        .arg("--listen")
+        .arg(opts.listen.to_string())
+        .arg("--udp-ports")
+        .arg(&opts.udp_ports);
+    if let Some(dir) = &opts.dir {
+        cmd.arg("--dir").arg(dir);
+    }
+    if let Some(file) = &opts.authorized {
+        cmd.arg("--authorized").arg(file);
+    }
+    for server in &opts.ice_servers {
+        cmd.arg("--ice-server").arg(server);
+    }
+    if opts.no_auth {
+        cmd.arg("--no-auth");
+    }
+    if opts.insecure {
+        cmd.arg("--insecure");
+    }
+    // The token goes by environment, not where `ps` shows it.
+    match &opts.token {
+        Some(token) => cmd.env("WEBEXEC_TOKEN", token),
+        None => cmd.env_remove("WEBEXEC_TOKEN"),
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the daemon")?;
+    if daemon::wait_running(paths, Duration::from_secs(15)).await {
+        return Ok(());
+    }
+    let _ = child.kill();
+    anyhow::bail!(
+        "the daemon did not start; see {}",
+        paths.log().display()
+    )
+}
+
+async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
+    let files = exec_core::raise_open_files_limit();
+    tracing::debug!(files, "open-files limit");
+    check_exposure(opts.listen, !opts.no_auth, opts.insecure)?;
+    let ice_servers = opts
+        .ice_servers
+        .iter()
+        .map(|s| IceServer::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let udp_ports = PortRange::parse(&opts.udp_ports)?;
+    paths.ensure()?;
+    let authorized_file = opts.authorized.clone().unwrap_or_else(|| paths.authorized());
+    let mut tokens = Vec::new();
+    let mut generated = None;
+    if !opts.no_auth {
+        match opts.token.clone().filter(|t| !t.is_empty()) {
+            Some(t) => tokens.push(AccessToken::new(t)),
+            None if !has_entries(&authorized_file) => {
+                let t = AccessToken::generate().context("generating a token")?;
+                generated = Some(t.expose().to_owned());
+                tokens.push(t);
+            }
+            None => {}
+        }
+    }
+    let config = Config {
+        authorized: Authorized {
+            file: Some(authorized_file.clone()),
+            tokens,
+            open: opts.no_auth,
+        },
+        rtc: RtcConfig {
+            ice_servers,
+            // WebRTC binds the interface HTTP listens on; a wildcard
+            // listen binds every interface.
+            udp_ip: opts.listen.ip(),
+            udp_ports,
+        },
+        certificate: Some(paths.certificate()),
+        ..Config::default()
+    };
+    let server = Server::new(config)?;
+    let unix = daemon::bind(paths).await?;
+    let tcp = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let addr = tcp.local_addr()?;
+    println!("webexec-server listening on http://{addr}/ and {}", paths.socket().display());
+    println!("fingerprint: {}", server.fingerprint());
+    match (&generated, opts.no_auth) {
+        (_, true) => println!("authorization is off"),
+        (Some(token), _) => {
+            println!("token: {token}");
+            println!("open http://{addr}/#token={token}");
+        }
+        (None, _) => println!(
+            "clients need a token or fingerprint from {} (or --token)",
+            authorized_file.display()
+        ),
+    }
+    let stopper = server.clone();
+    tokio::spawn(async move {
+        exec_core::serve::shutdown_signal().await;
+        stopper.shutdown();
+    });
+    let socket = paths.socket();
+    let (a, b) = tokio::join!(server.serve_tcp(tcp), server.serve_unix(unix));
+    server.finish().await;
+    let _ = std::fs::remove_file(&socket);
+    a?;
+    b?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// True when the authorized file lists anyone.
+fn has_entries(file: &std::path::Path) -> bool {
+    std::fs::read_to_string(file)
+        .map(|text| !webexec_proto::authorized_entries(&text).is_empty())
+        .unwrap_or(false)
+}

@@ -1,0 +1,413 @@
+//! One connected client: its control channel (`%`) and its pane channels.
+//!
+//! Panes belong to the [`Host`], not to the peer: when a peer goes, its
+//! channels detach and the panes run on, their output kept in the pane's
+//! replay ring for the next peer that reconnects.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use exec_core::{PaneEvent, Replay};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+use webexec_proto::{Label, Notice, Request};
+
+use crate::host::{Host, PaneEntry};
+use crate::rtc::{Channel, Peer};
+
+/// How long a peer that must authenticate with an `auth` message (seed
+/// `/connect` without a known token or fingerprint) has to do so.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wrong `auth` tokens before the peer is disconnected.
+const MAX_AUTH_FAILURES: u32 = 5;
+
+/// How long a pane's output may wait for its channel before the channel is
+/// treated as stalled: it lets go of the pane (which runs on, its ring
+/// keeping the output) and resumes from its offset, or with a screen
+/// redraw, once the client reads again.
+const STALL: Duration = Duration::from_secs(2);
+
+/// Largest message sent on a pane channel: every browser takes 64 KiB.
+const MAX_SEND: usize = 64 * 1024;
+
+/// One peer's state, shared by its channel tasks.
+struct PeerState {
+    host: Arc<Host>,
+    rtc: Peer,
+    id: u64,
+    authenticated: AtomicBool,
+    auth_failures: AtomicU32,
+    /// The marker a `restore` chose: reconnects replay from it.
+    restore: Mutex<Option<u64>>,
+    /// The PTY pane a seed `resize` without `pane_id` means: the latest
+    /// one this peer opened or attached.
+    last_pty: Mutex<Option<u64>>,
+    next_message_id: AtomicI64,
+    control: Mutex<Option<Arc<Channel>>>,
+    cancel: CancellationToken,
+}
+
+/// Serves one peer until it disconnects or the server shuts down.
+/// `authenticated` is false when the peer must still send `auth`.
+pub(crate) async fn run(
+    host: Arc<Host>,
+    rtc: Peer,
+    mut channels: mpsc::UnboundedReceiver<Channel>,
+    authenticated: bool,
+    shutdown: CancellationToken,
+) {
+    let (id, mut notices) = host.join();
+    let state = Arc::new(PeerState {
+        host: host.clone(),
+        rtc: rtc.clone(),
+        id,
+        authenticated: AtomicBool::new(authenticated),
+        auth_failures: AtomicU32::new(0),
+        restore: Mutex::new(None),
+        last_pty: Mutex::new(None),
+        next_message_id: AtomicI64::new(1),
+        control: Mutex::new(None),
+        cancel: shutdown.child_token(),
+    });
+    tracing::info!(peer = id, authenticated, "peer connected");
+    let auth_deadline = tokio::time::sleep(AUTH_TIMEOUT);
+    tokio::pin!(auth_deadline);
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        tokio::select! {
+            channel = channels.recv() => match channel {
+                Some(channel) => {
+                    tasks.spawn(on_channel(state.clone(), channel));
+                }
+                None => break,
+            },
+            Some(notice) = notices.recv() => state.notify(&notice).await,
+            () = rtc.ended() => break,
+            () = state.cancel.cancelled() => break,
+            () = &mut auth_deadline, if !state.authenticated.load(Ordering::Acquire) => {
+                tracing::info!(peer = id, "no auth in time; disconnecting");
+                break;
+            }
+        }
+    }
+    host.leave(id);
+    state.cancel.cancel();
+    rtc.close().await;
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!(peer = id, "peer gone");
+}
+
+impl PeerState {
+    fn message_id(&self) -> i64 {
+        self.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a notice on the control channel, if the peer opened one.
+    async fn notify(&self, notice: &Notice) {
+        let control = self.control.lock().await.clone();
+        if let Some(control) = control {
+            let text = notice.encode(self.message_id(), now_ms());
+            let _ = control.send_text(&text).await;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+async fn on_channel(state: Arc<PeerState>, channel: Channel) {
+    let channel = Arc::new(channel);
+    let label = match webexec_proto::parse_label(channel.label()) {
+        Ok(label) => label,
+        Err(e) => {
+            tracing::info!(peer = state.id, error = %e, "bad channel label");
+            // The label is the only thing the client sent: say why on the
+            // channel itself, then close it.
+            let _ = channel.send_text(&e.to_string()).await;
+            channel.close().await;
+            return;
+        }
+    };
+    match label {
+        Label::Control => control(state, channel).await,
+        _ if !state.authenticated.load(Ordering::Acquire) => {
+            let _ = channel.send_text("not authenticated").await;
+            channel.close().await;
+        }
+        Label::Command { size, argv } => match state.host.spawn_pane(&argv, size, None) {
+            Ok(entry) => {
+                if size.is_some() {
+                    *state.last_pty.lock().await = Some(entry.id);
+                }
+                let hello = webexec_proto::pane_hello(entry.id, entry.size());
+                if channel.send_text(&hello).await.is_ok() {
+                    serve_pane(&state, channel, entry, Replay::From(0)).await;
+                }
+            }
+            Err(e) => {
+                tracing::info!(peer = state.id, error = %e, "pane failed to start");
+                let _ = channel.send_text(&e.to_string()).await;
+                channel.close().await;
+            }
+        },
+        Label::Reconnect { size, pane } => {
+            let Some(entry) = state.host.pane(pane) else {
+                let _ = channel.send_text(&format!("no pane {pane}")).await;
+                channel.close().await;
+                return;
+            };
+            if let Some(size) = size {
+                resize(&state, &entry, size.rows, size.cols).ok();
+            }
+            let hello = webexec_proto::pane_hello(entry.id, entry.size());
+            if channel.send_text(&hello).await.is_ok() {
+                let replay = replay_for(&state, entry.id).await;
+                serve_pane(&state, channel, entry, replay).await;
+            }
+        }
+    }
+}
+
+/// Where a reconnect starts: after the restored marker when the peer chose
+/// one that knows this pane, else with a screen redraw.
+async fn replay_for(state: &PeerState, pane: u64) -> Replay {
+    let marker = *state.restore.lock().await;
+    match marker.and_then(|m| state.host.marker_offset(m, pane)) {
+        Some(offset) => Replay::From(offset),
+        None => Replay::Screen,
+    }
+}
+
+fn resize(state: &PeerState, entry: &PaneEntry, rows: u16, cols: u16) -> Result<(), crate::Error> {
+    entry.resize(rows, cols)?;
+    let size = entry.size().unwrap_or(webexec_proto::Size { rows, cols });
+    state.host.broadcast(
+        state.id,
+        &Notice::Resize {
+            pane_id: entry.id,
+            cols: size.cols,
+            rows: size.rows,
+        },
+    );
+    Ok(())
+}
+
+/// Streams a pane to a channel and the channel's input to the pane, until
+/// the process exits (then the channel closes) or the channel closes (then
+/// the pane runs on without this client).
+async fn serve_pane(state: &PeerState, channel: Arc<Channel>, entry: Arc<PaneEntry>, replay: Replay) {
+    if entry.size().is_some() {
+        *state.last_pty.lock().await = Some(entry.id);
+    }
+    let input = {
+        let channel = channel.clone();
+        let pane = entry.pane.clone();
+        async move {
+            while let Some(msg) = channel.recv().await {
+                if pane.write(&msg.data).await.is_err() {
+                    // The process stopped reading for good; its output
+                    // side closes the channel when it exits.
+                    continue;
+                }
+            }
+        }
+    };
+    let output = pump_output(&channel, &entry, replay);
+    tokio::select! {
+        () = input => {}
+        exited = output => if exited {
+            channel.close().await;
+        },
+        () = state.cancel.cancelled() => channel.close().await,
+    }
+}
+
+/// Sends the pane's output until it exits (true) or the channel closes
+/// (false). A send that waits longer than [`STALL`] lets go of the pane and
+/// resumes from the same offset once the channel is writable again.
+async fn pump_output(channel: &Channel, entry: &PaneEntry, replay: Replay) -> bool {
+    let mut attachment = entry.pane.attach(replay);
+    loop {
+        let Some(event) = attachment.next().await else {
+            return true;
+        };
+        let (data, resume) = match event {
+            PaneEvent::Output(data) => {
+                let start = attachment.offset() - data.len() as u64;
+                (data, Replay::From(start))
+            }
+            PaneEvent::Redraw(data) => (data, Replay::Screen),
+            PaneEvent::Exit(_) => return true,
+        };
+        let mut sent = 0;
+        while sent < data.len() {
+            let piece = data.get(sent..(sent + MAX_SEND).min(data.len())).unwrap_or_default();
+            match tokio::time::timeout(STALL, channel.send(piece)).await {
+                Ok(Ok(())) => sent += piece.len(),
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    // Stalled: the pane must not wait for this client.
+                    let resume = match resume {
+                        Replay::From(start) => Replay::From(start + sent as u64),
+                        other => other,
+                    };
+                    drop(attachment);
+                    if channel.writable().await.is_err() {
+                        return false;
+                    }
+                    attachment = entry.pane.attach(resume);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The control channel: requests in, acks/nacks and notices out.
+async fn control(state: Arc<PeerState>, channel: Arc<Channel>) {
+    *state.control.lock().await = Some(channel.clone());
+    loop {
+        let msg = tokio::select! {
+            msg = channel.recv() => msg,
+            () = state.cancel.cancelled() => None,
+        };
+        let Some(msg) = msg else { break };
+        let reply = match webexec_proto::decode_control(&msg.data) {
+            Ok(incoming) => match incoming.request {
+                Ok(request) => handle(&state, incoming.message_id, request).await,
+                Err(description) => Some(Notice::Nack {
+                    reference: incoming.message_id,
+                    description,
+                }),
+            },
+            Err(e) => Some(Notice::Nack {
+                reference: 0,
+                description: e.to_string(),
+            }),
+        };
+        if let Some(reply) = reply {
+            let text = reply.encode(state.message_id(), now_ms());
+            if channel.send_text(&text).await.is_err() {
+                break;
+            }
+        }
+        if state.auth_failures.load(Ordering::Relaxed) >= MAX_AUTH_FAILURES {
+            tracing::info!(peer = state.id, "too many bad tokens; disconnecting");
+            state.cancel.cancel();
+            break;
+        }
+    }
+    let mut control = state.control.lock().await;
+    if control.as_ref().is_some_and(|c| Arc::ptr_eq(c, &channel)) {
+        *control = None;
+    }
+}
+
+fn ack(reference: i64, body: Option<String>) -> Option<Notice> {
+    Some(Notice::Ack { reference, body })
+}
+
+fn nack(reference: i64, description: impl Into<String>) -> Option<Notice> {
+    Some(Notice::Nack {
+        reference,
+        description: description.into(),
+    })
+}
+
+/// Answers one request; `None` for messages that get no reply (the
+/// client's own acks).
+async fn handle(state: &Arc<PeerState>, reference: i64, request: Request) -> Option<Notice> {
+    let host = &state.host;
+    if let Request::Auth { token } = &request {
+        return if host.authorized.allows(Some(token), None) {
+            state.authenticated.store(true, Ordering::Release);
+            ack(reference, host.payload())
+        } else {
+            state.auth_failures.fetch_add(1, Ordering::Relaxed);
+            nack(reference, "unauthorized")
+        };
+    }
+    if !state.authenticated.load(Ordering::Acquire) {
+        return nack(reference, "not authenticated: send auth first");
+    }
+    match request {
+        Request::Auth { .. } => None,
+        Request::Resize {
+            pane_id,
+            cols,
+            rows,
+        } => {
+            let id = match pane_id {
+                Some(id) => Some(id),
+                None => *state.last_pty.lock().await,
+            };
+            let Some(entry) = id.and_then(|id| host.pane(id)) else {
+                return nack(reference, "no such pane");
+            };
+            match resize(state, &entry, rows, cols) {
+                Ok(()) => ack(reference, None),
+                Err(e) => nack(reference, e.to_string()),
+            }
+        }
+        Request::GetPayload => ack(reference, host.payload()),
+        Request::SetPayload { payload } => {
+            host.set_payload(state.id, payload);
+            ack(reference, host.payload())
+        }
+        Request::AddPane {
+            command,
+            rows,
+            cols,
+            parent,
+        } => {
+            let size = (rows != 0 || cols != 0).then_some(webexec_proto::Size { rows, cols });
+            let entry = match host.spawn_pane(&command, size, parent) {
+                Ok(entry) => entry,
+                Err(e) => return nack(reference, e.to_string()),
+            };
+            open_pane_channel(state, reference, entry, Replay::From(0)).await
+        }
+        Request::ReconnectPane { id } => {
+            let Some(entry) = host.pane(id) else {
+                return nack(reference, format!("no pane {id}"));
+            };
+            let replay = replay_for(state, id).await;
+            open_pane_channel(state, reference, entry, replay).await
+        }
+        Request::Mark => ack(reference, Some(host.mark().to_string())),
+        Request::Restore { marker } => {
+            if !host.has_marker(marker) {
+                return nack(reference, format!("unknown marker {marker}"));
+            }
+            *state.restore.lock().await = Some(marker);
+            ack(reference, host.payload())
+        }
+        Request::Ack { .. } | Request::Nack { .. } => None,
+    }
+}
+
+/// Opens `"<ref>:<pane>"` to the client, then acks with the pane id; the
+/// channel is served in its own task.
+async fn open_pane_channel(
+    state: &Arc<PeerState>,
+    reference: i64,
+    entry: Arc<PaneEntry>,
+    replay: Replay,
+) -> Option<Notice> {
+    let label = webexec_proto::server_label(reference, entry.id);
+    let channel = match state.rtc.open_channel(&label).await {
+        Ok(channel) => Arc::new(channel),
+        Err(e) => return nack(reference, format!("cannot open channel: {e}")),
+    };
+    let id = entry.id;
+    let task_state = state.clone();
+    tokio::spawn(async move { serve_pane(&task_state, channel, entry, replay).await });
+    ack(reference, Some(id.to_string()))
+}

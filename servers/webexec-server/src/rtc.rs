@@ -1,0 +1,506 @@
+//! The WebRTC stack behind the server, and the only module that names the
+//! `webrtc` crate.
+//!
+//! The rest of the server sees three words: [`Rtc`] answers an offer,
+//! [`Peer`] is one answered connection (trickled candidates, server-opened
+//! channels, close), and [`Channel`] is one data channel (ordered messages
+//! in, bounded sends out). Swapping the WebRTC implementation means
+//! rewriting this file only.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, watch};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCCertificate,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder, crypto,
+};
+
+use crate::Error;
+
+/// How long answering waits for local candidates (the reference's 5 s):
+/// host candidates come at once, a STUN or TURN server may never answer.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes a channel may have handed to SCTP and not yet had acknowledged
+/// before a send waits. Small enough that a keystroke's echo on one pane is
+/// never queued behind much bulk output of another (all panes of a peer
+/// share one association), large enough to fill the loopback pipe.
+const SEND_BUFFER: usize = 512 * 1024;
+
+/// A STUN or TURN server handed to ICE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, ...
+    pub url: String,
+    /// TURN user name.
+    pub username: String,
+    /// TURN credential.
+    pub credential: String,
+}
+
+impl IceServer {
+    /// Parses `URL` or `turn:USER:PASS@host:port` (credentials before the
+    /// host, as ssh and many TURN tools write them).
+    pub fn parse(text: &str) -> Result<IceServer, Error> {
+        let (scheme, rest) = text
+            .split_once(':')
+            .ok_or_else(|| Error::Config(format!("ICE server {text:?}: no scheme")))?;
+        if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+            return Err(Error::Config(format!(
+                "ICE server {text:?}: scheme must be stun, stuns, turn or turns"
+            )));
+        }
+        let (username, credential, host) = match rest.rsplit_once('@') {
+            Some((creds, host)) => {
+                let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
+                (user.to_owned(), pass.to_owned(), host)
+            }
+            None => (String::new(), String::new(), rest),
+        };
+        if host.is_empty() {
+            return Err(Error::Config(format!("ICE server {text:?}: no host")));
+        }
+        Ok(IceServer {
+            url: format!("{scheme}:{host}"),
+            username,
+            credential,
+        })
+    }
+}
+
+/// The UDP ports peer connections bind, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// Lowest port.
+    pub min: u16,
+    /// Highest port.
+    pub max: u16,
+}
+
+impl PortRange {
+    /// Parses `MIN-MAX`; `0-0` means any free port.
+    pub fn parse(text: &str) -> Result<PortRange, Error> {
+        let bad = || Error::Config(format!("UDP port range {text:?}: expected MIN-MAX"));
+        let (min, max) = text.split_once('-').ok_or_else(bad)?;
+        let range = PortRange {
+            min: min.trim().parse().map_err(|_| bad())?,
+            max: max.trim().parse().map_err(|_| bad())?,
+        };
+        if range.min > range.max || (range.min == 0) != (range.max == 0) {
+            return Err(bad());
+        }
+        Ok(range)
+    }
+
+    /// Any free port.
+    pub const ANY: PortRange = PortRange { min: 0, max: 0 };
+}
+
+/// What every peer connection is built with.
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    /// STUN/TURN servers.
+    pub ice_servers: Vec<IceServer>,
+    /// The address peer connections bind UDP on: a concrete address binds
+    /// that interface only; the unspecified address binds every interface.
+    pub udp_ip: IpAddr,
+    /// The UDP ports to use.
+    pub udp_ports: PortRange,
+}
+
+/// Answers offers. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Rtc {
+    config: Arc<RtcConfig>,
+    certificate: RTCCertificate,
+    /// Where the next port search starts, so peers spread over the range.
+    next_port: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl std::fmt::Debug for Rtc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rtc")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rtc {
+    /// A stack with the certificate kept at `cert` (created there when
+    /// missing or expired), or a fresh one per process when `None`.
+    pub(crate) fn new(config: RtcConfig, cert: Option<&Path>) -> Result<Rtc, Error> {
+        let certificate = match cert {
+            Some(path) => load_or_create_certificate(path)?,
+            None => generate_certificate()?,
+        };
+        Ok(Rtc {
+            config: Arc::new(config),
+            certificate,
+            next_port: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        })
+    }
+
+    /// The server's certificate fingerprint (`sha-256 AA:BB:...`).
+    pub(crate) fn fingerprint(&self) -> String {
+        let fingerprints = crypto::default_provider()
+            .ok()
+            .and_then(|p| self.certificate.get_fingerprints(p.crypto()).ok())
+            .unwrap_or_default();
+        fingerprints
+            .first()
+            .map(|f| format!("{} {}", f.algorithm, f.value.to_ascii_uppercase()))
+            .unwrap_or_default()
+    }
+
+    /// Answers `offer_sdp`: the answer (with the server's candidates, ICE
+    /// gathering done or timed out), the connection, and the channels the
+    /// client opens, in the order they open.
+    pub(crate) async fn answer(
+        &self,
+        offer_sdp: String,
+    ) -> Result<(String, Peer, mpsc::UnboundedReceiver<Channel>), Error> {
+        let offer = RTCSessionDescription::offer(offer_sdp).map_err(|e| Error::Offer(e.to_string()))?;
+        let (channels_tx, channels_rx) = mpsc::unbounded_channel();
+        let (gathered_tx, mut gathered) = watch::channel(false);
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let handler = Arc::new(Handler {
+            channels: channels_tx,
+            gathered: gathered_tx,
+            state: state_tx,
+        });
+        let pc = self.build(handler).await?;
+        let result = async {
+            pc.set_remote_description(offer)
+                .await
+                .map_err(|e| Error::Offer(e.to_string()))?;
+            let answer = pc.create_answer(None).await.map_err(Error::rtc)?;
+            pc.set_local_description(answer).await.map_err(Error::rtc)?;
+            let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done)).await;
+            pc.local_description()
+                .await
+                .map(|d| d.sdp)
+                .ok_or_else(|| Error::Rtc("no local description".into()))
+        }
+        .await;
+        match result {
+            Ok(sdp) => Ok((sdp, Peer { pc, state }, channels_rx)),
+            Err(e) => {
+                let _ = pc.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds a peer connection on a port of the configured range (trying
+    /// each in turn from a rotating start until one binds).
+    async fn build(&self, handler: Arc<Handler>) -> Result<Arc<dyn PeerConnection>, Error> {
+        let PortRange { min, max } = self.config.udp_ports;
+        let span = u32::from(max - min) + 1;
+        let start = self
+            .next_port
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let attempts = if min == 0 { 1 } else { span };
+        let mut last = None;
+        for i in 0..attempts {
+            let port = if min == 0 {
+                0
+            } else {
+                // `(start + i) % span` < span <= 65536, and min + it <= max.
+                min + u16::try_from((start.wrapping_add(i)) % span).unwrap_or(0)
+            };
+            let builder = PeerConnectionBuilder::new()
+                .with_configuration(
+                    RTCConfigurationBuilder::new()
+                        .with_ice_servers(
+                            self.config
+                                .ice_servers
+                                .iter()
+                                .map(|s| RTCIceServer {
+                                    urls: vec![s.url.clone()],
+                                    username: s.username.clone(),
+                                    credential: s.credential.clone(),
+                                })
+                                .collect(),
+                        )
+                        .with_certificates(vec![self.certificate.clone()])
+                        .build(),
+                )
+                .with_setting_engine(
+                    SettingEngineBuilder::new()
+                        // The reference: 500 ms keep-alives, disconnected
+                        // after 3 s, failed after 6 s.
+                        .with_ice_timeouts(
+                            Some(Duration::from_secs(3)),
+                            Some(Duration::from_secs(6)),
+                            Some(Duration::from_millis(500)),
+                        )
+                        .with_include_loopback_candidate(self.config.udp_ip.is_loopback())
+                        .build(),
+                )
+                .with_handler(handler.clone())
+                .with_data_channel_send_buffer_limit(SEND_BUFFER)
+                .with_udp_addrs(vec![SocketAddr::new(self.config.udp_ip, port)]);
+            match builder.build().await {
+                Ok(pc) => return Ok(Arc::new(pc)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Error::Rtc(format!(
+            "no UDP port free in {min}-{max} on {}: {}",
+            self.config.udp_ip,
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+}
+
+/// A fresh self-signed ECDSA P-256 certificate (the reference's identity
+/// kind), made by the stack itself.
+fn generate_certificate() -> Result<RTCCertificate, Error> {
+    let provider = crypto::default_provider().map_err(|e| Error::Rtc(e.to_string()))?;
+    let key = provider
+        .crypto()
+        .generate_signing_key(crypto::SignatureScheme::EcdsaP256Sha256)
+        .map_err(|e| Error::Rtc(e.to_string()))?;
+    let mut params = rcgen_params()?;
+    // A year, renewed at start-up once expired.
+    params.not_after = (SystemTime::now() + Duration::from_secs(365 * 24 * 3600)).into();
+    RTCCertificate::generate_from_signing_key(
+        params,
+        crypto::SignatureScheme::EcdsaP256Sha256,
+        key,
+    )
+    .map_err(Error::rtc)
+}
+
+fn rcgen_params() -> Result<rcgen::CertificateParams, Error> {
+    rcgen::CertificateParams::new(vec!["webexec".to_owned()])
+        .map_err(|e| Error::Rtc(e.to_string()))
+}
+
+/// The certificate at `path`, or a new one written there (mode 0600) when
+/// the file is missing or its certificate expired: the server's identity,
+/// so a client that pinned its fingerprint still trusts it after a restart.
+fn load_or_create_certificate(path: &Path) -> Result<RTCCertificate, Error> {
+    let io = |e: std::io::Error| Error::File { path: path.to_owned(), source: e };
+    match std::fs::read_to_string(path) {
+        Ok(pem) => {
+            let provider = crypto::default_provider().map_err(|e| Error::Rtc(e.to_string()))?;
+            // `from_pem` indexes the EXPIRES block blindly: check its shape first.
+            if !pem.starts_with("-----BEGIN EXPIRES-----") {
+                return Err(Error::Config(format!(
+                    "{}: not a certificate written by webexec-server",
+                    path.display()
+                )));
+            }
+            let cert = RTCCertificate::from_pem(&pem, provider.crypto()).map_err(|e| {
+                Error::Config(format!("{}: bad certificate: {e}", path.display()))
+            })?;
+            if cert.expires > SystemTime::now() {
+                return Ok(cert);
+            }
+            tracing::info!(path = %path.display(), "certificate expired; making a new one");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let cert = generate_certificate()?;
+    let pem = cert.serialize_pem().map_err(Error::rtc)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    crate::write_private(path, pem.as_bytes()).map_err(io)?;
+    Ok(cert)
+}
+
+struct Handler {
+    channels: mpsc::UnboundedSender<Channel>,
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.state.send_replace(state);
+    }
+
+    /// Runs on the connection's driver: hand the channel over, never wait.
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let label = dc.label().await.unwrap_or_default();
+        // Already open: `OnOpen` is its first event, skipped by `recv`.
+        let _ = self.channels.send(Channel {
+            dc,
+            label,
+            opened: true,
+        });
+    }
+}
+
+/// One answered peer connection. Dropping it does not close it: call
+/// [`Peer::close`].
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("state", &*self.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// Adds a candidate the client trickled.
+    pub(crate) async fn add_candidate(
+        &self,
+        candidate: webexec_proto::Candidate,
+    ) -> Result<(), Error> {
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_mline_index,
+                username_fragment: candidate.username_fragment,
+                url: None,
+            })
+            .await
+            .map_err(|e| Error::Candidate(e.to_string()))
+    }
+
+    /// Opens a channel to the client and waits until it is open.
+    pub(crate) async fn open_channel(&self, label: &str) -> Result<Channel, Error> {
+        let dc = self
+            .pc
+            .create_data_channel(label, None)
+            .await
+            .map_err(Error::rtc)?;
+        let mut channel = Channel {
+            dc,
+            label: label.to_owned(),
+            opened: false,
+        };
+        channel.wait_open().await?;
+        Ok(channel)
+    }
+
+    /// Completes once the connection failed or closed (ICE gave up after
+    /// the failed timeout, or the client closed it).
+    pub(crate) async fn ended(&self) {
+        let mut state = self.state.clone();
+        let _ = state
+            .wait_for(|s| {
+                matches!(
+                    s,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                )
+            })
+            .await;
+    }
+
+    /// Closes the connection and every channel on it.
+    pub(crate) async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// A message received on a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// Whether the sender marked it as text.
+    pub(crate) text: bool,
+    /// The payload.
+    pub(crate) data: Bytes,
+}
+
+/// One data channel. `recv` is for one task; sends and `close` may come
+/// from any number of others.
+pub(crate) struct Channel {
+    dc: Arc<dyn DataChannel>,
+    label: String,
+    opened: bool,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// The label the opener gave it.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    async fn wait_open(&mut self) -> Result<(), Error> {
+        while !self.opened {
+            match self.dc.poll().await {
+                Some(DataChannelEvent::OnOpen) => self.opened = true,
+                Some(DataChannelEvent::OnClose) | None => return Err(Error::ChannelClosed),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The next message; `None` once the channel closed.
+    pub(crate) async fn recv(&self) -> Option<Received> {
+        loop {
+            match self.dc.poll().await? {
+                DataChannelEvent::OnMessage(msg) => {
+                    return Some(Received {
+                        text: msg.is_string,
+                        data: msg.data.freeze(),
+                    });
+                }
+                DataChannelEvent::OnClose => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends binary data; waits while the channel has [`SEND_BUFFER`]
+    /// bytes unacknowledged. Cancel-safe: dropped while waiting, nothing
+    /// was queued.
+    pub(crate) async fn send(&self, data: &[u8]) -> Result<(), Error> {
+        self.dc
+            .send(BytesMut::from(data))
+            .await
+            .map_err(|_| Error::ChannelClosed)
+    }
+
+    /// Sends a text message (the same flow control as [`Channel::send`]).
+    pub(crate) async fn send_text(&self, text: &str) -> Result<(), Error> {
+        self.dc
+            .send_text(text)
+            .await
+            .map_err(|_| Error::ChannelClosed)
+    }
+
+    /// Waits until a send would not wait.
+    pub(crate) async fn writable(&self) -> Result<(), Error> {
+        self.dc.writable().await.map_err(|_| Error::ChannelClosed)
+    }
+
+    /// Closes the channel (both directions).
+    pub(crate) async fn close(&self) {
+        let _ = self.dc.close().await;
+    }
+}
