@@ -12,6 +12,8 @@ use exec_core::auth::AccessToken;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod webexec;
+
 /// A server running in this process on `127.0.0.1:0`, shut down when
 /// dropped.
 #[derive(Debug)]
@@ -96,6 +98,19 @@ impl TestServer {
                 ..config
             };
             webterm_server::serve(vec![listener], config, shutdown)
+                .await
+                .unwrap();
+        })
+        .await
+    }
+
+    /// A webexec server with `config`; its token is added to the
+    /// authorized set.
+    pub async fn webexec_with(config: webexec_server::Config) -> TestServer {
+        Self::spawn(|listener, token, shutdown| async move {
+            let mut config = config;
+            config.authorized.tokens.push(token);
+            webexec_server::serve(listener, config, shutdown)
                 .await
                 .unwrap();
         })

@@ -34,7 +34,9 @@ impl Paths {
                 Some(config) => PathBuf::from(config).join("webexec"),
                 None => std::env::var_os("HOME")
                     .map(|home| PathBuf::from(home).join(".config/webexec"))
-                    .ok_or_else(|| Error::Config("neither HOME nor XDG_CONFIG_HOME is set".into()))?,
+                    .ok_or_else(|| {
+                        Error::Config("neither HOME nor XDG_CONFIG_HOME is set".into())
+                    })?,
             },
         };
         Ok(Paths { dir })
@@ -47,7 +49,10 @@ impl Paths {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|e| Error::File { path: self.dir.clone(), source: e })?;
+            .map_err(|e| Error::File {
+                path: self.dir.clone(),
+                source: e,
+            })?;
         Ok(&self.dir)
     }
 
@@ -85,12 +90,22 @@ pub async fn bind(paths: &Paths) -> Result<UnixListener, Error> {
                 socket.display()
             )));
         }
-        std::fs::remove_file(&socket).map_err(|e| Error::File { path: socket.clone(), source: e })?;
+        std::fs::remove_file(&socket).map_err(|e| Error::File {
+            path: socket.clone(),
+            source: e,
+        })?;
     }
-    let listener = UnixListener::bind(&socket).map_err(|e| Error::File { path: socket.clone(), source: e })?;
+    let listener = UnixListener::bind(&socket).map_err(|e| Error::File {
+        path: socket.clone(),
+        source: e,
+    })?;
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::File { path: socket.clone(), source: e })?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        Error::File {
+            path: socket.clone(),
+            source: e,
+        }
+    })?;
     Ok(listener)
 }
 
@@ -117,9 +132,10 @@ pub async fn request(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(u16, String), Error> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| Error::File { path: socket.to_owned(), source: e })?;
+    let stream = UnixStream::connect(socket).await.map_err(|e| Error::File {
+        path: socket.to_owned(),
+        source: e,
+    })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
@@ -170,7 +186,13 @@ pub async fn wait_running(paths: &Paths, limit: Duration) -> bool {
 /// Hands `offer` (any `/connect` form) to the daemon and returns its
 /// answer (base64 of the JSON answer, as `/connect` replies).
 pub async fn accept(paths: &Paths, offer: &str) -> Result<String, Error> {
-    let (status, body) = request(&paths.socket(), "POST", "/connect", offer.as_bytes().to_vec()).await?;
+    let (status, body) = request(
+        &paths.socket(),
+        "POST",
+        "/connect",
+        offer.as_bytes().to_vec(),
+    )
+    .await?;
     if status != 200 {
         return Err(Error::Offer(body.trim().to_owned()));
     }

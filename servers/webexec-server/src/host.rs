@@ -62,13 +62,14 @@ impl Authorized {
                 return false;
             }
         };
-        webexec_proto::authorized_entries(&text).iter().any(|entry| {
-            let entry = AccessToken::new(entry.as_str());
-            token.is_some_and(|t| entry.matches(t))
-                || fingerprint.is_some_and(|f| {
-                    entry.matches(f) || entry.matches(&f.to_ascii_lowercase())
-                })
-        })
+        webexec_proto::authorized_entries(&text)
+            .iter()
+            .any(|entry| {
+                let entry = AccessToken::new(entry.as_str());
+                token.is_some_and(|t| entry.matches(t))
+                    || fingerprint
+                        .is_some_and(|f| entry.matches(f) || entry.matches(&f.to_ascii_lowercase()))
+            })
     }
 }
 

@@ -51,7 +51,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/assets/{file}", get(asset))
         .route("/connect", post(connect))
         .route("/offer", post(offer))
-        .route("/candidates/{id}", patch(add_candidate).delete(end_candidates))
+        .route(
+            "/candidates/{id}",
+            patch(add_candidate).delete(end_candidates),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(state)

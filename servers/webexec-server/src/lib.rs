@@ -194,7 +194,9 @@ impl Server {
     /// `GET /status` and `POST /stop`) until the server shuts down.
     pub async fn serve_unix(&self, listener: UnixListener) -> Result<(), Error> {
         let stop = self.shutdown.clone();
-        let app = self.router(true).merge(daemon::control_routes(self.clone()));
+        let app = self
+            .router(true)
+            .merge(daemon::control_routes(self.clone()));
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await?;

@@ -46,7 +46,12 @@ struct Opts {
     #[arg(long, global = true)]
     insecure: bool,
     /// UDP ports for WebRTC, MIN-MAX (0-0: any free port).
-    #[arg(long, global = true, default_value = "60000-61000", value_name = "MIN-MAX")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "60000-61000",
+        value_name = "MIN-MAX"
+    )]
     udp_ports: String,
     /// STUN or TURN server (`stun:host:port`, `turn:user:pass@host:port`); repeatable.
     #[arg(long = "ice-server", global = true, value_name = "URL")]
@@ -124,18 +129,16 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             println!("stopped");
             Ok(ok)
         }
-        Cmd::Status => {
-            match daemon::request(&paths.socket(), "GET", "/status", Vec::new()).await {
-                Ok((200, body)) => {
-                    print!("{body}");
-                    Ok(ok)
-                }
-                _ => {
-                    println!("not running");
-                    Ok(std::process::ExitCode::from(3))
-                }
+        Cmd::Status => match daemon::request(&paths.socket(), "GET", "/status", Vec::new()).await {
+            Ok((200, body)) => {
+                print!("{body}");
+                Ok(ok)
             }
-        }
+            _ => {
+                println!("not running");
+                Ok(std::process::ExitCode::from(3))
+            }
+        },
         Cmd::Accept { offer } => {
             let offer = match offer {
                 Some(offer) => offer,
@@ -212,10 +215,7 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         return Ok(());
     }
     let _ = child.kill();
-    anyhow::bail!(
-        "the daemon did not start; see {}",
-        paths.log().display()
-    )
+    anyhow::bail!("the daemon did not start; see {}", paths.log().display())
 }
 
 async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
@@ -229,7 +229,10 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let udp_ports = PortRange::parse(&opts.udp_ports)?;
     paths.ensure()?;
-    let authorized_file = opts.authorized.clone().unwrap_or_else(|| paths.authorized());
+    let authorized_file = opts
+        .authorized
+        .clone()
+        .unwrap_or_else(|| paths.authorized());
     let mut tokens = Vec::new();
     let mut generated = None;
     if !opts.no_auth {
@@ -265,7 +268,10 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let addr = tcp.local_addr()?;
-    println!("webexec-server listening on http://{addr}/ and {}", paths.socket().display());
+    println!(
+        "webexec-server listening on http://{addr}/ and {}",
+        paths.socket().display()
+    );
     println!("fingerprint: {}", server.fingerprint());
     match (&generated, opts.no_auth) {
         (_, true) => println!("authorization is off"),

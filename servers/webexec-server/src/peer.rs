@@ -202,7 +202,12 @@ fn resize(state: &PeerState, entry: &PaneEntry, rows: u16, cols: u16) -> Result<
 /// Streams a pane to a channel and the channel's input to the pane, until
 /// the process exits (then the channel closes) or the channel closes (then
 /// the pane runs on without this client).
-async fn serve_pane(state: &PeerState, channel: Arc<Channel>, entry: Arc<PaneEntry>, replay: Replay) {
+async fn serve_pane(
+    state: &PeerState,
+    channel: Arc<Channel>,
+    entry: Arc<PaneEntry>,
+    replay: Replay,
+) {
     if entry.size().is_some() {
         *state.last_pty.lock().await = Some(entry.id);
     }
@@ -248,7 +253,9 @@ async fn pump_output(channel: &Channel, entry: &PaneEntry, replay: Replay) -> bo
         };
         let mut sent = 0;
         while sent < data.len() {
-            let piece = data.get(sent..(sent + MAX_SEND).min(data.len())).unwrap_or_default();
+            let piece = data
+                .get(sent..(sent + MAX_SEND).min(data.len()))
+                .unwrap_or_default();
             match tokio::time::timeout(STALL, channel.send(piece)).await {
                 Ok(Ok(())) => sent += piece.len(),
                 Ok(Err(_)) => return false,

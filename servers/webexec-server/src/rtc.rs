@@ -33,6 +33,10 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// share one association), large enough to fill the loopback pipe.
 const SEND_BUFFER: usize = 512 * 1024;
 
+/// Longest a closing channel waits for its sent messages to be
+/// acknowledged.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// A STUN or TURN server handed to ICE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceServer {
@@ -165,7 +169,8 @@ impl Rtc {
         &self,
         offer_sdp: String,
     ) -> Result<(String, Peer, mpsc::UnboundedReceiver<Channel>), Error> {
-        let offer = RTCSessionDescription::offer(offer_sdp).map_err(|e| Error::Offer(e.to_string()))?;
+        let offer =
+            RTCSessionDescription::offer(offer_sdp).map_err(|e| Error::Offer(e.to_string()))?;
         let (channels_tx, channels_rx) = mpsc::unbounded_channel();
         let (gathered_tx, mut gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
@@ -270,24 +275,22 @@ fn generate_certificate() -> Result<RTCCertificate, Error> {
     let mut params = rcgen_params()?;
     // A year, renewed at start-up once expired.
     params.not_after = (SystemTime::now() + Duration::from_secs(365 * 24 * 3600)).into();
-    RTCCertificate::generate_from_signing_key(
-        params,
-        crypto::SignatureScheme::EcdsaP256Sha256,
-        key,
-    )
-    .map_err(Error::rtc)
+    RTCCertificate::generate_from_signing_key(params, crypto::SignatureScheme::EcdsaP256Sha256, key)
+        .map_err(Error::rtc)
 }
 
 fn rcgen_params() -> Result<rcgen::CertificateParams, Error> {
-    rcgen::CertificateParams::new(vec!["webexec".to_owned()])
-        .map_err(|e| Error::Rtc(e.to_string()))
+    rcgen::CertificateParams::new(vec!["webexec".to_owned()]).map_err(|e| Error::Rtc(e.to_string()))
 }
 
 /// The certificate at `path`, or a new one written there (mode 0600) when
 /// the file is missing or its certificate expired: the server's identity,
 /// so a client that pinned its fingerprint still trusts it after a restart.
 fn load_or_create_certificate(path: &Path) -> Result<RTCCertificate, Error> {
-    let io = |e: std::io::Error| Error::File { path: path.to_owned(), source: e };
+    let io = |e: std::io::Error| Error::File {
+        path: path.to_owned(),
+        source: e,
+    };
     match std::fs::read_to_string(path) {
         Ok(pem) => {
             let provider = crypto::default_provider().map_err(|e| Error::Rtc(e.to_string()))?;
@@ -298,9 +301,8 @@ fn load_or_create_certificate(path: &Path) -> Result<RTCCertificate, Error> {
                     path.display()
                 )));
             }
-            let cert = RTCCertificate::from_pem(&pem, provider.crypto()).map_err(|e| {
-                Error::Config(format!("{}: bad certificate: {e}", path.display()))
-            })?;
+            let cert = RTCCertificate::from_pem(&pem, provider.crypto())
+                .map_err(|e| Error::Config(format!("{}: bad certificate: {e}", path.display())))?;
             if cert.expires > SystemTime::now() {
                 return Ok(cert);
             }
@@ -499,8 +501,19 @@ impl Channel {
         self.dc.writable().await.map_err(|_| Error::ChannelClosed)
     }
 
-    /// Closes the channel (both directions).
+    /// Closes the channel (both directions) once what was sent has been
+    /// acknowledged, or after [`LINGER`]: the stack drops queued messages
+    /// when a channel closes, and a pane's last output or a refusal's
+    /// reason must arrive before the close that follows it.
     pub(crate) async fn close(&self) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        // The stack has no event for "all acknowledged" that does not go
+        // through `recv`'s queue: look at the counter.
+        while self.dc.outstanding_bytes().await.unwrap_or(0) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let _ = self.dc.close().await;
     }
 }

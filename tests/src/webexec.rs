@@ -1,0 +1,386 @@
+//! A webexec client for the tests and the benchmark: the `webrtc` crate as
+//! the peer, over real UDP on loopback, signaling over real HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCSessionDescription,
+};
+
+/// How the client signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signaling {
+    /// `POST /offer` with the full offer (candidates inside).
+    Offer,
+    /// `POST /offer` without candidates, then each trickled with `PATCH`.
+    Trickle,
+    /// Seed `POST /connect`, JSON body with a base64 offer.
+    ConnectJson,
+    /// Seed `POST /connect`, the offer as base64 text.
+    ConnectText,
+}
+
+/// Why connecting failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server answered with this status and body.
+    Http(u16, String),
+    /// Anything else.
+    Other(String),
+}
+
+struct Handler {
+    channels: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
+    gathered: watch::Sender<bool>,
+    candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.candidates.send(init);
+        }
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self.channels.send(dc);
+    }
+}
+
+/// A connected client.
+pub struct Client {
+    pc: Arc<dyn PeerConnection>,
+    /// The `%` channel, opened before the offer (as Terminal7 does).
+    pub control: Control,
+    server_channels: mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the server at `addr` with `token` (as a bearer header,
+    /// when given).
+    pub async fn connect(
+        addr: SocketAddr,
+        token: Option<&str>,
+        signaling: Signaling,
+    ) -> Result<Client, ConnectError> {
+        let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
+        let (channels_tx, server_channels) = mpsc::unbounded_channel();
+        let (gathered_tx, mut gathered) = watch::channel(false);
+        let (cand_tx, mut candidates) = mpsc::unbounded_channel();
+        let pc = PeerConnectionBuilder::new()
+            .with_handler(Arc::new(Handler {
+                channels: channels_tx,
+                gathered: gathered_tx,
+                candidates: cand_tx,
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await
+            .map_err(|e| other(&e))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let control = pc
+            .create_data_channel("%", None)
+            .await
+            .map_err(|e| other(&e))?;
+        let offer = pc.create_offer(None).await.map_err(|e| other(&e))?;
+        let bare_sdp = offer.sdp.clone();
+        pc.set_local_description(offer)
+            .await
+            .map_err(|e| other(&e))?;
+        if signaling != Signaling::Trickle {
+            let _ = tokio::time::timeout(Duration::from_secs(5), gathered.wait_for(|d| *d)).await;
+        }
+        let sdp = match signaling {
+            Signaling::Trickle => bare_sdp,
+            _ => pc
+                .local_description()
+                .await
+                .map(|d| d.sdp)
+                .unwrap_or_default(),
+        };
+        let http = reqwest::Client::new();
+        let base = format!("http://{addr}");
+        let with_token = |req: reqwest::RequestBuilder| match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let answer = match signaling {
+            Signaling::Offer | Signaling::Trickle => {
+                let response = with_token(http.post(format!("{base}/offer")))
+                    .header("content-type", "application/sdp")
+                    .body(sdp)
+                    .send()
+                    .await
+                    .map_err(|e| other(&e))?;
+                let status = response.status().as_u16();
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .map(str::to_owned);
+                let body = response.text().await.map_err(|e| other(&e))?;
+                if status != 201 {
+                    return Err(ConnectError::Http(status, body));
+                }
+                if signaling == Signaling::Trickle {
+                    let location = location.ok_or_else(|| other(&"no Location"))?;
+                    let http = http.clone();
+                    tokio::spawn(async move {
+                        while let Some(c) = candidates.recv().await {
+                            let body = json!({
+                                "candidate": c.candidate,
+                                "sdpMid": c.sdp_mid,
+                                "sdpMLineIndex": c.sdp_mline_index,
+                                "usernameFragment": c.username_fragment,
+                            });
+                            let _ = http
+                                .patch(&location)
+                                .header("content-type", "application/json")
+                                .body(body.to_string())
+                                .send()
+                                .await;
+                        }
+                    });
+                }
+                body
+            }
+            Signaling::ConnectJson | Signaling::ConnectText => {
+                use base64::Engine as _;
+                let offer_json = json!({"type": "offer", "sdp": sdp}).to_string();
+                let offer = base64::engine::general_purpose::STANDARD.encode(offer_json);
+                let body = match signaling {
+                    Signaling::ConnectJson => {
+                        json!({"fingerprint": "", "api_version": 1, "offer": offer}).to_string()
+                    }
+                    _ => offer,
+                };
+                let response = with_token(http.post(format!("{base}/connect")))
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| other(&e))?;
+                let status = response.status().as_u16();
+                let body = response.text().await.map_err(|e| other(&e))?;
+                if status != 200 {
+                    return Err(ConnectError::Http(status, body));
+                }
+                let json = base64::engine::general_purpose::STANDARD
+                    .decode(body.trim())
+                    .map_err(|e| other(&e))?;
+                let desc: Value = serde_json::from_slice(&json).map_err(|e| other(&e))?;
+                desc["sdp"].as_str().unwrap_or_default().to_owned()
+            }
+        };
+        let answer = RTCSessionDescription::answer(answer).map_err(|e| other(&e))?;
+        pc.set_remote_description(answer)
+            .await
+            .map_err(|e| other(&e))?;
+        let control = ClientChannel::opened(control)
+            .await
+            .ok_or_else(|| other(&"control channel did not open"))?;
+        Ok(Client {
+            pc,
+            control: Control {
+                channel: control,
+                next_id: 1,
+            },
+            server_channels,
+        })
+    }
+
+    /// Opens a channel labelled `label` and waits until it is open.
+    pub async fn open(&self, label: &str) -> ClientChannel {
+        let dc = self.pc.create_data_channel(label, None).await.unwrap();
+        ClientChannel::opened(dc)
+            .await
+            .expect("channel did not open")
+    }
+
+    /// The next channel the server opened, with its label.
+    pub async fn server_channel(&mut self) -> (String, ClientChannel) {
+        let dc = tokio::time::timeout(Duration::from_secs(10), self.server_channels.recv())
+            .await
+            .expect("no channel from the server in 10 s")
+            .expect("connection gone");
+        let label = dc.label().await.unwrap();
+        let channel = ClientChannel::opened(dc)
+            .await
+            .expect("server channel closed");
+        (label, channel)
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// One data channel, client side.
+pub struct ClientChannel {
+    dc: Arc<dyn DataChannel>,
+}
+
+impl std::fmt::Debug for ClientChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientChannel").finish_non_exhaustive()
+    }
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+}
+
+impl Msg {
+    /// The bytes, whatever the kind.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Msg::Text(t) => t.as_bytes(),
+            Msg::Binary(b) => b,
+        }
+    }
+}
+
+impl ClientChannel {
+    async fn opened(dc: Arc<dyn DataChannel>) -> Option<ClientChannel> {
+        loop {
+            match dc.poll().await? {
+                DataChannelEvent::OnOpen => return Some(ClientChannel { dc }),
+                DataChannelEvent::OnClose => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message, `None` once closed; panics after 10 s of silence.
+    pub async fn recv(&self) -> Option<Msg> {
+        tokio::time::timeout(Duration::from_secs(10), self.recv_forever())
+            .await
+            .expect("nothing received in 10 s")
+    }
+
+    /// The next message, `None` once closed, however long it takes.
+    pub async fn recv_forever(&self) -> Option<Msg> {
+        loop {
+            match self.dc.poll().await? {
+                DataChannelEvent::OnMessage(m) if m.is_string => {
+                    return Some(Msg::Text(String::from_utf8_lossy(&m.data).into_owned()));
+                }
+                DataChannelEvent::OnMessage(m) => return Some(Msg::Binary(m.data.to_vec())),
+                DataChannelEvent::OnClose => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends text.
+    pub async fn send_text(&self, text: &str) {
+        self.dc.send_text(text).await.unwrap();
+    }
+
+    /// Sends bytes.
+    pub async fn send(&self, data: &[u8]) {
+        self.dc.send(BytesMut::from(data)).await.unwrap();
+    }
+
+    /// Reads output until it contains `needle`; returns all of it.
+    pub async fn read_until(&self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            match self.recv().await {
+                Some(m) => seen.extend_from_slice(m.bytes()),
+                None => panic!(
+                    "channel closed before {needle:?}; got {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    /// Reads everything until the channel closes.
+    pub async fn read_to_close(&self) -> Vec<u8> {
+        let mut seen = Vec::new();
+        while let Some(m) = self.recv().await {
+            seen.extend_from_slice(m.bytes());
+        }
+        seen
+    }
+
+    /// Closes the channel.
+    pub async fn close(&self) {
+        let _ = self.dc.close().await;
+    }
+}
+
+/// The control channel with request ids.
+#[derive(Debug)]
+pub struct Control {
+    /// The channel.
+    pub channel: ClientChannel,
+    next_id: i64,
+}
+
+impl Control {
+    /// Sends `{type, args}` and returns the reply to it (ack or nack
+    /// envelope), skipping notices.
+    pub async fn request(&mut self, kind: &str, args: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({"time": 1, "message_id": id, "type": kind, "args": args});
+        self.channel.send_text(&msg.to_string()).await;
+        self.reply_to(id).await
+    }
+
+    /// Sends raw text and returns the next ack or nack.
+    pub async fn raw(&mut self, text: &str) -> Value {
+        self.channel.send_text(text).await;
+        loop {
+            let v = self.next().await;
+            if v["type"] == "ack" || v["type"] == "nack" {
+                return v;
+            }
+        }
+    }
+
+    async fn reply_to(&mut self, id: i64) -> Value {
+        loop {
+            let v = self.next().await;
+            if (v["type"] == "ack" || v["type"] == "nack") && v["args"]["ref"] == id {
+                return v;
+            }
+        }
+    }
+
+    /// The next message of any type.
+    pub async fn next(&mut self) -> Value {
+        match self.channel.recv().await.expect("control channel closed") {
+            Msg::Text(t) => serde_json::from_str(&t).expect("control message is JSON"),
+            Msg::Binary(b) => panic!("binary on the control channel: {b:?}"),
+        }
+    }
+}
