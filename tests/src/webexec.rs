@@ -1,6 +1,8 @@
 //! A webexec client for the tests and the benchmark: the `webrtc` crate as
 //! the peer, over real UDP on loopback, signaling over real HTTP.
 
+#![allow(clippy::indexing_slicing)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +17,11 @@ use webrtc::peer_connection::{
 };
 
 /// How the client signals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signaling {
+    /// The daemon's unix socket (the ssh flow), as `webexec-server accept`
+    /// uses it: base64 offer in, base64 answer out.
+    Daemon(webexec_server::daemon::Paths),
     /// `POST /offer` with the full offer (candidates inside).
     Offer,
     /// `POST /offer` without candidates, then each trickled with `PATCH`.
@@ -81,7 +86,7 @@ impl Client {
     pub async fn connect(
         addr: SocketAddr,
         token: Option<&str>,
-        signaling: Signaling,
+        signaling: &Signaling,
     ) -> Result<Client, ConnectError> {
         let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
         let (channels_tx, server_channels) = mpsc::unbounded_channel();
@@ -107,7 +112,7 @@ impl Client {
         pc.set_local_description(offer)
             .await
             .map_err(|e| other(&e))?;
-        if signaling != Signaling::Trickle {
+        if signaling != &Signaling::Trickle {
             let _ = tokio::time::timeout(Duration::from_secs(5), gathered.wait_for(|d| *d)).await;
         }
         let sdp = match signaling {
@@ -142,7 +147,7 @@ impl Client {
                 if status != 201 {
                     return Err(ConnectError::Http(status, body));
                 }
-                if signaling == Signaling::Trickle {
+                if signaling == &Signaling::Trickle {
                     let location = location.ok_or_else(|| other(&"no Location"))?;
                     let http = http.clone();
                     tokio::spawn(async move {
@@ -164,6 +169,15 @@ impl Client {
                 }
                 body
             }
+            Signaling::Daemon(paths) => {
+                use base64::Engine as _;
+                let offer_json = json!({"type": "offer", "sdp": sdp}).to_string();
+                let offer = base64::engine::general_purpose::STANDARD.encode(offer_json);
+                let answer = webexec_server::daemon::accept(paths, &offer)
+                    .await
+                    .map_err(|e| other(&e))?;
+                decode_answer(&answer)?
+            }
             Signaling::ConnectJson | Signaling::ConnectText => {
                 use base64::Engine as _;
                 let offer_json = json!({"type": "offer", "sdp": sdp}).to_string();
@@ -184,11 +198,7 @@ impl Client {
                 if status != 200 {
                     return Err(ConnectError::Http(status, body));
                 }
-                let json = base64::engine::general_purpose::STANDARD
-                    .decode(body.trim())
-                    .map_err(|e| other(&e))?;
-                let desc: Value = serde_json::from_slice(&json).map_err(|e| other(&e))?;
-                desc["sdp"].as_str().unwrap_or_default().to_owned()
+                decode_answer(&body)?
             }
         };
         let answer = RTCSessionDescription::answer(answer).map_err(|e| other(&e))?;
@@ -233,6 +243,17 @@ impl Client {
     pub async fn close(&self) {
         let _ = self.pc.close().await;
     }
+}
+
+/// The SDP of a seed answer: base64 of `{"type":"answer","sdp":..}`.
+fn decode_answer(body: &str) -> Result<String, ConnectError> {
+    use base64::Engine as _;
+    let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| other(&e))?;
+    let desc: Value = serde_json::from_slice(&json).map_err(|e| other(&e))?;
+    Ok(desc["sdp"].as_str().unwrap_or_default().to_owned())
 }
 
 /// One data channel, client side.

@@ -17,7 +17,7 @@ async fn server() -> TestServer {
 }
 
 async fn client(server: &TestServer) -> Client {
-    Client::connect(server.addr, Some(&server.token), Signaling::Offer)
+    Client::connect(server.addr, Some(&server.token), &Signaling::Offer)
         .await
         .unwrap()
 }
@@ -324,11 +324,11 @@ async fn bad_labels_and_unknown_panes_close_the_channel() {
 #[tokio::test]
 async fn unauthorized_offer_is_refused() {
     let server = server().await;
-    match Client::connect(server.addr, Some("wrong"), Signaling::Offer).await {
+    match Client::connect(server.addr, Some("wrong"), &Signaling::Offer).await {
         Err(ConnectError::Http(401, _)) => {}
         other => panic!("expected 401, got {other:?}"),
     }
-    match Client::connect(server.addr, None, Signaling::Offer).await {
+    match Client::connect(server.addr, None, &Signaling::Offer).await {
         Err(ConnectError::Http(401, _)) => {}
         other => panic!("expected 401, got {other:?}"),
     }
@@ -337,7 +337,7 @@ async fn unauthorized_offer_is_refused() {
 #[tokio::test]
 async fn trickled_candidates_connect() {
     let server = server().await;
-    let client = Client::connect(server.addr, Some(&server.token), Signaling::Trickle)
+    let client = Client::connect(server.addr, Some(&server.token), &Signaling::Trickle)
         .await
         .unwrap();
     let ch = client.open("echo,trickled").await;
@@ -350,7 +350,7 @@ async fn seed_connect_flow_with_auth_message() {
     let server = server().await;
     for form in [Signaling::ConnectJson, Signaling::ConnectText] {
         // No token over HTTP: the peer connects but must authenticate.
-        let mut client = Client::connect(server.addr, None, form).await.unwrap();
+        let mut client = Client::connect(server.addr, None, &form).await.unwrap();
         let ch = client.open("echo nope").await;
         let Some(Msg::Text(why)) = ch.recv().await else {
             panic!("no reason")
@@ -436,7 +436,7 @@ async fn signaling_rejects_garbage_and_answers_preflight() {
 async fn offer_answer_carries_location_and_cors_headers() {
     let server = server().await;
     // A raw offer from a client peer, read for its headers.
-    let client = Client::connect(server.addr, Some(&server.token), Signaling::Offer)
+    let client = Client::connect(server.addr, Some(&server.token), &Signaling::Offer)
         .await
         .unwrap();
     drop(client);
@@ -465,4 +465,40 @@ async fn panes_outlive_peers_and_end_with_the_server() {
     assert!(execwire_tests::alive(pid));
     server.shutdown().await;
     execwire_tests::wait_gone(pid).await;
+}
+
+#[tokio::test]
+async fn daemon_socket_serves_the_ssh_flow() {
+    use webexec_server::daemon::{self, Paths};
+    let dir = std::env::temp_dir().join(format!("webexec-test-{}", std::process::id()));
+    let paths = Paths::new(Some(dir.clone())).unwrap();
+    let server = webexec_server::Server::new(webexec_server::Config::default()).unwrap();
+    let listener = daemon::bind(&paths).await.unwrap();
+    // A second daemon on the same socket is refused.
+    assert!(daemon::bind(&paths).await.is_err());
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve_unix(listener).await }
+    });
+    assert!(daemon::running(&paths).await);
+    // The socket is trusted: no token, no auth message.
+    let addr = "127.0.0.1:9".parse().unwrap(); // unused by this flow
+    let client = Client::connect(addr, None, &Signaling::Daemon(paths.clone()))
+        .await
+        .unwrap();
+    let ch = client.open("echo,over ssh").await;
+    hello(&ch).await;
+    assert_eq!(ch.read_to_close().await, b"over ssh\n");
+    let (status, body) = daemon::request(&paths.socket(), "GET", "/status", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("peers: 1"), "{body}");
+    let (status, _) = daemon::request(&paths.socket(), "POST", "/stop", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    serving.await.unwrap().unwrap();
+    server.finish().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -20,7 +20,7 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::{Error, Server};
 
 /// Where one user's server keeps its state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     dir: PathBuf,
 }
