@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
-    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCSessionDescription,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCSessionDescription, SettingEngineBuilder,
 };
 
 /// How the client signals.
@@ -98,6 +98,12 @@ impl Client {
                 gathered: gathered_tx,
                 candidates: cand_tx,
             }))
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    // A browser-sized receive window (Chromium's is a few MiB).
+                    .with_sctp_max_receive_buffer_size(4 << 20)
+                    .build(),
+            )
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
             .build()
             .await
@@ -220,10 +226,13 @@ impl Client {
 
     /// Opens a channel labelled `label` and waits until it is open.
     pub async fn open(&self, label: &str) -> ClientChannel {
-        let dc = self.pc.create_data_channel(label, None).await.unwrap();
-        ClientChannel::opened(dc)
-            .await
-            .expect("channel did not open")
+        self.try_open(label).await.expect("channel did not open")
+    }
+
+    /// Opens a channel; `None` when it closed before it opened.
+    pub async fn try_open(&self, label: &str) -> Option<ClientChannel> {
+        let dc = self.pc.create_data_channel(label, None).await.ok()?;
+        ClientChannel::opened(dc).await
     }
 
     /// The next channel the server opened, with its label.

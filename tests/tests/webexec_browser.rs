@@ -19,7 +19,9 @@ async fn chromium_runs_echo_through_the_demo_page() {
             std::env::var_os("CI").is_none(),
             "CI must run the browser test: install chromium and run npm ci --prefix tests/browser"
         );
-        eprintln!("skipped: no {chromium} or no tests/browser/node_modules (npm ci --prefix tests/browser)");
+        eprintln!(
+            "skipped: no {chromium} or no tests/browser/node_modules (npm ci --prefix tests/browser)"
+        );
         return;
     }
     let server = TestServer::webexec_with(webexec_server::Config::default()).await;
@@ -34,6 +36,9 @@ async fn chromium_runs_echo_through_the_demo_page() {
         .expect("running node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "browser test failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "browser test failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("ok:"), "{stdout}");
 }

@@ -31,11 +31,15 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// before a send waits. Small enough that a keystroke's echo on one pane is
 /// never queued behind much bulk output of another (all panes of a peer
 /// share one association), large enough to fill the loopback pipe.
-const SEND_BUFFER: usize = 512 * 1024;
+const SEND_BUFFER: usize = 256 * 1024;
 
 /// Longest a closing channel waits for its sent messages to be
 /// acknowledged.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// The SCTP receive window we offer: uploads (`cat > file` from the
+/// client) are paced by it.
+const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
 
 /// A STUN or TURN server handed to ICE.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +250,7 @@ impl Rtc {
                             Some(Duration::from_millis(500)),
                         )
                         .with_include_loopback_candidate(self.config.udp_ip.is_loopback())
+                        .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
                         .build(),
                 )
                 .with_handler(handler.clone())

@@ -1,0 +1,257 @@
+//! webexec benchmark: data-channel throughput of PTY-less output (`cat
+//! FILE`) and input (`head -c N > /dev/null`), keystroke echo latency over
+//! a PTY (idle, and while another pane of the same peer streams bulk
+//! output), and the time from offer to first output. The server is the
+//! real binary, as operators run it; the client is the `webrtc` crate over
+//! loopback UDP. Prints figures; asserts nothing.
+//!
+//! Run from the workspace root:
+//! `cargo build --release --bins && ./target/release/webexec-bench`
+//! (`--mib N`, `--runs N`, `--echoes N`, `--connects N`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use execwire_bench::{Server, cores, cpu_seconds, quantile, sibling, tempdir, write_text};
+use execwire_tests::webexec::{Client, ClientChannel, Msg, Signaling};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Size of each throughput run, in MiB.
+    #[arg(long, default_value_t = 100)]
+    mib: usize,
+    /// Runs per throughput figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Keystrokes to time, idle and under load each.
+    #[arg(long, default_value_t = 300)]
+    echoes: usize,
+    /// Connections to time from offer to first output.
+    #[arg(long, default_value_t = 10)]
+    connects: usize,
+}
+
+const TOKEN: &str = "bench-token";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempdir("webexec-bench")?;
+    let file = dir.join("data.txt");
+    let bytes = args.mib << 20;
+    write_text(&file, bytes)?;
+    let bytes = std::fs::metadata(&file)?.len();
+    let state = dir.join("state");
+    let (server, rest) = Server::start(
+        &sibling("webexec-server")?,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--udp-ports",
+            "0-0",
+            "--dir",
+            state.to_str().context("temp path")?,
+        ],
+        "webexec-server listening on http://",
+    )?;
+    let addr: SocketAddr = rest
+        .split('/')
+        .next()
+        .context("no address")?
+        .parse()
+        .context("server address")?;
+    println!(
+        "webexec-bench: {} cores, {} MiB per run, median of {}",
+        cores(),
+        args.mib,
+        args.runs
+    );
+
+    let client = Client::connect(addr, Some(TOKEN), &Signaling::Offer)
+        .await
+        .map_err(|e| anyhow::anyhow!("connect: {e:?}"))?;
+    let file_str = file.to_str().context("temp path")?;
+
+    // Output: `cat FILE` on a pane without a terminal.
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        let cpu = cpu_seconds("self")? + server.cpu()?;
+        let start = Instant::now();
+        let ch = open_pane(&client, &format!("cat,{file_str}")).await?;
+        let mut got = 0u64;
+        while let Some(msg) = ch.recv_forever().await {
+            got += msg.bytes().len() as u64;
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds("self")? + server.cpu()? - cpu;
+        if got != bytes {
+            bail!("output: got {got} bytes of {bytes}");
+        }
+        runs.push((wall, cpu));
+    }
+    report("output  (server -> client, cat FILE)", bytes, &mut runs);
+
+    // Input: the client sends the file; the process reads exactly that much.
+    let data = std::fs::read(&file)?;
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        let cpu = cpu_seconds("self")? + server.cpu()?;
+        let start = Instant::now();
+        let ch = open_pane(
+            &client,
+            &format!("sh,-c,head -c {bytes} > /dev/null; echo done"),
+        )
+        .await?;
+        for piece in data.chunks(64 * 1024) {
+            ch.send(piece).await;
+        }
+        let out = ch.read_to_close().await;
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds("self")? + server.cpu()? - cpu;
+        if out != b"done\n" {
+            bail!(
+                "input: unexpected output {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        runs.push((wall, cpu));
+    }
+    report("input   (client -> server, head -c N)", bytes, &mut runs);
+
+    // Keystroke echo over a PTY, idle and under load.
+    let echo = open_pane(&client, "24x80,sh,-c,stty raw -echo; echo ready; exec cat").await?;
+    settle(&echo).await?;
+    let idle = echoes(&echo, args.echoes).await?;
+    print_latency("echo over a PTY, idle", &idle);
+    let bulk = open_pane(&client, &format!("sh,-c,while :; do cat {file_str}; done")).await?;
+    let drain = tokio::spawn(async move {
+        let mut got = 0u64;
+        while let Some(m) = bulk.recv_forever().await {
+            got += m.bytes().len() as u64;
+        }
+        got
+    });
+    // Let the bulk stream reach full speed first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let loaded = echoes(&echo, args.echoes).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    print_latency("echo over a PTY, another pane streaming", &loaded);
+    client.close().await;
+    let streamed = drain.await?;
+    println!(
+        "  (the other pane streamed {:.0} MiB/s meanwhile)",
+        streamed as f64 / (1 << 20) as f64 / elapsed.max(1e-9)
+    );
+
+    // Offer to first output: a fresh connection each time.
+    let mut times = Vec::new();
+    for _ in 0..args.connects {
+        let start = Instant::now();
+        let client = Client::connect(addr, Some(TOKEN), &Signaling::Offer)
+            .await
+            .map_err(|e| anyhow::anyhow!("connect: {e:?}"))?;
+        let ch = open_pane(&client, "echo,hi").await?;
+        let first = ch.recv().await;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+        if first.as_ref().map(Msg::bytes) != Some(b"hi\n".as_slice()) {
+            bail!("first output: {first:?}");
+        }
+        client.close().await;
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "  offer to first output (client gathers, POST /offer, DTLS, SCTP, channel, echo): p50 {:.1} ms, p99 {:.1} ms, n={}",
+        quantile(&times, 0.5),
+        quantile(&times, 0.99),
+        times.len()
+    );
+    println!(
+        "  server RSS at the end: {:.1} MiB",
+        server.rss()? as f64 / (1 << 20) as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Opens a pane channel and reads its id. The `webrtc` crate reuses a
+/// stream id as soon as the server's close of the previous channel on it
+/// arrives, and a channel opened in that window is closed at once: open
+/// again then (up to three times).
+async fn open_pane(client: &Client, label: &str) -> anyhow::Result<ClientChannel> {
+    for _ in 0..3 {
+        let Some(ch) = client.try_open(label).await else {
+            continue;
+        };
+        match ch.recv().await {
+            Some(Msg::Text(_)) => return Ok(ch),
+            Some(other) => bail!("expected the pane id, got {other:?}"),
+            None => continue,
+        }
+    }
+    bail!("{label}: closed before its pane id three times")
+}
+
+/// Waits until the terminal is raw and without echo (the shell says so).
+async fn settle(ch: &ClientChannel) -> anyhow::Result<()> {
+    let seen = ch.read_until("ready").await;
+    if !seen.ends_with("ready\r\n") && !seen.ends_with("ready\n") {
+        // Anything after the marker would be counted as an echo.
+        let _ = ch.read_until("\n").await;
+    }
+    Ok(())
+}
+
+/// Round trips of one byte through `cat` on a raw terminal, in ms, sorted.
+async fn echoes(ch: &ClientChannel, n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let byte = [b'a' + (i % 26) as u8];
+        let start = Instant::now();
+        ch.send(&byte).await;
+        let mut got = Vec::new();
+        while got.is_empty() {
+            match ch.recv().await {
+                Some(m) => got.extend_from_slice(m.bytes()),
+                None => bail!("echo pane closed"),
+            }
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        if got != byte {
+            bail!("echo: sent {byte:?}, got {got:?}");
+        }
+        // Keystrokes, not a flood: a person types at most ~20 a second;
+        // 5 ms apart keeps the run short.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
+fn print_latency(label: &str, sorted: &[f64]) {
+    println!(
+        "  {label:<44} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+        quantile(sorted, 0.5),
+        quantile(sorted, 0.99),
+        sorted.last().copied().unwrap_or(0.0),
+        sorted.len()
+    );
+}
+
+fn report(label: &str, bytes: u64, runs: &mut [(f64, f64)]) {
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (wall, cpu) = runs
+        .get(runs.len() / 2)
+        .copied()
+        .unwrap_or((f64::NAN, f64::NAN));
+    let mib = bytes as f64 / (1 << 20) as f64;
+    println!(
+        "  {label:<44} {:>7.1} MiB/s = {:>6.0} Mbit/s   (CPU {cpu:.2} s, server + client)",
+        mib / wall,
+        mib * 8.388_608 / wall
+    );
+}
