@@ -102,6 +102,9 @@ impl Client {
                 SettingEngineBuilder::new()
                     // A browser-sized receive window (Chromium's is a few MiB).
                     .with_sctp_max_receive_buffer_size(4 << 20)
+                    // Chromium paces its first connectivity checks ~50 ms
+                    // apart; the crate's default is 200 ms.
+                    .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
                     .build(),
             )
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
@@ -233,6 +236,29 @@ impl Client {
     pub async fn try_open(&self, label: &str) -> Option<ClientChannel> {
         let dc = self.pc.create_data_channel(label, None).await.ok()?;
         ClientChannel::opened(dc).await
+    }
+
+    /// Opens one channel per label and waits until all are open. Every
+    /// channel takes its stream id before any is open, so none can land on
+    /// the id of one the server closes meanwhile: the `webrtc` crate frees
+    /// an id as soon as the server's close arrives and reuses it before its
+    /// own half of the reset went out, which closes the new channel (a
+    /// limitation of that client stack; browsers wait for the reset).
+    pub async fn open_all<const N: usize>(&self, labels: [&str; N]) -> [ClientChannel; N] {
+        let mut created = Vec::new();
+        for label in labels {
+            let dc = self.pc.create_data_channel(label, None).await;
+            created.push(dc.expect("create data channel"));
+        }
+        let mut channels = Vec::new();
+        for (label, dc) in labels.iter().zip(created) {
+            let channel = ClientChannel::opened(dc).await;
+            channels.push(channel.unwrap_or_else(|| panic!("{label}: did not open")));
+        }
+        match channels.try_into() {
+            Ok(channels) => channels,
+            Err(_) => unreachable!("one channel per label"),
+        }
     }
 
     /// The next channel the server opened, with its label.

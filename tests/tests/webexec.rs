@@ -38,14 +38,11 @@ async fn hello(channel: &execwire_tests::webexec::ClientChannel) -> String {
 async fn echo_runs_and_the_channel_closes_on_exit() {
     let server = server().await;
     let client = client(&server).await;
-    // Both channels are opened before either closes: the webrtc crate
-    // reuses a stream id as soon as a close arrives, before the server's
-    // side of the reset completes, and a channel opened on it then is lost
-    // (a client-side limitation of that stack; browsers wait).
-    // Current comma form: argv without shell parsing.
-    let current = client.open("echo,hello world").await;
-    // Seed space form.
-    let seed = client.open("echo hello seed").await;
+    // Opened together: see `open_all`. The current comma form (argv
+    // without shell parsing) and the seed space form.
+    let [current, seed] = client
+        .open_all(["echo,hello world", "echo hello seed"])
+        .await;
     let id = hello(&current).await;
     assert!(id.parse::<u64>().is_ok(), "pane id {id:?}");
     assert_eq!(current.read_to_close().await, b"hello world\n");
@@ -302,16 +299,14 @@ async fn malformed_and_unknown_control_messages_are_nacked() {
 async fn bad_labels_and_unknown_panes_close_the_channel() {
     let server = server().await;
     let client = client(&server).await;
-    // Opened together for the reason given in the echo test.
+    // Opened together: see `open_all`.
     let cases = [
         (">not-a-number", "pane id"),
         (">424242", "no pane"),
         ("/no/such/program", "failed to start"),
     ];
-    let mut channels = Vec::new();
-    for (label, _) in cases {
-        channels.push(client.open(label).await);
-    }
+    let labels = cases.map(|(label, _)| label);
+    let channels = client.open_all(labels).await;
     for ((label, expected), ch) in cases.iter().zip(&channels) {
         let Some(Msg::Text(why)) = ch.recv().await else {
             panic!("{label}: no reason")
@@ -356,6 +351,8 @@ async fn seed_connect_flow_with_auth_message() {
             panic!("no reason")
         };
         assert!(why.contains("not authenticated"), "{why}");
+        // Closed, and its stream id free before the next open (`open_all`).
+        assert!(ch.recv().await.is_none(), "still open");
         let reply = client.control.request("get_payload", json!({})).await;
         assert_eq!(reply["type"], "nack");
         let reply = client

@@ -520,5 +520,14 @@ impl Channel {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let _ = self.dc.close().await;
+        // Read (and drop) whatever the client still sends until its side
+        // closes too: SCTP defers the peer's half of the stream reset while
+        // received data sits unread, and until that reset completes the
+        // stream id stays taken here, so the client's next channel on the
+        // same id (ids are reused at once) would never open.
+        let _ = tokio::time::timeout_at(deadline + LINGER, async {
+            while self.recv().await.is_some() {}
+        })
+        .await;
     }
 }
