@@ -3,11 +3,17 @@
 // channel, add_pane), then types a command into the terminal and waits for
 // its output. Usage: node webexec.mjs URL (URL carries #token=...).
 // Exits 0 on success; prints what the terminal showed otherwise.
+// With `--time N`, instead loads the page N times with the command
+// `echo,hi` and prints the time from connecting to the pane's first output
+// (p50 and p99, ms): the webexec benchmark's "offer to first output" as a
+// browser sees it.
 import { chromium } from "playwright-core";
 
 const url = process.argv[2];
-if (!url) {
-  console.error("usage: node webexec.mjs URL");
+const timeIndex = process.argv.indexOf("--time");
+const rounds = timeIndex > 0 ? Number(process.argv[timeIndex + 1]) : 0;
+if (!url || (timeIndex > 0 && !(rounds > 0))) {
+  console.error("usage: node webexec.mjs URL [--time N]");
   process.exit(2);
 }
 
@@ -23,6 +29,27 @@ const browser = await chromium.launch({
   ],
 });
 let screen = "";
+if (rounds > 0) {
+  try {
+    const times = [];
+    for (let i = 0; i < rounds; i++) {
+      const page = await browser.newPage();
+      await page.goto(url + "&command=echo,hi");
+      await page.waitForFunction(() => window.webexec && window.webexec.firstOutputMs !== undefined, null, {
+        timeout: 20000,
+        polling: 5,
+      });
+      times.push(await page.evaluate(() => window.webexec.firstOutputMs));
+      await page.close();
+    }
+    times.sort((a, b) => a - b);
+    const q = (p) => times[Math.min(times.length - 1, Math.floor(p * times.length))];
+    console.log(`chromium: connect to first output p50 ${q(0.5).toFixed(1)} ms, p99 ${q(0.99).toFixed(1)} ms, n=${times.length}`);
+  } finally {
+    await browser.close();
+  }
+  process.exit(0);
+}
 try {
   const page = await browser.newPage();
   page.on("console", (msg) => console.error("page:", msg.text()));

@@ -21,6 +21,7 @@ window.webexec = { term, pc: null, control: null, pane: null, paneId: null };
 
 const params = new URLSearchParams(location.hash.slice(1));
 $("token").value = params.get("token") || sessionStorage.getItem("webexec-token") || "";
+if (params.get("command")) $("command").value = params.get("command");
 
 let messageId = 0;
 const pending = new Map(); // message_id -> {resolve, reject}
@@ -47,21 +48,32 @@ function onControl(event) {
   }
 }
 
-function attach(channel, id) {
-  channel.binaryType = "arraybuffer";
+// From "connect" to the pane's first bytes: what a user waits for.
+function noteOutput() {
+  if (window.webexec.firstOutputMs === undefined) {
+    window.webexec.firstOutputMs = performance.now() - window.webexec.connectStart;
+  }
+}
+
+function attach(channel, id, early) {
   window.webexec.pane = channel;
   window.webexec.paneId = id;
   sessionStorage.setItem("webexec-pane", String(id));
-  channel.onmessage = (e) => {
-    term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data));
-  };
-  channel.onclose = () => {
+  const show = (data) => term.write(typeof data === "string" ? data : new Uint8Array(data));
+  const ended = () => {
     if (window.webexec.pane !== channel) return;
     term.write("\r\n\x1b[2m[pane " + id + " ended]\x1b[0m\r\n");
     sessionStorage.removeItem("webexec-pane");
     status("pane ended");
   };
+  early.messages.forEach(show);
+  channel.onmessage = (e) => {
+    noteOutput();
+    show(e.data);
+  };
+  channel.onclose = ended;
   status("pane " + id);
+  if (early.closed) ended();
   term.focus();
 }
 
@@ -111,6 +123,8 @@ async function connect() {
   sessionStorage.setItem("webexec-token", token);
   if (window.webexec.pc) window.webexec.pc.close();
   status("connecting…");
+  window.webexec.connectStart = performance.now();
+  window.webexec.firstOutputMs = undefined;
   const pc = new RTCPeerConnection();
   window.webexec.pc = pc;
   const control = pc.createDataChannel("%");
@@ -118,9 +132,19 @@ async function connect() {
   control.onmessage = onControl;
   // Channels the server opens answer add_pane/reconnect_pane: "<ref>:<pane>".
   const opened = new Map();
+  // The server may send output before the ack that names the channel
+  // arrives: keep it until the channel is attached.
   pc.ondatachannel = (e) => {
-    const [ref, id] = e.channel.label.split(":");
-    opened.set(Number(ref), { channel: e.channel, id: Number(id) });
+    const channel = e.channel;
+    const [ref, id] = channel.label.split(":");
+    const early = { messages: [], closed: false };
+    channel.binaryType = "arraybuffer";
+    channel.onmessage = (m) => {
+      noteOutput();
+      early.messages.push(m.data);
+    };
+    channel.onclose = () => { early.closed = true; };
+    opened.set(Number(ref), { channel, id: Number(id), early });
   };
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "failed" || pc.connectionState === "disconnected") {
@@ -152,7 +176,7 @@ async function connect() {
   }
   const pane = opened.get(ref);
   if (!pane) throw new Error("the server opened no channel for the pane");
-  attach(pane.channel, pane.id);
+  attach(pane.channel, pane.id, pane.early);
 }
 
 $("connect").onclick = () => connect().catch((e) => status(e.message, true));
