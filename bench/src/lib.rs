@@ -163,7 +163,10 @@ impl Server {
     pub fn start(bin: &Path, args: &[&str], ready: &str) -> anyhow::Result<(Server, String)> {
         let mut child = Command::new(bin)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
