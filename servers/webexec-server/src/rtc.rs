@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
@@ -36,6 +37,13 @@ const SEND_BUFFER: usize = 256 * 1024;
 /// Longest a closing channel waits for its sent messages to be
 /// acknowledged.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// Least time between our opening a channel and closing it. A browser
+/// makes the script object for a channel its peer opened on its main thread;
+/// Chromium discards the messages it holds for that channel when the close
+/// arrives first, so a pane that printed and exited at once would show
+/// nothing. Channels the client opened have their object already.
+const OPENED_GRACE: Duration = Duration::from_millis(500);
 
 /// The SCTP receive window we offer: uploads (`cat > file` from the
 /// client) are paced by it.
@@ -251,6 +259,14 @@ impl Rtc {
                         )
                         .with_include_loopback_candidate(self.config.udp_ip.is_loopback())
                         .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
+                        // Answer `setup:passive`, so the client is the DTLS
+                        // client and opens SCTP. As DTLS client the stack
+                        // queues its SCTP INIT while handling events, after
+                        // that turn's writes went out, and sends it ~200 ms
+                        // later on its next timer; as server every step
+                        // answers a packet and goes out at once (Chromium:
+                        // connect to first output p50 200 -> 150 ms).
+                        .with_answering_dtls_role(RTCDtlsRole::Server)
                         .build(),
                 )
                 .with_handler(handler.clone())
@@ -351,6 +367,7 @@ impl PeerConnectionEventHandler for Handler {
             dc,
             label,
             opened: true,
+            close_not_before: None,
         });
     }
 }
@@ -400,8 +417,10 @@ impl Peer {
             dc,
             label: label.to_owned(),
             opened: false,
+            close_not_before: None,
         };
         channel.wait_open().await?;
+        channel.close_not_before = Some(tokio::time::Instant::now() + OPENED_GRACE);
         Ok(channel)
     }
 
@@ -440,6 +459,8 @@ pub(crate) struct Channel {
     dc: Arc<dyn DataChannel>,
     label: String,
     opened: bool,
+    /// Set on channels we opened: see [`OPENED_GRACE`].
+    close_not_before: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -518,6 +539,9 @@ impl Channel {
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if let Some(at) = self.close_not_before {
+            tokio::time::sleep_until(at).await;
         }
         let _ = self.dc.close().await;
         // Read (and drop) whatever the client still sends until its side
