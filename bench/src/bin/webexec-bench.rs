@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use execwire_bench::{Server, cores, cpu_seconds, quantile, sibling, tempdir, write_text};
 use execwire_tests::webexec::{Client, ClientChannel, Msg, Signaling};
+use serde_json::json;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -71,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         args.runs
     );
 
-    let client = Client::connect(addr, Some(TOKEN), &Signaling::Offer)
+    let mut client = Client::connect(addr, Some(TOKEN), &Signaling::Offer)
         .await
         .map_err(|e| anyhow::anyhow!("connect: {e:?}"))?;
     let file_str = file.to_str().context("temp path")?;
@@ -81,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs {
         let cpu = cpu_seconds("self")? + server.cpu()?;
         let start = Instant::now();
-        let ch = open_pane(&client, &format!("cat,{file_str}")).await?;
+        let ch = open_pane(&mut client, &format!("cat,{file_str}")).await?;
         let mut got = 0u64;
         while let Some(msg) = ch.recv_forever().await {
             got += msg.bytes().len() as u64;
@@ -102,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         let cpu = cpu_seconds("self")? + server.cpu()?;
         let start = Instant::now();
         let ch = open_pane(
-            &client,
+            &mut client,
             &format!("sh,-c,head -c {bytes} > /dev/null; echo done"),
         )
         .await?;
@@ -123,11 +124,19 @@ async fn main() -> anyhow::Result<()> {
     report("input   (client -> server, head -c N)", bytes, &mut runs);
 
     // Keystroke echo over a PTY, idle and under load.
-    let echo = open_pane(&client, "24x80,sh,-c,stty raw -echo; echo ready; exec cat").await?;
+    let echo = open_pane(
+        &mut client,
+        "24x80,sh,-c,stty raw -echo; echo ready; exec cat",
+    )
+    .await?;
     settle(&echo).await?;
     let idle = echoes(&echo, args.echoes).await?;
     print_latency("echo over a PTY, idle", &idle);
-    let bulk = open_pane(&client, &format!("sh,-c,while :; do cat {file_str}; done")).await?;
+    let bulk = open_pane(
+        &mut client,
+        &format!("sh,-c,while :; do cat {file_str}; done"),
+    )
+    .await?;
     let drain = tokio::spawn(async move {
         let mut got = 0u64;
         while let Some(m) = bulk.recv_forever().await {
@@ -152,10 +161,10 @@ async fn main() -> anyhow::Result<()> {
     let mut times = Vec::new();
     for _ in 0..args.connects {
         let start = Instant::now();
-        let client = Client::connect(addr, Some(TOKEN), &Signaling::Offer)
+        let mut client = Client::connect(addr, Some(TOKEN), &Signaling::Offer)
             .await
             .map_err(|e| anyhow::anyhow!("connect: {e:?}"))?;
-        let ch = open_pane(&client, "echo,hi").await?;
+        let ch = open_pane(&mut client, "echo,hi").await?;
         let first = ch.recv().await;
         times.push(start.elapsed().as_secs_f64() * 1000.0);
         if first.as_ref().map(Msg::bytes) != Some(b"hi\n".as_slice()) {
@@ -180,10 +189,14 @@ async fn main() -> anyhow::Result<()> {
 
 /// Opens a pane channel and reads its id. The `webrtc` crate reuses a
 /// stream id as soon as the server's close of the previous channel on it
-/// arrives, and a channel opened in that window is closed at once: open
-/// again then (up to three times).
-async fn open_pane(client: &Client, label: &str) -> anyhow::Result<ClientChannel> {
-    for _ in 0..3 {
+/// arrives, and its reset of that old stream, still queued, then closes the
+/// new channel: after such a close, let a control round trip carry the
+/// queued reset out and open again (up to three times).
+async fn open_pane(client: &mut Client, label: &str) -> anyhow::Result<ClientChannel> {
+    for attempt in 0..3 {
+        if attempt > 0 {
+            client.control.request("get_payload", json!({})).await;
+        }
         let Some(ch) = client.try_open(label).await else {
             continue;
         };

@@ -31,8 +31,12 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes a channel may have handed to SCTP and not yet had acknowledged
 /// before a send waits. Small enough that a keystroke's echo on one pane is
 /// never queued behind much bulk output of another (all panes of a peer
-/// share one association), large enough to fill the loopback pipe.
-const SEND_BUFFER: usize = 256 * 1024;
+/// share one association), large enough to fill the loopback pipe. Measured
+/// with webexec-bench on 2 cores: 128 KiB streams ~115 MiB/s with echo p99
+/// ~4.5 ms under load; 256 KiB overflowed the client's UDP receive buffer
+/// (thousands of fast retransmits, ~50 MiB/s, echo p99 ~210 ms); 64 KiB
+/// gave ~90 MiB/s.
+const SEND_BUFFER: usize = 128 * 1024;
 
 /// Longest a closing channel waits for its sent messages to be
 /// acknowledged.
