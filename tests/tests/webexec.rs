@@ -9,7 +9,7 @@
 )]
 
 use execwire_tests::TestServer;
-use execwire_tests::webexec::{Client, ConnectError, Msg, Signaling};
+use execwire_tests::webexec::{Client, ClientChannel, ConnectError, Msg, Signaling};
 use serde_json::json;
 
 async fn server() -> TestServer {
@@ -197,21 +197,68 @@ async fn mark_and_restore_replay_only_what_came_after() {
     assert_eq!(reply["type"], "nack");
 }
 
-#[tokio::test]
-async fn two_peers_share_a_pane() {
-    let server = server().await;
-    let a = client(&server).await;
-    let b = client(&server).await;
+/// Two peers, A and B, attached to one `cat` pane (A started it).
+async fn two_peers_on_one_cat(
+    server: &TestServer,
+) -> (Client, Client, ClientChannel, ClientChannel) {
+    let a = client(server).await;
+    let b = client(server).await;
     let ca = a.open("cat").await;
     let pane = hello(&ca).await;
     let cb = b.open(&format!(">{pane}")).await;
     assert_eq!(hello(&cb).await, pane);
+    (a, b, ca, cb)
+}
+
+#[tokio::test]
+async fn two_peers_share_a_pane() {
+    let server = server().await;
+    let (_a, _b, ca, cb) = two_peers_on_one_cat(&server).await;
     cb.send_text("from-b\n").await;
     ca.read_until("from-b").await;
     cb.read_until("from-b").await;
     ca.send_text("from-a\n").await;
     ca.read_until("from-a").await;
     cb.read_until("from-a").await;
+}
+
+#[tokio::test]
+async fn a_peer_slow_to_read_does_not_hold_back_another() {
+    let server = server().await;
+    let (_a, _b, ca, cb) = two_peers_on_one_cat(&server).await;
+    // B pushes 8 MiB through the shared `cat` and reads the output as it
+    // comes; A reads nothing until B is done. B is never held up by A, and
+    // A then catches up to the end (from its offset, or, had it fallen out
+    // of the pane's 1 MiB of kept output, from the oldest kept).
+    const TOTAL: usize = 8 << 20;
+    let line = [
+        b"0123456789abcdef".repeat(64 * 4 - 1).as_slice(),
+        b"012345678901234\n",
+    ]
+    .concat();
+    let send = async {
+        for _ in 0..TOTAL / line.len() {
+            cb.send(&line).await;
+        }
+        cb.send_text("the-end\n").await;
+    };
+    let ((), got_b) = tokio::join!(send, count_until_end(&cb));
+    assert!(got_b > 0);
+    assert!(count_until_end(&ca).await > 0);
+}
+
+/// Bytes received until the output ends with `the-end\n`.
+async fn count_until_end(channel: &ClientChannel) -> usize {
+    let mut got = 0;
+    let mut tail = Vec::new();
+    while !tail.ends_with(b"the-end\n") {
+        let msg = channel.recv().await.expect("channel closed");
+        got += msg.bytes().len();
+        tail.extend_from_slice(msg.bytes());
+        let keep = tail.len().saturating_sub(64);
+        tail.drain(..keep);
+    }
+    got
 }
 
 #[tokio::test]

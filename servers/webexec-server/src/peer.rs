@@ -23,12 +23,6 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wrong `auth` tokens before the peer is disconnected.
 const MAX_AUTH_FAILURES: u32 = 5;
 
-/// How long a pane's output may wait for its channel before the channel is
-/// treated as stalled: it lets go of the pane (which runs on, its ring
-/// keeping the output) and resumes from its offset, or with a screen
-/// redraw, once the client reads again.
-const STALL: Duration = Duration::from_secs(2);
-
 /// Largest message sent on a pane channel: every browser takes 64 KiB.
 const MAX_SEND: usize = 64 * 1024;
 
@@ -235,46 +229,29 @@ async fn serve_pane(
 }
 
 /// Sends the pane's output until it exits (true) or the channel closes
-/// (false). A send that waits longer than [`STALL`] lets go of the pane and
-/// resumes from the same offset once the channel is writable again.
+/// (false).
+///
+/// A send waits while the channel has its fill unacknowledged; the
+/// attachment keeps its offset meanwhile. That never holds back anyone
+/// else: other panes have channels and pumps of their own, and a pane waits
+/// only for its fastest client, so one that stopped reading falls behind
+/// the ring and comes back with a redraw (or the oldest output kept) while
+/// the others go on. A pane whose only client is slow is slowed, as a
+/// terminal is, rather than losing output.
 async fn pump_output(channel: &Channel, entry: &PaneEntry, replay: Replay) -> bool {
     let mut attachment = entry.pane.attach(replay);
-    loop {
-        let Some(event) = attachment.next().await else {
-            return true;
-        };
-        let (data, resume) = match event {
-            PaneEvent::Output(data) => {
-                let start = attachment.offset() - data.len() as u64;
-                (data, Replay::From(start))
-            }
-            PaneEvent::Redraw(data) => (data, Replay::Screen),
+    while let Some(event) = attachment.next().await {
+        let data = match event {
+            PaneEvent::Output(data) | PaneEvent::Redraw(data) => data,
             PaneEvent::Exit(_) => return true,
         };
-        let mut sent = 0;
-        while sent < data.len() {
-            let piece = data
-                .get(sent..(sent + MAX_SEND).min(data.len()))
-                .unwrap_or_default();
-            match tokio::time::timeout(STALL, channel.send(piece)).await {
-                Ok(Ok(())) => sent += piece.len(),
-                Ok(Err(_)) => return false,
-                Err(_) => {
-                    // Stalled: the pane must not wait for this client.
-                    let resume = match resume {
-                        Replay::From(start) => Replay::From(start + sent as u64),
-                        other => other,
-                    };
-                    drop(attachment);
-                    if channel.writable().await.is_err() {
-                        return false;
-                    }
-                    attachment = entry.pane.attach(resume);
-                    break;
-                }
+        for piece in data.chunks(MAX_SEND) {
+            if channel.send(piece).await.is_err() {
+                return false;
             }
         }
     }
+    true
 }
 
 /// The control channel: requests in, acks/nacks and notices out.

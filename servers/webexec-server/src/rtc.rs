@@ -526,11 +526,6 @@ impl Channel {
             .map_err(|_| Error::ChannelClosed)
     }
 
-    /// Waits until a send would not wait.
-    pub(crate) async fn writable(&self) -> Result<(), Error> {
-        self.dc.writable().await.map_err(|_| Error::ChannelClosed)
-    }
-
     /// Closes the channel (both directions) once what was sent has been
     /// acknowledged, or after [`LINGER`]: the stack drops queued messages
     /// when a channel closes, and a pane's last output or a refusal's
