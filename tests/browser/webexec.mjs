@@ -28,7 +28,26 @@ const browser = await chromium.launch({
     "--no-first-run",
   ],
 });
-let screen = "";
+// What the page's terminal shows, a line each.
+const screenOf = (page) =>
+  page.evaluate(() => {
+    const buffer = window.webexec && window.webexec.term.buffer.active;
+    const lines = [];
+    for (let i = 0; buffer && i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+    return lines.join("\n");
+  });
+
+// Polls the terminal until `done(screen)` or 20 s; returns the last screen.
+async function untilScreen(page, done) {
+  const deadline = Date.now() + 20000;
+  let shown = await screenOf(page);
+  while (!done(shown) && Date.now() < deadline) {
+    await page.waitForTimeout(20);
+    shown = await screenOf(page);
+  }
+  return shown;
+}
+
 if (rounds > 0) {
   try {
     const times = [];
@@ -61,27 +80,14 @@ try {
   page.on("pageerror", (err) => console.error("page error:", err.message));
   await page.goto(url);
   await page.waitForFunction(() => window.webexec && window.webexec.paneId, null, { timeout: 20000 });
-  const text = () =>
-    page.evaluate(() => {
-      const buffer = window.webexec.term.buffer.active;
-      const lines = [];
-      for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
-      return lines.join("\n");
-    });
   await page.locator("#terminal").click();
   await page.keyboard.type("echo hello-from-$((6*7))\n");
-  const deadline = Date.now() + 20000;
-  while (Date.now() < deadline) {
-    screen = await text();
-    // The echoed command line holds the text unexpanded; the output has 42.
-    if (screen.includes("hello-from-42")) {
-      console.log("ok: the terminal shows the command's output");
-      process.exitCode = 0;
-      break;
-    }
-    await page.waitForTimeout(50);
-  }
-  if (!screen.includes("hello-from-42")) {
+  // The echoed command line holds the text unexpanded; the output has 42.
+  const screen = await untilScreen(page, (shown) => shown.includes("hello-from-42"));
+  if (screen.includes("hello-from-42")) {
+    console.log("ok: the terminal shows the command's output");
+    process.exitCode = 0;
+  } else {
     console.error("the output never appeared; the terminal shows:\n" + screen);
     process.exitCode = 1;
   }
@@ -92,19 +98,7 @@ try {
   for (let i = 0; i < 5 && process.exitCode === 0; i++) {
     const quick = await browser.newPage();
     await quick.goto(url + `&command=echo,quick-${i}`);
-    const screenOf = () =>
-      quick.evaluate(() => {
-        const buffer = window.webexec && window.webexec.term.buffer.active;
-        let all = "";
-        for (let j = 0; buffer && j < buffer.length; j++) all += buffer.getLine(j).translateToString(true) + "\n";
-        return all;
-      });
-    let shown = "";
-    const until = Date.now() + 20000;
-    while (Date.now() < until && !shown.includes("ended]")) {
-      await quick.waitForTimeout(20);
-      shown = await screenOf();
-    }
+    const shown = await untilScreen(quick, (shown) => shown.includes("ended]"));
     if (!shown.includes(`quick-${i}`) || !shown.includes("ended]")) {
       console.error(`round ${i}: a pane running echo,quick-${i} showed:\n${shown}`);
       process.exitCode = 1;
