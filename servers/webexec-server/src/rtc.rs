@@ -370,7 +370,6 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.channels.send(Channel {
             dc,
             label,
-            opened: true,
             close_not_before: None,
         });
     }
@@ -417,15 +416,18 @@ impl Peer {
             .create_data_channel(label, None)
             .await
             .map_err(Error::rtc)?;
-        let mut channel = Channel {
+        loop {
+            match dc.poll().await {
+                Some(DataChannelEvent::OnOpen) => break,
+                Some(DataChannelEvent::OnClose) | None => return Err(Error::ChannelClosed),
+                Some(_) => {}
+            }
+        }
+        Ok(Channel {
             dc,
             label: label.to_owned(),
-            opened: false,
-            close_not_before: None,
-        };
-        channel.wait_open().await?;
-        channel.close_not_before = Some(tokio::time::Instant::now() + OPENED_GRACE);
-        Ok(channel)
+            close_not_before: Some(tokio::time::Instant::now() + OPENED_GRACE),
+        })
     }
 
     /// Completes once the connection failed or closed (ICE gave up after
@@ -462,7 +464,6 @@ pub(crate) struct Received {
 pub(crate) struct Channel {
     dc: Arc<dyn DataChannel>,
     label: String,
-    opened: bool,
     /// Set on channels we opened: see [`OPENED_GRACE`].
     close_not_before: Option<tokio::time::Instant>,
 }
@@ -479,17 +480,6 @@ impl Channel {
     /// The label the opener gave it.
     pub(crate) fn label(&self) -> &str {
         &self.label
-    }
-
-    async fn wait_open(&mut self) -> Result<(), Error> {
-        while !self.opened {
-            match self.dc.poll().await {
-                Some(DataChannelEvent::OnOpen) => self.opened = true,
-                Some(DataChannelEvent::OnClose) | None => return Err(Error::ChannelClosed),
-                Some(_) => {}
-            }
-        }
-        Ok(())
     }
 
     /// The next message; `None` once the channel closed.
