@@ -99,6 +99,15 @@ impl PeerState {
         self.next_message_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Records `entry` as the pane a seed `resize` without `pane_id` means,
+    /// when it has a terminal: called before the client learns the pane's
+    /// id, so a resize right after that finds it.
+    async fn note_pane(&self, entry: &PaneEntry) {
+        if entry.size().is_some() {
+            *self.last_pty.lock().await = Some(entry.id);
+        }
+    }
+
     /// Sends a notice on the control channel, if the peer opened one.
     async fn notify(&self, notice: &Notice) {
         let control = self.control.lock().await.clone();
@@ -137,9 +146,7 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
         }
         Label::Command { size, argv } => match state.host.spawn_pane(&argv, size, None) {
             Ok(entry) => {
-                if size.is_some() {
-                    *state.last_pty.lock().await = Some(entry.id);
-                }
+                state.note_pane(&entry).await;
                 let hello = webexec_proto::pane_hello(entry.id, entry.size());
                 if channel.send_text(&hello).await.is_ok() {
                     serve_pane(&state, channel, entry, Replay::From(0)).await;
@@ -160,6 +167,7 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
             if let Some(size) = size {
                 resize(&state, &entry, size.rows, size.cols).ok();
             }
+            state.note_pane(&entry).await;
             let hello = webexec_proto::pane_hello(entry.id, entry.size());
             if channel.send_text(&hello).await.is_ok() {
                 let replay = replay_for(&state, entry.id).await;
@@ -202,9 +210,6 @@ async fn serve_pane(
     entry: Arc<PaneEntry>,
     replay: Replay,
 ) {
-    if entry.size().is_some() {
-        *state.last_pty.lock().await = Some(entry.id);
-    }
     let input = {
         let channel = channel.clone();
         let pane = entry.pane.clone();
@@ -390,6 +395,7 @@ async fn open_pane_channel(
         Ok(channel) => Arc::new(channel),
         Err(e) => return nack(reference, format!("cannot open channel: {e}")),
     };
+    state.note_pane(&entry).await;
     let id = entry.id;
     let task_state = state.clone();
     tokio::spawn(async move { serve_pane(&task_state, channel, entry, replay).await });
