@@ -69,15 +69,6 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
 impl AppState {
     /// Whether a request with these headers and this offer may run
     /// commands: trusted socket, bearer token, or the offer's certificate
@@ -88,7 +79,11 @@ impl AppState {
         }
         let from_sdp = webexec_proto::sdp_fingerprint(sdp);
         let fingerprint = from_sdp.as_deref().or(fingerprint);
-        self.host.authorized.allows(bearer(headers), fingerprint)
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = exec_core::auth::request_token(authorization, None);
+        self.host.authorized.allows(token.as_deref(), fingerprint)
     }
 
     /// Answers the offer and starts serving the peer.
