@@ -26,6 +26,8 @@ const browser = await chromium.launch({
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    // Offer real addresses, not mDNS names: nothing multicast.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
   ],
 });
 // What the page's terminal shows, a line each.

@@ -115,6 +115,8 @@ impl Client {
                     // Chromium paces its first connectivity checks ~50 ms
                     // apart; the crate's default is 200 ms.
                     .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
+                    // Loopback only: nothing multicast leaves the tests.
+                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
                     .build(),
             )
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
@@ -465,8 +467,10 @@ impl Control {
     /// The next message of any type.
     pub async fn next(&mut self) -> Value {
         match self.channel.recv().await.expect("control channel closed") {
-            Msg::Text(t) => serde_json::from_str(&t).expect("control message is JSON"),
-            Msg::Binary(b) => panic!("binary on the control channel: {b:?}"),
+            // Terminal7 decodes `%` messages with `TextDecoder.decode`, which
+            // throws on a string: the server must send binary.
+            Msg::Binary(b) => serde_json::from_slice(&b).expect("control message is JSON"),
+            Msg::Text(t) => panic!("text on the control channel (Terminal7 cannot read it): {t}"),
         }
     }
 }

@@ -29,8 +29,10 @@ async fn hello(channel: &execwire_tests::webexec::ClientChannel) -> String {
         .await
         .expect("channel closed before the pane id")
     {
-        Msg::Text(t) => t,
-        Msg::Binary(b) => panic!("pane id came as binary: {b:?}"),
+        // Binary, as every server message (Terminal7 reads pane data with
+        // `new Uint8Array(event.data)`).
+        Msg::Binary(b) => String::from_utf8(b).expect("pane id is text"),
+        Msg::Text(t) => panic!("pane id came as a text message: {t}"),
     }
 }
 
@@ -355,9 +357,10 @@ async fn bad_labels_and_unknown_panes_close_the_channel() {
     let labels = cases.map(|(label, _)| label);
     let channels = client.open_all(labels).await;
     for ((label, expected), ch) in cases.iter().zip(&channels) {
-        let Some(Msg::Text(why)) = ch.recv().await else {
-            panic!("{label}: no reason")
+        let Some(Msg::Binary(why)) = ch.recv().await else {
+            panic!("{label}: no reason as a binary message")
         };
+        let why = String::from_utf8_lossy(&why);
         assert!(why.contains(expected), "{label}: {why}");
         assert!(ch.recv().await.is_none(), "{label}: still open");
     }
@@ -394,9 +397,10 @@ async fn seed_connect_flow_with_auth_message() {
         // No token over HTTP: the peer connects but must authenticate.
         let mut client = Client::connect(server.addr, None, &form).await.unwrap();
         let ch = client.open("echo nope").await;
-        let Some(Msg::Text(why)) = ch.recv().await else {
-            panic!("no reason")
+        let Some(Msg::Binary(why)) = ch.recv().await else {
+            panic!("no reason as a binary message")
         };
+        let why = String::from_utf8_lossy(&why);
         assert!(why.contains("not authenticated"), "{why}");
         // Closed, and its stream id free before the next open (`open_all`).
         assert!(ch.recv().await.is_none(), "still open");

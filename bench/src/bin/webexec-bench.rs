@@ -201,7 +201,7 @@ async fn open_pane(client: &mut Client, label: &str) -> anyhow::Result<ClientCha
             continue;
         };
         match ch.recv().await {
-            Some(Msg::Text(_)) => return Ok(ch),
+            Some(Msg::Binary(_)) => return Ok(ch),
             Some(other) => bail!("expected the pane id, got {other:?}"),
             None => continue,
         }

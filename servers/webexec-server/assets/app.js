@@ -35,9 +35,13 @@ function request(type, args) {
   });
 }
 
+// Servers send control messages as binary (the reference does, and
+// Terminal7 needs it); older ones sent text. Read both.
+const asText = (data) => (typeof data === "string" ? data : new TextDecoder().decode(data));
+
 function onControl(event) {
   let msg;
-  try { msg = JSON.parse(event.data); } catch (e) { return; }
+  try { msg = JSON.parse(asText(event.data)); } catch (e) { return; }
   const args = msg.args || {};
   if (msg.type === "ack" || msg.type === "nack") {
     const waiter = pending.get(args.ref);
@@ -129,6 +133,7 @@ async function connect() {
   window.webexec.pc = pc;
   const control = pc.createDataChannel("%");
   window.webexec.control = control;
+  control.binaryType = "arraybuffer";
   control.onmessage = onControl;
   // Channels the server opens answer add_pane/reconnect_pane: "<ref>:<pane>".
   const opened = new Map();

@@ -113,7 +113,7 @@ impl PeerState {
         let control = self.control.lock().await.clone();
         if let Some(control) = control {
             let text = notice.encode(self.message_id(), now_ms());
-            let _ = control.send_text(&text).await;
+            let _ = control.send(text.as_bytes()).await;
         }
     }
 }
@@ -133,7 +133,7 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
             tracing::info!(peer = state.id, error = %e, "bad channel label");
             // The label is the only thing the client sent: say why on the
             // channel itself, then close it.
-            let _ = channel.send_text(&e.to_string()).await;
+            let _ = channel.send(e.to_string().as_bytes()).await;
             channel.close().await;
             return;
         }
@@ -141,26 +141,26 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
     match label {
         Label::Control => control(state, channel).await,
         _ if !state.authenticated.load(Ordering::Acquire) => {
-            let _ = channel.send_text("not authenticated").await;
+            let _ = channel.send(b"not authenticated").await;
             channel.close().await;
         }
         Label::Command { size, argv } => match state.host.spawn_pane(&argv, size, None) {
             Ok(entry) => {
                 state.note_pane(&entry).await;
                 let hello = webexec_proto::pane_hello(entry.id, entry.size());
-                if channel.send_text(&hello).await.is_ok() {
+                if channel.send(hello.as_bytes()).await.is_ok() {
                     serve_pane(&state, channel, entry, Replay::From(0)).await;
                 }
             }
             Err(e) => {
                 tracing::info!(peer = state.id, error = %e, "pane failed to start");
-                let _ = channel.send_text(&e.to_string()).await;
+                let _ = channel.send(e.to_string().as_bytes()).await;
                 channel.close().await;
             }
         },
         Label::Reconnect { size, pane } => {
             let Some(entry) = state.host.pane(pane) else {
-                let _ = channel.send_text(&format!("no pane {pane}")).await;
+                let _ = channel.send(format!("no pane {pane}").as_bytes()).await;
                 channel.close().await;
                 return;
             };
@@ -169,7 +169,7 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
             }
             state.note_pane(&entry).await;
             let hello = webexec_proto::pane_hello(entry.id, entry.size());
-            if channel.send_text(&hello).await.is_ok() {
+            if channel.send(hello.as_bytes()).await.is_ok() {
                 let replay = replay_for(&state, entry.id).await;
                 serve_pane(&state, channel, entry, replay).await;
             }
@@ -283,7 +283,7 @@ async fn control(state: Arc<PeerState>, channel: Arc<Channel>) {
         };
         if let Some(reply) = reply {
             let text = reply.encode(state.message_id(), now_ms());
-            if channel.send_text(&text).await.is_err() {
+            if channel.send(text.as_bytes()).await.is_err() {
                 break;
             }
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
@@ -262,6 +263,7 @@ impl Rtc {
                             Some(Duration::from_millis(500)),
                         )
                         .with_include_loopback_candidate(self.config.udp_ip.is_loopback())
+                        .with_multicast_dns_mode(mdns_mode(self.config.udp_ip))
                         .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
                         // Answer `setup:passive`, so the client is the DTLS
                         // client and opens SCTP. As DTLS client the stack
@@ -286,6 +288,19 @@ impl Rtc {
             self.config.udp_ip,
             last.map(|e| e.to_string()).unwrap_or_default()
         )))
+    }
+}
+
+/// Whether ICE resolves the `.local` names browsers put in candidates to
+/// hide their addresses, which takes multicast queries on the LAN. A server
+/// on loopback has no LAN to ask, and must not send multicast at all: its
+/// clients are on this machine and offer their real addresses (Chromium
+/// with `--disable-features=WebRtcHideLocalIpsWithMdns`, the webrtc crate).
+fn mdns_mode(udp_ip: IpAddr) -> MulticastDnsMode {
+    if udp_ip.is_loopback() {
+        MulticastDnsMode::Disabled
+    } else {
+        MulticastDnsMode::QueryOnly
     }
 }
 
@@ -498,20 +513,18 @@ impl Channel {
         }
     }
 
-    /// Sends binary data; waits while the channel has [`SEND_BUFFER`]
-    /// bytes unacknowledged. Cancel-safe: dropped while waiting, nothing
-    /// was queued.
+    /// Sends a binary message; waits while the channel has
+    /// [`SEND_BUFFER`] bytes unacknowledged. Cancel-safe: dropped while
+    /// waiting, nothing was queued.
+    ///
+    /// Every message the server sends is binary, control JSON and notices
+    /// included, as the reference's `Send([]byte)`: Terminal7 decodes `%`
+    /// messages with `TextDecoder.decode(event.data)`, which throws on a
+    /// string, and pane data with `new Uint8Array(event.data)`, which
+    /// makes a string into nothing.
     pub(crate) async fn send(&self, data: &[u8]) -> Result<(), Error> {
         self.dc
             .send(BytesMut::from(data))
-            .await
-            .map_err(|_| Error::ChannelClosed)
-    }
-
-    /// Sends a text message (the same flow control as [`Channel::send`]).
-    pub(crate) async fn send_text(&self, text: &str) -> Result<(), Error> {
-        self.dc
-            .send_text(text)
             .await
             .map_err(|_| Error::ChannelClosed)
     }
