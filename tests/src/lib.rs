@@ -29,14 +29,19 @@ pub struct TestServer {
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl TestServer {
-    /// Binds port 0 and runs `serve(listener, token, shutdown)` in a task.
-    async fn spawn<F, Fut>(serve: F) -> TestServer
+    /// Binds port 0 and runs `serve(listener, token, shutdown)` in a task;
+    /// `token` is a fresh one when `auth`, else `None` (and the server's
+    /// `token` field is empty).
+    async fn spawn<F, Fut>(auth: bool, serve: F) -> TestServer
     where
-        F: FnOnce(tokio::net::TcpListener, AccessToken, Shutdown) -> Fut,
+        F: FnOnce(tokio::net::TcpListener, Option<AccessToken>, Shutdown) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let token = AccessToken::generate().unwrap();
-        let exposed = token.expose().to_owned();
+        let token = auth.then(|| AccessToken::generate().unwrap());
+        let exposed = token
+            .as_ref()
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -59,11 +64,14 @@ impl TestServer {
 
     /// A wsep server with `config` (its token is replaced by a fresh one).
     pub async fn wsep_with(config: wsep_server::Config) -> TestServer {
-        Self::spawn(|listener, token, shutdown| async move {
-            let config = wsep_server::Config {
-                token: Some(token),
-                ..config
-            };
+        Self::wsep_auth(config, true).await
+    }
+
+    /// A wsep server with `config` and, when `auth`, a fresh token; else
+    /// without authentication (`--no-auth`).
+    pub async fn wsep_auth(config: wsep_server::Config, auth: bool) -> TestServer {
+        Self::spawn(auth, |listener, token, shutdown| async move {
+            let config = wsep_server::Config { token, ..config };
             wsep_server::serve(listener, config, shutdown)
                 .await
                 .unwrap();
@@ -77,11 +85,18 @@ impl TestServer {
         config: pow_server::Config,
         handler: Arc<dyn pow_server::Handler>,
     ) -> TestServer {
-        Self::spawn(|listener, token, shutdown| async move {
-            let config = pow_server::Config {
-                token: Some(token),
-                ..config
-            };
+        Self::pow_auth(config, handler, true).await
+    }
+
+    /// A pow server with `config`, `handler` and, when `auth`, a fresh
+    /// token; else without authentication.
+    pub async fn pow_auth(
+        config: pow_server::Config,
+        handler: Arc<dyn pow_server::Handler>,
+        auth: bool,
+    ) -> TestServer {
+        Self::spawn(auth, |listener, token, shutdown| async move {
+            let config = pow_server::Config { token, ..config };
             pow_server::serve(listener, config, handler, shutdown)
                 .await
                 .unwrap();
@@ -92,11 +107,14 @@ impl TestServer {
     /// A webterm server with `config` (its token is replaced by a fresh
     /// one).
     pub async fn webterm_with(config: webterm_server::Config) -> TestServer {
-        Self::spawn(|listener, token, shutdown| async move {
-            let config = webterm_server::Config {
-                token: Some(token),
-                ..config
-            };
+        Self::webterm_auth(config, true).await
+    }
+
+    /// A webterm server with `config` and, when `auth`, a fresh token;
+    /// else accepting any.
+    pub async fn webterm_auth(config: webterm_server::Config, auth: bool) -> TestServer {
+        Self::spawn(auth, |listener, token, shutdown| async move {
+            let config = webterm_server::Config { token, ..config };
             webterm_server::serve(vec![listener], config, shutdown)
                 .await
                 .unwrap();
@@ -107,9 +125,18 @@ impl TestServer {
     /// A webexec server with `config`; its token is added to the
     /// authorized set.
     pub async fn webexec_with(config: webexec_server::Config) -> TestServer {
-        Self::spawn(|listener, token, shutdown| async move {
+        Self::webexec_auth(config, true).await
+    }
+
+    /// A webexec server with `config`: when `auth`, its fresh token is
+    /// added to the authorized set; else everyone is authorized.
+    pub async fn webexec_auth(config: webexec_server::Config, auth: bool) -> TestServer {
+        Self::spawn(auth, |listener, token, shutdown| async move {
             let mut config = config;
-            config.authorized.tokens.push(token);
+            match token {
+                Some(token) => config.authorized.tokens.push(token),
+                None => config.authorized.open = true,
+            }
             webexec_server::serve(listener, config, shutdown)
                 .await
                 .unwrap();
