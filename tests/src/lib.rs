@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -13,6 +14,40 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod webexec;
+
+/// The servers, for scenarios that run over each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// wsep-server.
+    Wsep,
+    /// pow-server.
+    Pow,
+    /// webterm-server.
+    Webterm,
+    /// webexec-server.
+    Webexec,
+}
+
+/// What the browser tests need: Debian's `chromium` (or `$CHROMIUM`) and
+/// `npm ci --prefix tests/browser` (both done by `.ci/run`). Returns the
+/// browser's path and `tests/browser`; without them `None`, after saying
+/// so, so that the test passes, except under CI, where it fails.
+pub fn browser() -> Option<(String, PathBuf)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = Path::new(&chromium).exists() && dir.join("node_modules/playwright-core").exists();
+    if ready {
+        return Some((chromium, dir));
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the browser tests: install chromium and run npm ci --prefix tests/browser"
+    );
+    eprintln!(
+        "skipped: no {chromium} or no tests/browser/node_modules (npm ci --prefix tests/browser)"
+    );
+    None
+}
 
 /// A server running in this process on `127.0.0.1:0`, shut down when
 /// dropped.
@@ -142,6 +177,50 @@ impl TestServer {
                 .unwrap();
         })
         .await
+    }
+
+    /// A server of `kind` that lets pages of `allowed` origins in
+    /// (`--allow-origin`), with a fresh token when `auth`, else without
+    /// authentication. pow's only process is `touch` (`touch -- PATH`),
+    /// so that every kind can run the same command.
+    pub async fn of_kind(kind: Kind, auth: bool, allowed: &[&str]) -> TestServer {
+        let allowed_origins: Vec<exec_core::auth::Origin> =
+            allowed.iter().map(|o| o.parse().unwrap()).collect();
+        match kind {
+            Kind::Wsep => {
+                let config = wsep_server::Config {
+                    allowed_origins,
+                    ..wsep_server::Config::default()
+                };
+                Self::wsep_auth(config, auth).await
+            }
+            Kind::Pow => {
+                let registry = pow_server::registry_from_toml(
+                    "[process.touch]\nargv = [\"touch\", \"--\", \"{0}\"]\nparams = 1\n",
+                )
+                .unwrap();
+                let config = pow_server::Config {
+                    allowed_origins,
+                    ..pow_server::Config::default()
+                };
+                Self::pow_auth(config, Arc::new(registry), auth).await
+            }
+            Kind::Webterm => {
+                let config = webterm_server::Config {
+                    allowed_origins,
+                    shell: "/bin/sh".into(),
+                    ..webterm_server::Config::default()
+                };
+                Self::webterm_auth(config, auth).await
+            }
+            Kind::Webexec => {
+                let config = webexec_server::Config {
+                    allowed_origins,
+                    ..webexec_server::Config::default()
+                };
+                Self::webexec_auth(config, auth).await
+            }
+        }
     }
 
     /// `ws://addr/`

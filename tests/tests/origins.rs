@@ -11,11 +11,10 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use execwire_tests::TestServer;
 use execwire_tests::webexec::{Client, ConnectError, Signaling};
+use execwire_tests::{Kind, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -57,43 +56,13 @@ enum Outcome {
 const LISTED: &str = "https://app.example";
 
 async fn start(route: Route, auth: bool, allowed: &[&str]) -> TestServer {
-    let allowed_origins: Vec<exec_core::auth::Origin> =
-        allowed.iter().map(|o| o.parse().unwrap()).collect();
-    match route {
-        Route::Wsep => {
-            let config = wsep_server::Config {
-                allowed_origins,
-                ..wsep_server::Config::default()
-            };
-            TestServer::wsep_auth(config, auth).await
-        }
-        Route::PowWebSocket | Route::PowRest => {
-            let registry = pow_server::registry_from_toml(
-                "[process.touch]\nargv = [\"touch\", \"--\", \"{0}\"]\nparams = 1\n",
-            )
-            .unwrap();
-            let config = pow_server::Config {
-                allowed_origins,
-                ..pow_server::Config::default()
-            };
-            TestServer::pow_auth(config, Arc::new(registry), auth).await
-        }
-        Route::Webterm => {
-            let config = webterm_server::Config {
-                allowed_origins,
-                shell: "/bin/sh".into(),
-                ..webterm_server::Config::default()
-            };
-            TestServer::webterm_auth(config, auth).await
-        }
-        Route::WebexecOffer | Route::WebexecConnect => {
-            let config = webexec_server::Config {
-                allowed_origins,
-                ..webexec_server::Config::default()
-            };
-            TestServer::webexec_auth(config, auth).await
-        }
-    }
+    let kind = match route {
+        Route::Wsep => Kind::Wsep,
+        Route::PowWebSocket | Route::PowRest => Kind::Pow,
+        Route::Webterm => Kind::Webterm,
+        Route::WebexecOffer | Route::WebexecConnect => Kind::Webexec,
+    };
+    TestServer::of_kind(kind, auth, allowed).await
 }
 
 /// A fresh marker path in a directory of this test run.
