@@ -28,8 +28,8 @@ struct Args {
     #[arg(long)]
     insecure: bool,
     /// Let web pages of ORIGIN (scheme://host[:port]) connect; repeatable.
-    /// Without auth only the server's own pages and these may; with auth,
-    /// given at all, it restricts browsers to them.
+    /// Without auth only these may; with auth, given at all, it restricts
+    /// browsers to them.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<exec_core::auth::Origin>,
     /// Seconds a named terminal session lives after its last client leaves.

@@ -133,7 +133,10 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 impl Origin {
     fn parse(text: &str) -> Result<Origin, &'static str> {
-        let (scheme, rest) = text.split_once("://").ok_or("not scheme://host[:port]")?;
+        if text == "null" {
+            return Err("the null origin (sandboxed frames, file:// pages) cannot be allowed");
+        }
+        let (scheme, rest) = text.split_once("://").ok_or("no scheme")?;
         let scheme_ok = scheme
             .bytes()
             .next()
