@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -13,6 +14,40 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod webexec;
+
+/// The servers, for scenarios that run over each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// wsep-server.
+    Wsep,
+    /// pow-server.
+    Pow,
+    /// webterm-server.
+    Webterm,
+    /// webexec-server.
+    Webexec,
+}
+
+/// What the browser tests need: Debian's `chromium` (or `$CHROMIUM`) and
+/// `npm ci --prefix tests/browser` (both done by `.ci/run`). Returns the
+/// browser's path and `tests/browser`; without them `None`, after saying
+/// so, so that the test passes, except under CI, where it fails.
+pub fn browser() -> Option<(String, PathBuf)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = Path::new(&chromium).exists() && dir.join("node_modules/playwright-core").exists();
+    if ready {
+        return Some((chromium, dir));
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the browser tests: install chromium and run npm ci --prefix tests/browser"
+    );
+    eprintln!(
+        "skipped: no {chromium} or no tests/browser/node_modules (npm ci --prefix tests/browser)"
+    );
+    None
+}
 
 /// A server running in this process on `127.0.0.1:0`, shut down when
 /// dropped.
@@ -29,14 +64,19 @@ pub struct TestServer {
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl TestServer {
-    /// Binds port 0 and runs `serve(listener, token, shutdown)` in a task.
-    async fn spawn<F, Fut>(serve: F) -> TestServer
+    /// Binds port 0 and runs `serve(listener, token, shutdown)` in a task;
+    /// `token` is a fresh one when `auth`, else `None` (and the server's
+    /// `token` field is empty).
+    async fn spawn<F, Fut>(auth: bool, serve: F) -> TestServer
     where
-        F: FnOnce(tokio::net::TcpListener, AccessToken, Shutdown) -> Fut,
+        F: FnOnce(tokio::net::TcpListener, Option<AccessToken>, Shutdown) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let token = AccessToken::generate().unwrap();
-        let exposed = token.expose().to_owned();
+        let token = auth.then(|| AccessToken::generate().unwrap());
+        let exposed = token
+            .as_ref()
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -59,11 +99,14 @@ impl TestServer {
 
     /// A wsep server with `config` (its token is replaced by a fresh one).
     pub async fn wsep_with(config: wsep_server::Config) -> TestServer {
-        Self::spawn(|listener, token, shutdown| async move {
-            let config = wsep_server::Config {
-                token: Some(token),
-                ..config
-            };
+        Self::wsep_auth(config, true).await
+    }
+
+    /// A wsep server with `config` and, when `auth`, a fresh token; else
+    /// without authentication (`--no-auth`).
+    pub async fn wsep_auth(config: wsep_server::Config, auth: bool) -> TestServer {
+        Self::spawn(auth, |listener, token, shutdown| async move {
+            let config = wsep_server::Config { token, ..config };
             wsep_server::serve(listener, config, shutdown)
                 .await
                 .unwrap();
@@ -77,11 +120,18 @@ impl TestServer {
         config: pow_server::Config,
         handler: Arc<dyn pow_server::Handler>,
     ) -> TestServer {
-        Self::spawn(|listener, token, shutdown| async move {
-            let config = pow_server::Config {
-                token: Some(token),
-                ..config
-            };
+        Self::pow_auth(config, handler, true).await
+    }
+
+    /// A pow server with `config`, `handler` and, when `auth`, a fresh
+    /// token; else without authentication.
+    pub async fn pow_auth(
+        config: pow_server::Config,
+        handler: Arc<dyn pow_server::Handler>,
+        auth: bool,
+    ) -> TestServer {
+        Self::spawn(auth, |listener, token, shutdown| async move {
+            let config = pow_server::Config { token, ..config };
             pow_server::serve(listener, config, handler, shutdown)
                 .await
                 .unwrap();
@@ -92,11 +142,14 @@ impl TestServer {
     /// A webterm server with `config` (its token is replaced by a fresh
     /// one).
     pub async fn webterm_with(config: webterm_server::Config) -> TestServer {
-        Self::spawn(|listener, token, shutdown| async move {
-            let config = webterm_server::Config {
-                token: Some(token),
-                ..config
-            };
+        Self::webterm_auth(config, true).await
+    }
+
+    /// A webterm server with `config` and, when `auth`, a fresh token;
+    /// else accepting any.
+    pub async fn webterm_auth(config: webterm_server::Config, auth: bool) -> TestServer {
+        Self::spawn(auth, |listener, token, shutdown| async move {
+            let config = webterm_server::Config { token, ..config };
             webterm_server::serve(vec![listener], config, shutdown)
                 .await
                 .unwrap();
@@ -107,14 +160,67 @@ impl TestServer {
     /// A webexec server with `config`; its token is added to the
     /// authorized set.
     pub async fn webexec_with(config: webexec_server::Config) -> TestServer {
-        Self::spawn(|listener, token, shutdown| async move {
+        Self::webexec_auth(config, true).await
+    }
+
+    /// A webexec server with `config`: when `auth`, its fresh token is
+    /// added to the authorized set; else everyone is authorized.
+    pub async fn webexec_auth(config: webexec_server::Config, auth: bool) -> TestServer {
+        Self::spawn(auth, |listener, token, shutdown| async move {
             let mut config = config;
-            config.authorized.tokens.push(token);
+            match token {
+                Some(token) => config.authorized.tokens.push(token),
+                None => config.authorized.open = true,
+            }
             webexec_server::serve(listener, config, shutdown)
                 .await
                 .unwrap();
         })
         .await
+    }
+
+    /// A server of `kind` that lets pages of `allowed` origins in
+    /// (`--allow-origin`), with a fresh token when `auth`, else without
+    /// authentication. pow's only process is `touch` (`touch -- PATH`),
+    /// so that every kind can run the same command.
+    pub async fn of_kind(kind: Kind, auth: bool, allowed: &[&str]) -> TestServer {
+        let allowed_origins: Vec<exec_core::auth::Origin> =
+            allowed.iter().map(|o| o.parse().unwrap()).collect();
+        match kind {
+            Kind::Wsep => {
+                let config = wsep_server::Config {
+                    allowed_origins,
+                    ..wsep_server::Config::default()
+                };
+                Self::wsep_auth(config, auth).await
+            }
+            Kind::Pow => {
+                let registry = pow_server::registry_from_toml(
+                    "[process.touch]\nargv = [\"touch\", \"--\", \"{0}\"]\nparams = 1\n",
+                )
+                .unwrap();
+                let config = pow_server::Config {
+                    allowed_origins,
+                    ..pow_server::Config::default()
+                };
+                Self::pow_auth(config, Arc::new(registry), auth).await
+            }
+            Kind::Webterm => {
+                let config = webterm_server::Config {
+                    allowed_origins,
+                    shell: "/bin/sh".into(),
+                    ..webterm_server::Config::default()
+                };
+                Self::webterm_auth(config, auth).await
+            }
+            Kind::Webexec => {
+                let config = webexec_server::Config {
+                    allowed_origins,
+                    ..webexec_server::Config::default()
+                };
+                Self::webexec_auth(config, auth).await
+            }
+        }
     }
 
     /// `ws://addr/`

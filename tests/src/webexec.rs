@@ -96,6 +96,17 @@ impl Client {
         token: Option<&str>,
         signaling: &Signaling,
     ) -> Result<Client, ConnectError> {
+        Self::connect_with_headers(addr, token, signaling, &[]).await
+    }
+
+    /// [`Client::connect`], the signaling requests carrying `headers` too
+    /// (`Origin`, `Host`: what a browser would send).
+    pub async fn connect_with_headers(
+        addr: SocketAddr,
+        token: Option<&str>,
+        signaling: &Signaling,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, ConnectError> {
         let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
         let (channels_tx, server_channels) = mpsc::unbounded_channel();
         let (gathered_tx, mut gathered) = watch::channel(false);
@@ -146,9 +157,14 @@ impl Client {
         };
         let http = reqwest::Client::new();
         let base = format!("http://{addr}");
-        let with_token = |req: reqwest::RequestBuilder| match token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
+        let with_token = |req: reqwest::RequestBuilder| {
+            let req = headers
+                .iter()
+                .fold(req, |req, (name, value)| req.header(*name, *value));
+            match token {
+                Some(t) => req.bearer_auth(t),
+                None => req,
+            }
         };
         let answer = match signaling {
             Signaling::Offer | Signaling::Trickle => {

@@ -5,25 +5,13 @@
 //! except under CI, where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-
 use execwire_tests::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_runs_echo_through_the_demo_page() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let ready = Path::new(&chromium).exists() && dir.join("node_modules/playwright-core").exists();
-    if !ready {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the browser test: install chromium and run npm ci --prefix tests/browser"
-        );
-        eprintln!(
-            "skipped: no {chromium} or no tests/browser/node_modules (npm ci --prefix tests/browser)"
-        );
+    let Some((chromium, dir)) = execwire_tests::browser() else {
         return;
-    }
+    };
     let server = TestServer::webexec_with(webexec_server::Config::default()).await;
     let url = format!("http://{}/#token={}", server.addr, server.token);
     let out = tokio::process::Command::new("node")

@@ -1,9 +1,17 @@
-//! Bearer tokens: generated, compared in constant time, taken from requests.
+//! Bearer tokens: generated, compared in constant time, taken from requests;
+//! and the origin and host rule that keeps web pages of other sites from
+//! using a server ([`OriginPolicy`]).
 
 use std::fmt;
 use std::net::SocketAddr;
 
 use subtle::ConstantTimeEq;
+
+mod origin;
+
+#[cfg(feature = "axum")]
+pub use origin::check_origin;
+pub use origin::{Origin, OriginPolicy, Refusal};
 
 /// A secret shared between a server and its clients.
 #[derive(Clone)]

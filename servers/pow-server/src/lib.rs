@@ -12,6 +12,10 @@
 //! `/status/{id}`, `/input/{id}`, `/closeInput/{id}`, `/cancel/{id}`),
 //! described by `GET /openapi.json` (generated from the route annotations)
 //! and a `/docs/` page to try them from a browser.
+//!
+//! Web pages of other origins are refused with `403`, before the token
+//! check, as [`exec_core::auth::OriginPolicy`] says; the docs page is the
+//! server's own.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use exec_core::auth::{AccessToken, require_token};
+use exec_core::auth::{AccessToken, Origin, OriginPolicy, check_origin, require_token};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,6 +56,9 @@ pub enum Error {
 pub struct Config {
     /// The token clients must present; `None` turns authentication off.
     pub token: Option<AccessToken>,
+    /// Origins whose web pages may call besides the server's own
+    /// (`--allow-origin`); see [`OriginPolicy`].
+    pub allowed_origins: Vec<Origin>,
     /// How long a new connection may take to send its call (the reference
     /// allows 1 s).
     pub call_timeout: Duration,
@@ -73,6 +80,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             token: None,
+            allowed_origins: Vec::new(),
             call_timeout: Duration::from_secs(1),
             max_message: 1 << 20,
             max_pending_input: 16 << 20,
@@ -124,6 +132,11 @@ pub async fn serve(
     handler: Arc<dyn Handler>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let origins = OriginPolicy::new(
+        &config.allowed_origins,
+        config.token.is_some(),
+        listener.local_addr()?,
+    );
     let cancel = CancellationToken::new();
     let state = AppState {
         shared: ws::Shared {
@@ -139,7 +152,8 @@ pub async fn serve(
     let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout);
     tokio::spawn(rest.clone().reap(cancel.clone()));
     // REST routes by name, the docs beside them, and a WebSocket upgrade on
-    // any other path under the base. Everything but the docs needs the token.
+    // any other path under the base. Everything but the docs needs the token;
+    // everything, the docs too, is subject to the origin rule.
     let auth = axum::middleware::from_fn_with_state(config.token.clone(), require_token);
     let websocket = Router::new()
         .fallback(upgrade)
@@ -152,7 +166,8 @@ pub async fn serve(
     } else {
         Router::new().nest(&state.base, routes)
     }
-    .fallback_service(websocket);
+    .fallback_service(websocket)
+    .layer(axum::middleware::from_fn_with_state(origins, check_origin));
     exec_core::serve::serve_app(
         listener,
         app,

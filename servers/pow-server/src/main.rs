@@ -26,6 +26,11 @@ struct Args {
     /// Allow --no-auth on a non-loopback address.
     #[arg(long)]
     insecure: bool,
+    /// Let web pages of ORIGIN (scheme://host[:port]) call; repeatable.
+    /// Without auth only the server's own pages (/docs/) and these may;
+    /// with auth, given at all, it restricts browsers to them.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<exec_core::auth::Origin>,
     /// TOML file of processes (default: the built-in set: echo, date, ls, wc).
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
@@ -68,6 +73,7 @@ async fn run() -> anyhow::Result<()> {
     let registry = pow_server::registry_from_toml(&text)?;
     let config = pow_server::Config {
         token,
+        allowed_origins: args.allow_origins,
         base_path: args.base_path,
         ..pow_server::Config::default()
     };

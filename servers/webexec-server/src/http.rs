@@ -1,6 +1,7 @@
 //! HTTP signaling: the seed's `POST /connect` and today's WHIP-like
 //! `POST /offer` with trickled candidates, CORS for browsers, and the demo
-//! page.
+//! page. Pages of other origins are refused as
+//! [`exec_core::auth::OriginPolicy`] says.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,9 +13,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
+use exec_core::auth::{OriginPolicy, check_origin};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
 use crate::host::Host;
@@ -39,14 +41,24 @@ pub(crate) struct AppState {
     pub(crate) tracker: TaskTracker,
 }
 
-/// The routes, with CORS for browsers on any origin.
-pub(crate) fn router(state: AppState) -> Router {
+/// The routes, for browsers too. `origins` is the rule of a TCP listener
+/// (`None` on the daemon's socket, which no web page can reach): it refuses
+/// pages of other origins before anything else, their CORS preflights
+/// included, and CORS answers the origins it admits — any (`*`) when it
+/// admits any (a token is required and no origin listed), else the
+/// request's own, which the rule has already vetted.
+pub(crate) fn router(state: AppState, origins: Option<OriginPolicy>) -> Router {
+    let any = origins.as_ref().is_none_or(OriginPolicy::admits_any_origin);
     let cors = CorsLayer::new()
-        .allow_origin(Any)
+        .allow_origin(if any {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::mirror_request()
+        })
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION]);
-    Router::new()
+    let router = Router::new()
         .route("/", get(page))
         .route("/assets/{file}", get(asset))
         .route("/connect", post(connect))
@@ -57,7 +69,11 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
-        .with_state(state)
+        .with_state(state);
+    match origins {
+        Some(origins) => router.layer(axum::middleware::from_fn_with_state(origins, check_origin)),
+        None => router,
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {

@@ -79,6 +79,9 @@ impl Error {
 pub struct Config {
     /// Who may connect.
     pub authorized: Authorized,
+    /// Origins whose web pages may signal besides the server's own (the
+    /// demo page); see [`exec_core::auth::OriginPolicy`].
+    pub allowed_origins: Vec<exec_core::auth::Origin>,
     /// ICE servers, UDP address and ports.
     pub rtc: RtcConfig,
     /// Where the server's certificate (its identity) is kept; `None` makes
@@ -98,6 +101,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             authorized: Authorized::default(),
+            allowed_origins: Vec::new(),
             rtc: RtcConfig {
                 ice_servers: Vec::new(),
                 udp_ip: std::net::Ipv4Addr::LOCALHOST.into(),
@@ -125,6 +129,9 @@ pub struct Server {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    allowed_origins: Arc<[exec_core::auth::Origin]>,
+    /// Clients must be authorized (not `--no-auth`).
+    auth: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -152,6 +159,8 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             grace: config.shutdown_grace,
+            allowed_origins: config.allowed_origins.into(),
+            auth: !config.authorized.open,
         })
     }
 
@@ -169,22 +178,33 @@ impl Server {
         )
     }
 
-    fn router(&self, trusted: bool) -> axum::Router {
-        http::router(http::AppState {
-            host: self.host.clone(),
-            rtc: self.rtc.clone(),
-            trusted,
-            sessions: self.sessions.clone(),
-            shutdown: self.shutdown.clone(),
-            tracker: self.tracker.clone(),
-        })
+    /// The routes of a TCP listener, under its origin rule; or, with
+    /// `None`, of the daemon's socket, which is trusted (only its user can
+    /// reach it, and no web page can): no token, no origin rule.
+    fn router(&self, origins: Option<exec_core::auth::OriginPolicy>) -> axum::Router {
+        http::router(
+            http::AppState {
+                host: self.host.clone(),
+                rtc: self.rtc.clone(),
+                trusted: origins.is_none(),
+                sessions: self.sessions.clone(),
+                shutdown: self.shutdown.clone(),
+                tracker: self.tracker.clone(),
+            },
+            origins,
+        )
     }
 
     /// Serves HTTP signaling and the demo page on `listener` until the
     /// server shuts down.
     pub async fn serve_tcp(&self, listener: TcpListener) -> Result<(), Error> {
+        let origins = exec_core::auth::OriginPolicy::new(
+            &self.allowed_origins,
+            self.auth,
+            listener.local_addr()?,
+        );
         let stop = self.shutdown.clone();
-        axum::serve(listener, self.router(false))
+        axum::serve(listener, self.router(Some(origins)))
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await?;
         Ok(())
@@ -195,7 +215,7 @@ impl Server {
     pub async fn serve_unix(&self, listener: UnixListener) -> Result<(), Error> {
         let stop = self.shutdown.clone();
         let app = self
-            .router(true)
+            .router(None)
             .merge(daemon::control_routes(self.clone()));
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

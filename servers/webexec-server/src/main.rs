@@ -45,6 +45,11 @@ struct Opts {
     /// Allow --no-auth on a non-loopback address. Anyone who can reach it can run commands.
     #[arg(long, global = true)]
     insecure: bool,
+    /// Let web pages of ORIGIN (scheme://host[:port]) signal; repeatable.
+    /// Without auth only the server's own page and these may; with auth,
+    /// given at all, it restricts browsers to them.
+    #[arg(long = "allow-origin", global = true, value_name = "ORIGIN")]
+    allow_origins: Vec<exec_core::auth::Origin>,
     /// UDP ports for WebRTC, MIN-MAX (0-0: any free port).
     #[arg(
         long,
@@ -194,6 +199,9 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     for server in &opts.ice_servers {
         cmd.arg("--ice-server").arg(server);
     }
+    for origin in &opts.allow_origins {
+        cmd.arg("--allow-origin").arg(origin.to_string());
+    }
     if opts.no_auth {
         cmd.arg("--no-auth");
     }
@@ -252,6 +260,7 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
             tokens,
             open: opts.no_auth,
         },
+        allowed_origins: opts.allow_origins.clone(),
         rtc: RtcConfig {
             ice_servers,
             // WebRTC binds the interface HTTP listens on; a wildcard

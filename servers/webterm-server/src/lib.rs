@@ -6,6 +6,11 @@
 //! [`serve`] accepts connections on one or more bound listeners (the
 //! default binds `localhost` on IPv4 and IPv6) until its shutdown future
 //! completes.
+//!
+//! Web pages of other origins are refused with `403` before the upgrade as
+//! [`exec_core::auth::OriginPolicy`] says: with a token configured any
+//! origin may connect and authenticate in-band (the original client runs
+//! from its own page), unless `--allow-origin` lists some.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use exec_core::auth::AccessToken;
+use exec_core::auth::{AccessToken, Origin, OriginPolicy, check_origin};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +43,9 @@ pub enum Error {
 pub struct Config {
     /// The token `authentication` must carry; `None` accepts any.
     pub token: Option<AccessToken>,
+    /// Origins whose web pages may connect (`--allow-origin`); see
+    /// [`OriginPolicy`].
+    pub allowed_origins: Vec<Origin>,
     /// Send output HTML-escaped with `<br>` for newlines unless a
     /// connection asks otherwise (`?output=text`).
     pub html_output: bool,
@@ -55,6 +63,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             token: None,
+            allowed_origins: Vec::new(),
             html_output: false,
             shell: default_shell(),
             max_commands: 64,
@@ -107,6 +116,22 @@ pub async fn serve(
         max_message: config.max_message,
     };
     let app = Router::new().fallback(upgrade).with_state(state);
+    // One app per listener: the origin rule's Host check depends on the
+    // address.
+    let served = listeners
+        .into_iter()
+        .map(|listener| {
+            let origins = OriginPolicy::new(
+                &config.allowed_origins,
+                config.token.is_some(),
+                listener.local_addr()?,
+            );
+            let app = app
+                .clone()
+                .layer(axum::middleware::from_fn_with_state(origins, check_origin));
+            Ok((listener, app))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
     // One shutdown for every listener.
     let stop = CancellationToken::new();
     let trigger = stop.clone();
@@ -115,10 +140,10 @@ pub async fn serve(
         trigger.cancel();
     });
     let mut servers = tokio::task::JoinSet::new();
-    for listener in listeners {
+    for (listener, app) in served {
         servers.spawn(exec_core::serve::serve_app(
             listener,
-            app.clone(),
+            app,
             stop.clone().cancelled_owned(),
             cancel.clone(),
             tracker.clone(),

@@ -26,6 +26,11 @@ struct Args {
     /// Allow --no-auth on a non-loopback address.
     #[arg(long)]
     insecure: bool,
+    /// Let web pages of ORIGIN (scheme://host[:port]) connect; repeatable.
+    /// Without auth only these may; with auth, given at all, it restricts
+    /// browsers to them.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<exec_core::auth::Origin>,
     /// Send output HTML-escaped with <br> for newlines (for clients that
     /// render output as HTML, like the original web-terminal client); a
     /// connection can still ask for `?output=text`.
@@ -89,6 +94,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let config = webterm_server::Config {
         token,
+        allowed_origins: args.allow_origins,
         html_output: args.html_output,
         shell: args.shell.unwrap_or_else(webterm_server::default_shell),
         ..webterm_server::Config::default()

@@ -6,8 +6,9 @@
 //! WebSocket here and over an in-memory pipe in unit tests.
 //!
 //! Every WebSocket path is served (the reference client connects to whatever
-//! URL it is given). Requests without the configured token are refused with
-//! `401` before the upgrade.
+//! URL it is given). Web pages of other origins are refused with `403` as
+//! [`exec_core::auth::OriginPolicy`] says, then requests without the
+//! configured token with `401`, both before the upgrade.
 
 use std::future::Future;
 use std::io;
@@ -19,7 +20,7 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use exec_core::PaneRegistry;
-use exec_core::auth::{AccessToken, require_token};
+use exec_core::auth::{AccessToken, Origin, OriginPolicy, check_origin, require_token};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,6 +48,9 @@ pub enum Error {
 pub struct Config {
     /// The token clients must present; `None` turns authentication off.
     pub token: Option<AccessToken>,
+    /// Origins whose web pages may connect besides the server's own
+    /// (`--allow-origin`); see [`OriginPolicy`].
+    pub allowed_origins: Vec<Origin>,
     /// How long a named terminal session lives after its last client left.
     pub session_timeout: Duration,
     /// How long a new connection may take to send `start`.
@@ -61,6 +65,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             token: None,
+            allowed_origins: Vec::new(),
             session_timeout: Duration::from_secs(5 * 60),
             start_timeout: Duration::from_secs(30),
             replay_bytes: 1 << 20,
@@ -98,6 +103,11 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let origins = OriginPolicy::new(
+        &config.allowed_origins,
+        config.token.is_some(),
+        listener.local_addr()?,
+    );
     let cancel = CancellationToken::new();
     let state = AppState {
         shared: session::Shared {
@@ -115,7 +125,8 @@ pub async fn serve(
         .layer(axum::middleware::from_fn_with_state(
             config.token.clone(),
             require_token,
-        ));
+        ))
+        .layer(axum::middleware::from_fn_with_state(origins, check_origin));
     // Named terminal sessions outlive connections: end them with the server.
     let registry = state.shared.registry.clone();
     let stopping = cancel.clone();

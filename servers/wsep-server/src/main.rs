@@ -27,6 +27,11 @@ struct Args {
     /// Allow --no-auth on a non-loopback address. Anyone who can reach it can run commands.
     #[arg(long)]
     insecure: bool,
+    /// Let web pages of ORIGIN (scheme://host[:port]) connect; repeatable.
+    /// Without auth only these may; with auth, given at all, it restricts
+    /// browsers to them.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<exec_core::auth::Origin>,
     /// Seconds a named terminal session lives after its last client leaves.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     session_timeout: u64,
@@ -66,6 +71,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let config = wsep_server::Config {
         token,
+        allowed_origins: args.allow_origins,
         session_timeout: Duration::from_secs(args.session_timeout),
         ..wsep_server::Config::default()
     };
