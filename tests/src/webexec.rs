@@ -342,6 +342,11 @@ fn decode_answer(body: &str) -> Result<String, ConnectError> {
 /// One data channel, client side.
 pub struct ClientChannel {
     dc: Arc<dyn DataChannel>,
+    /// Messages that came before the channel's `OnOpen`: the `webrtc` crate
+    /// hands a channel we opened the server's first message (a pane id)
+    /// as soon as SCTP reads it, while the open that the server's ack
+    /// caused waits for the driver's next round of events.
+    early: std::sync::Mutex<std::collections::VecDeque<Msg>>,
 }
 
 impl std::fmt::Debug for ClientChannel {
@@ -369,15 +374,33 @@ impl Msg {
     }
 }
 
+impl From<webrtc::data_channel::RTCDataChannelMessage> for Msg {
+    fn from(m: webrtc::data_channel::RTCDataChannelMessage) -> Msg {
+        if m.is_string {
+            Msg::Text(String::from_utf8_lossy(&m.data).into_owned())
+        } else {
+            Msg::Binary(m.data.to_vec())
+        }
+    }
+}
+
 impl ClientChannel {
     async fn opened(dc: Arc<dyn DataChannel>) -> Option<ClientChannel> {
+        let mut early = std::collections::VecDeque::new();
         loop {
-            match dc.poll().await? {
-                DataChannelEvent::OnOpen => return Some(ClientChannel { dc }),
-                DataChannelEvent::OnClose => return None,
-                _ => {}
+            match dc.poll().await {
+                Some(DataChannelEvent::OnOpen) => break,
+                Some(DataChannelEvent::OnMessage(m)) => early.push_back(Msg::from(m)),
+                Some(DataChannelEvent::OnClose) | None if early.is_empty() => return None,
+                // Closed right after what it sent: `recv` gives that, then None.
+                Some(DataChannelEvent::OnClose) | None => break,
+                Some(_) => {}
             }
         }
+        Some(ClientChannel {
+            dc,
+            early: std::sync::Mutex::new(early),
+        })
     }
 
     /// The next message, `None` once closed; panics after 10 s of silence.
@@ -389,12 +412,12 @@ impl ClientChannel {
 
     /// The next message, `None` once closed, however long it takes.
     pub async fn recv_forever(&self) -> Option<Msg> {
+        if let Some(msg) = self.early.lock().unwrap().pop_front() {
+            return Some(msg);
+        }
         loop {
             match self.dc.poll().await? {
-                DataChannelEvent::OnMessage(m) if m.is_string => {
-                    return Some(Msg::Text(String::from_utf8_lossy(&m.data).into_owned()));
-                }
-                DataChannelEvent::OnMessage(m) => return Some(Msg::Binary(m.data.to_vec())),
+                DataChannelEvent::OnMessage(m) => return Some(Msg::from(m)),
                 DataChannelEvent::OnClose => return None,
                 _ => {}
             }
