@@ -550,3 +550,79 @@ async fn daemon_socket_serves_the_ssh_flow() {
     server.finish().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn clipboard_both_ways_through_the_daemon_socket() {
+    use webexec_server::daemon::{self, Paths};
+    let dir = std::env::temp_dir().join(format!("webexec-clip-{}", std::process::id()));
+    let paths = Paths::new(Some(dir.clone())).unwrap();
+    let socket = paths.socket();
+    let server = webexec_server::Server::new(webexec_server::Config {
+        socket: Some(socket.clone()),
+        ..webexec_server::Config::default()
+    })
+    .unwrap();
+    let listener = daemon::bind(&paths).await.unwrap();
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve_unix(listener).await }
+    });
+    // Nobody to ask yet.
+    let err = daemon::paste(&socket).await.unwrap_err().to_string();
+    assert!(err.contains("no client"), "{err}");
+
+    let addr = "127.0.0.1:9".parse().unwrap(); // unused by this flow
+    let mut client = Client::connect(addr, None, &Signaling::Daemon(paths.clone()))
+        .await
+        .unwrap();
+    // Panes know their server's socket: `copy`/`paste` in them find it.
+    let ch = client.open("printenv,WEBEXEC").await;
+    hello(&ch).await;
+    let printed = ch.read_to_close().await;
+    assert_eq!(
+        String::from_utf8(printed).unwrap().trim(),
+        socket.display().to_string()
+    );
+
+    // copy: set_clipboard reaches the client.
+    let copy = tokio::spawn({
+        let socket = socket.clone();
+        async move { daemon::copy(&socket, b"from the host".to_vec(), "text/plain").await }
+    });
+    let msg = client.control.next().await;
+    assert_eq!(msg["type"], "set_clipboard");
+    assert_eq!(
+        msg["args"],
+        json!({"data": "from the host", "mimetype": "text/plain"})
+    );
+    copy.await.unwrap().unwrap();
+
+    // paste: get_clipboard, answered by the client's ack (Terminal7's form).
+    let paste = tokio::spawn({
+        let socket = socket.clone();
+        async move { daemon::paste(&socket).await }
+    });
+    let msg = client.control.next().await;
+    assert_eq!(msg["type"], "get_clipboard");
+    let ack = json!({"type": "ack", "message_id": 90, "time": 1,
+        "args": {"ref": msg["message_id"], "body": "from the phone"}});
+    client.control.channel.send_text(&ack.to_string()).await;
+    assert_eq!(paste.await.unwrap().unwrap(), "from the phone");
+
+    // A refusal reaches `paste` with the client's reason.
+    let paste = tokio::spawn({
+        let socket = socket.clone();
+        async move { daemon::paste(&socket).await }
+    });
+    let msg = client.control.next().await;
+    let nack = json!({"type": "nack", "message_id": 91, "time": 1,
+        "args": {"ref": msg["message_id"], "body": "clipboard is not text"}});
+    client.control.channel.send_text(&nack.to_string()).await;
+    let err = paste.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("clipboard is not text"), "{err}");
+
+    server.shutdown();
+    serving.await.unwrap().unwrap();
+    server.finish().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

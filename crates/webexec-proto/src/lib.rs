@@ -104,6 +104,9 @@ pub enum Request {
     Nack {
         /// The message refused.
         reference: i64,
+        /// Why: `desc` (the reference), `description` (the seed), or
+        /// `body` (Terminal7's nack of `get_clipboard`); empty when none.
+        description: String,
     },
 }
 
@@ -184,6 +187,11 @@ fn request(kind: &str, args: &Map<String, Value>) -> Result<Request, String> {
         },
         "nack" => Request::Nack {
             reference: args.get("ref").and_then(Value::as_i64).unwrap_or(0),
+            description: ["desc", "description", "body"]
+                .iter()
+                .find_map(|key| args.get(*key).and_then(Value::as_str))
+                .unwrap_or_default()
+                .to_owned(),
         },
         other => return Err(format!("unknown message type {other:?}")),
     })
@@ -264,7 +272,7 @@ pub enum Notice {
         /// Rows.
         rows: u16,
     },
-    /// Put text on the client's clipboard (OSC 52 from a pane).
+    /// Put data on the client's clipboard (`webexec-server copy` in a pane).
     SetClipboard {
         /// The text.
         data: String,

@@ -303,3 +303,51 @@ fn candidates_fingerprints_and_authorized_files() {
     let file = "# tokens and fingerprints\n\nABCD01EF my laptop\n  tok3n  \n#OLD\n";
     assert_eq!(authorized_entries(file), vec!["ABCD01EF", "tok3n"]);
 }
+
+#[test]
+fn terminal7_clipboard_replies() {
+    // gate.ts acks get_clipboard with the text, nacks with the error in
+    // `body`, and acks set_clipboard without a body.
+    let m = incoming(
+        json!({"type":"ack","args":{"ref":7,"body":"copied text"},"message_id":3,"time":1}),
+    );
+    assert_eq!(
+        m.request,
+        Ok(Request::Ack {
+            reference: 7,
+            body: json!("copied text")
+        })
+    );
+    let m = incoming(
+        json!({"type":"nack","args":{"ref":8,"body":"no permission"},"message_id":4,"time":1}),
+    );
+    assert_eq!(
+        m.request,
+        Ok(Request::Nack {
+            reference: 8,
+            description: "no permission".into()
+        })
+    );
+    let m = incoming(json!({"type":"nack","args":{"ref":9,"desc":"why"},"message_id":5,"time":1}));
+    assert_eq!(
+        m.request,
+        Ok(Request::Nack {
+            reference: 9,
+            description: "why".into()
+        })
+    );
+    let v: Value = serde_json::from_str(
+        &Notice::SetClipboard {
+            data: "hi".into(),
+            mimetype: "text/plain".into(),
+        }
+        .encode(4, 5),
+    )
+    .unwrap();
+    assert_eq!(
+        v,
+        json!({"time":5,"message_id":4,"type":"set_clipboard","args":{"data":"hi","mimetype":"text/plain"}})
+    );
+    let v: Value = serde_json::from_str(&Notice::GetClipboard.encode(6, 7)).unwrap();
+    assert_eq!(v["type"], "get_clipboard");
+}

@@ -4,19 +4,25 @@
 //! across connections.
 //!
 //! The socket speaks the same HTTP signaling as the TCP listener (no token:
-//! only its owner can open it), plus `GET /status` and `POST /stop`.
+//! only its owner can open it), plus `GET /status`, `POST /stop`, and the
+//! client's clipboard: `POST /clipboard` (body = the data, `Content-Type`
+//! its type) puts it there with `set_clipboard`, `GET /clipboard` reads it
+//! with `get_clipboard`, both through the active peer (the one that sent
+//! something last), as the reference's `webexec copy` and `paste` do.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::host::AskError;
 use crate::{Error, Server};
 
 /// Where one user's server keeps its state.
@@ -113,7 +119,63 @@ pub(crate) fn control_routes(server: Server) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/stop", post(stop))
+        .route("/clipboard", get(paste_route).post(copy_route))
         .with_state(server)
+}
+
+/// The environment variable that names the daemon socket in a pane (the
+/// reference's name), so `copy` and `paste` reach the server of the pane
+/// they run in.
+pub const SOCKET_VAR: &str = "WEBEXEC";
+
+/// Largest clipboard a client is sent: the reference has no limit, but a
+/// control message must stay well within what a browser takes.
+const MAX_CLIPBOARD: usize = 1 << 20;
+
+async fn copy_route(
+    State(server): State<Server>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    if body.len() > MAX_CLIPBOARD {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_CLIPBOARD} bytes\n"),
+        );
+    }
+    let mimetype = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain")
+        .to_owned();
+    let notice = webexec_proto::Notice::SetClipboard {
+        data: String::from_utf8_lossy(&body).into_owned(),
+        mimetype,
+    };
+    match server.host().ask(notice, false).await {
+        Ok(_) => (StatusCode::NO_CONTENT, String::new()),
+        Err(e) => ask_failed(&e),
+    }
+}
+
+async fn paste_route(State(server): State<Server>) -> (StatusCode, String) {
+    match server
+        .host()
+        .ask(webexec_proto::Notice::GetClipboard, true)
+        .await
+    {
+        Ok(text) => (StatusCode::OK, text),
+        Err(e) => ask_failed(&e),
+    }
+}
+
+fn ask_failed(e: &AskError) -> (StatusCode, String) {
+    let status = match e {
+        AskError::NoClient => StatusCode::SERVICE_UNAVAILABLE,
+        AskError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        AskError::Refused(_) => StatusCode::BAD_GATEWAY,
+    };
+    (status, format!("{e}\n"))
 }
 
 async fn status(State(server): State<Server>) -> String {
@@ -132,6 +194,34 @@ pub async fn request(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(u16, String), Error> {
+    request_typed(socket, method, path, None, body).await
+}
+
+/// Puts `data` of type `mimetype` on the clipboard of the client of the
+/// daemon at `socket` (`webexec-server copy`).
+pub async fn copy(socket: &Path, data: Vec<u8>, mimetype: &str) -> Result<(), Error> {
+    match request_typed(socket, "POST", "/clipboard", Some(mimetype), data).await? {
+        (204 | 200, _) => Ok(()),
+        (_, why) => Err(Error::Clipboard(why.trim().to_owned())),
+    }
+}
+
+/// The clipboard of the client of the daemon at `socket`
+/// (`webexec-server paste`).
+pub async fn paste(socket: &Path) -> Result<String, Error> {
+    match request_typed(socket, "GET", "/clipboard", None, Vec::new()).await? {
+        (200, text) => Ok(text),
+        (_, why) => Err(Error::Clipboard(why.trim().to_owned())),
+    }
+}
+
+async fn request_typed(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<(u16, String), Error> {
     let stream = UnixStream::connect(socket).await.map_err(|e| Error::File {
         path: socket.to_owned(),
         source: e,
@@ -140,10 +230,14 @@ pub async fn request(
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "localhost")
+        .header("host", "localhost");
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let request = request
         .body(Full::new(Bytes::from(body)))
         .map_err(std::io::Error::other)?;
     let response = sender

@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use exec_core::auth::AccessToken;
 use exec_core::{Command, Pane, PaneConfig, PtySize};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use webexec_proto::{Notice, Size};
 
 use crate::Error;
@@ -22,6 +23,38 @@ const MAX_MARKERS: usize = 64;
 /// (a peer that does not read its control channel loses broadcasts, never
 /// stalls the sender).
 const NOTICE_QUEUE: usize = 256;
+
+/// How long a request to a client (`get_clipboard`) waits for its ack.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the host hands a peer, for its control channel.
+#[derive(Debug)]
+pub(crate) enum ToPeer {
+    /// A broadcast; nobody waits for it.
+    Notice(Notice),
+    /// A request of the server's own: `reply` gets the client's ack body
+    /// or nack reason, or, when `await_ack` is false, an empty body once
+    /// the request was sent.
+    Ask {
+        notice: Notice,
+        await_ack: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// Why a clipboard request to a client failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AskError {
+    /// No client is connected.
+    #[error("no client is connected")]
+    NoClient,
+    /// The client did not ack in time.
+    #[error("the client did not answer within {}s", ASK_TIMEOUT.as_secs())]
+    Timeout,
+    /// The client refused, or went away before answering.
+    #[error("the client refused: {0}")]
+    Refused(String),
+}
 
 /// Who may connect: the authorized file (re-read on every check, so an
 /// operator's edit takes effect at once) and the tokens given on the
@@ -112,6 +145,8 @@ pub(crate) struct PaneDefaults {
     pub(crate) home: Option<PathBuf>,
     /// Replay ring per pane.
     pub(crate) replay_bytes: usize,
+    /// Extra environment of every pane.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// The state shared by every peer of one server.
@@ -123,8 +158,11 @@ pub(crate) struct Host {
     next_pane: AtomicU64,
     payload: Mutex<Value>,
     markers: Mutex<Markers>,
-    peers: Mutex<HashMap<u64, mpsc::Sender<Notice>>>,
+    peers: Mutex<HashMap<u64, mpsc::Sender<ToPeer>>>,
     next_peer: AtomicU64,
+    /// The peer that sent something last (0: none): the one whose user is
+    /// at the keyboard, which `webexec-server copy`/`paste` talk to.
+    active_peer: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +183,7 @@ impl Host {
             markers: Mutex::new(Markers::default()),
             peers: Mutex::new(HashMap::new()),
             next_peer: AtomicU64::new(1),
+            active_peer: AtomicU64::new(0),
         }
     }
 
@@ -165,6 +204,9 @@ impl Host {
         cmd = cmd
             .env("TERM", "xterm-256color")
             .env("COLORTERM", "truecolor");
+        for (key, value) in &self.defaults.env {
+            cmd = cmd.env(key, value);
+        }
         let cwd = parent
             .and_then(|p| self.pane(p))
             .and_then(|p| std::fs::read_link(format!("/proc/{}/cwd", p.pane.pid())).ok())
@@ -262,7 +304,7 @@ impl Host {
     }
 
     /// Registers a peer for broadcasts: its id and its notices.
-    pub(crate) fn join(&self) -> (u64, mpsc::Receiver<Notice>) {
+    pub(crate) fn join(&self) -> (u64, mpsc::Receiver<ToPeer>) {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(NOTICE_QUEUE);
         lock(&self.peers).insert(id, tx);
@@ -272,6 +314,40 @@ impl Host {
     /// Forgets a peer.
     pub(crate) fn leave(&self, id: u64) {
         lock(&self.peers).remove(&id);
+        let _ = self
+            .active_peer
+            .compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Notes that peer `id` sent something: it is the active one.
+    pub(crate) fn touch(&self, id: u64) {
+        self.active_peer.store(id, Ordering::Relaxed);
+    }
+
+    /// Sends `notice` to the active peer (else the one that joined last)
+    /// and, when `await_ack`, waits for its ack: the body, or why not.
+    pub(crate) async fn ask(&self, notice: Notice, await_ack: bool) -> Result<String, AskError> {
+        let (reply, answer) = oneshot::channel();
+        let peer = {
+            let peers = lock(&self.peers);
+            let active = self.active_peer.load(Ordering::Relaxed);
+            peers
+                .get(&active)
+                .or_else(|| peers.iter().max_by_key(|(id, _)| **id).map(|(_, tx)| tx))
+                .cloned()
+        };
+        let peer = peer.ok_or(AskError::NoClient)?;
+        peer.try_send(ToPeer::Ask {
+            notice,
+            await_ack,
+            reply,
+        })
+        .map_err(|_| AskError::Refused("its control channel is full or closed".into()))?;
+        match tokio::time::timeout(ASK_TIMEOUT, answer).await {
+            Err(_) => Err(AskError::Timeout),
+            Ok(Err(_)) => Err(AskError::Refused("it disconnected".into())),
+            Ok(Ok(result)) => result.map_err(AskError::Refused),
+        }
     }
 
     /// Number of connected peers.
@@ -282,7 +358,7 @@ impl Host {
     /// Sends `notice` to every peer but `from`.
     pub(crate) fn broadcast(&self, from: u64, notice: &Notice) {
         for (id, tx) in lock(&self.peers).iter() {
-            if *id != from && tx.try_send(notice.clone()).is_err() {
+            if *id != from && tx.try_send(ToPeer::Notice(notice.clone())).is_err() {
                 tracing::debug!(peer = id, "control channel not read; notice dropped");
             }
         }

@@ -59,6 +59,9 @@ pub enum Error {
     /// A data channel closed while in use.
     #[error("data channel closed")]
     ChannelClosed,
+    /// The client's clipboard could not be read or written.
+    #[error("clipboard: {0}")]
+    Clipboard(String),
     /// The engine could not run or drive a command.
     #[error(transparent)]
     Exec(#[from] exec_core::Error),
@@ -95,6 +98,10 @@ pub struct Config {
     pub replay_bytes: usize,
     /// How long shutdown waits for peers to close.
     pub shutdown_grace: Duration,
+    /// The daemon socket this server serves, if any: panes get it in
+    /// `WEBEXEC`, so `webexec-server copy`/`paste` in a pane reach the
+    /// client's clipboard through this server.
+    pub socket: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -115,6 +122,7 @@ impl Default for Config {
             home: std::env::var_os("HOME").map(PathBuf::from),
             replay_bytes: 1 << 20,
             shutdown_grace: Duration::from_secs(3),
+            socket: None,
         }
     }
 }
@@ -150,6 +158,13 @@ impl Server {
                 shell: config.shell.clone(),
                 home: config.home.clone(),
                 replay_bytes: config.replay_bytes,
+                // The reference's variable: how `webexec-server copy` and
+                // `paste` run in a pane find the server that runs it.
+                env: config
+                    .socket
+                    .iter()
+                    .map(|path| (daemon::SOCKET_VAR.to_owned(), path.display().to_string()))
+                    .collect(),
             },
         ));
         Ok(Server {
@@ -221,6 +236,10 @@ impl Server {
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await?;
         Ok(())
+    }
+
+    pub(crate) fn host(&self) -> &host::Host {
+        &self.host
     }
 
     /// Starts shutting down: listeners stop, peers close, panes end.

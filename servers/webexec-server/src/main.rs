@@ -81,6 +81,16 @@ enum Cmd {
     Stop,
     /// Say whether a server is running, with its panes and peers.
     Status,
+    /// Put stdin on the clipboard of the client at the keyboard (in a pane:
+    /// the client of that pane's server, from $WEBEXEC).
+    Copy {
+        /// The data's type.
+        #[arg(long, default_value = "text/plain")]
+        mimetype: String,
+    },
+    /// Print the clipboard of the client at the keyboard (in a pane: the
+    /// client of that pane's server, from $WEBEXEC).
+    Paste,
     /// The ssh flow: hand OFFER (or stdin) to the running server, starting
     /// one if needed, and print its answer.
     Accept {
@@ -144,6 +154,22 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 Ok(std::process::ExitCode::from(3))
             }
         },
+        Cmd::Copy { mimetype } => {
+            let mut data = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut data)
+                .context("reading stdin")?;
+            daemon::copy(&clipboard_socket(&paths), data, &mimetype).await?;
+            Ok(ok)
+        }
+        Cmd::Paste => {
+            let text = daemon::paste(&clipboard_socket(&paths)).await?;
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+            Ok(ok)
+        }
         Cmd::Accept { offer } => {
             let offer = match offer {
                 Some(offer) => offer,
@@ -162,6 +188,15 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             Ok(ok)
         }
     }
+}
+
+/// The socket `copy` and `paste` talk to: the one of the server whose
+/// pane they run in ($WEBEXEC), else this user's.
+fn clipboard_socket(paths: &Paths) -> PathBuf {
+    std::env::var_os(daemon::SOCKET_VAR)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths.socket())
 }
 
 fn init_logging() {
@@ -269,6 +304,7 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
             udp_ports,
         },
         certificate: Some(paths.certificate()),
+        socket: Some(paths.socket()),
         ..Config::default()
     };
     let server = Server::new(config)?;

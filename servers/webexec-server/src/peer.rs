@@ -4,16 +4,17 @@
 //! channels detach and the panes run on, their output kept in the pane's
 //! replay ring for the next peer that reconnects.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use exec_core::{PaneEvent, Replay};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use webexec_proto::{Label, Notice, Request};
 
-use crate::host::{Host, PaneEntry};
+use crate::host::{Host, PaneEntry, ToPeer};
 use crate::rtc::{Channel, Peer};
 
 /// How long a peer that must authenticate with an `auth` message (seed
@@ -40,6 +41,9 @@ struct PeerState {
     last_pty: Mutex<Option<u64>>,
     next_message_id: AtomicI64,
     control: Mutex<Option<Arc<Channel>>>,
+    /// The server's own requests (`get_clipboard`) awaiting the client's
+    /// ack, by their message id.
+    asks: Mutex<HashMap<i64, oneshot::Sender<Result<String, String>>>>,
     cancel: CancellationToken,
 }
 
@@ -63,6 +67,7 @@ pub(crate) async fn run(
         last_pty: Mutex::new(None),
         next_message_id: AtomicI64::new(1),
         control: Mutex::new(None),
+        asks: Mutex::new(HashMap::new()),
         cancel: shutdown.child_token(),
     });
     tracing::info!(peer = id, authenticated, "peer connected");
@@ -77,7 +82,7 @@ pub(crate) async fn run(
                 }
                 None => break,
             },
-            Some(notice) = notices.recv() => state.notify(&notice).await,
+            Some(message) = notices.recv() => state.deliver(message).await,
             () = rtc.ended() => break,
             () = state.cancel.cancelled() => break,
             () = &mut auth_deadline, if !state.authenticated.load(Ordering::Acquire) => {
@@ -108,12 +113,52 @@ impl PeerState {
         }
     }
 
-    /// Sends a notice on the control channel, if the peer opened one.
-    async fn notify(&self, notice: &Notice) {
+    /// Sends what the host has for this peer on its control channel.
+    /// Nothing reaches a peer that has not authenticated: not the payload
+    /// of a broadcast, not a clipboard request.
+    async fn deliver(&self, message: ToPeer) {
         let control = self.control.lock().await.clone();
-        if let Some(control) = control {
-            let text = notice.encode(self.message_id(), now_ms());
-            let _ = control.send(text.as_bytes()).await;
+        let control = control.filter(|_| self.authenticated.load(Ordering::Acquire));
+        let (notice, ask) = match message {
+            ToPeer::Notice(notice) => (notice, None),
+            ToPeer::Ask {
+                notice,
+                await_ack,
+                reply,
+            } => (notice, Some((await_ack, reply))),
+        };
+        let Some(control) = control else {
+            if let Some((_, reply)) = ask {
+                let _ = reply.send(Err("no authenticated control channel".into()));
+            }
+            return;
+        };
+        let id = self.message_id();
+        let text = notice.encode(id, now_ms());
+        match ask {
+            None => {
+                let _ = control.send(text.as_bytes()).await;
+            }
+            Some((false, reply)) => {
+                let sent = control.send(text.as_bytes()).await;
+                let _ = reply.send(sent.map(|()| String::new()).map_err(|e| e.to_string()));
+            }
+            Some((true, reply)) => {
+                // Registered before sending: the ack may come at once.
+                self.asks.lock().await.insert(id, reply);
+                if let Err(e) = control.send(text.as_bytes()).await
+                    && let Some(reply) = self.asks.lock().await.remove(&id)
+                {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Hands the client's ack or nack of one of our requests to its asker.
+    async fn answered(&self, reference: i64, answer: Result<String, String>) {
+        if let Some(reply) = self.asks.lock().await.remove(&reference) {
+            let _ = reply.send(answer);
         }
     }
 }
@@ -213,8 +258,11 @@ async fn serve_pane(
     let input = {
         let channel = channel.clone();
         let pane = entry.pane.clone();
+        let host = state.host.clone();
+        let peer = state.id;
         async move {
             while let Some(msg) = channel.recv().await {
+                host.touch(peer);
                 if pane.write(&msg.data).await.is_err() {
                     // The process stopped reading for good; its output
                     // side closes the channel when it exits.
@@ -326,6 +374,7 @@ async fn handle(state: &Arc<PeerState>, reference: i64, request: Request) -> Opt
     if !state.authenticated.load(Ordering::Acquire) {
         return nack(reference, "not authenticated: send auth first");
     }
+    host.touch(state.id);
     match request {
         Request::Auth { .. } => None,
         Request::Resize {
@@ -378,7 +427,22 @@ async fn handle(state: &Arc<PeerState>, reference: i64, request: Request) -> Opt
             *state.restore.lock().await = Some(marker);
             ack(reference, host.payload())
         }
-        Request::Ack { .. } | Request::Nack { .. } => None,
+        Request::Ack { reference, body } => {
+            let text = match body {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            state.answered(reference, Ok(text)).await;
+            None
+        }
+        Request::Nack {
+            reference,
+            description,
+        } => {
+            state.answered(reference, Err(description)).await;
+            None
+        }
     }
 }
 
