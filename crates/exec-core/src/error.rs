@@ -26,6 +26,10 @@ pub enum Error {
     /// Input was sent after stdin was closed, or to a process started without stdin.
     #[error("stdin is closed")]
     StdinClosed,
+    /// Input was refused because the process's input queue is full: it is
+    /// not reading as fast as input arrives.
+    #[error("stdin is full: the process is not reading its input fast enough")]
+    StdinFull,
     /// Delivering a signal failed.
     #[error("signal: {0}")]
     Signal(#[source] io::Error),

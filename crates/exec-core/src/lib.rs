@@ -10,7 +10,10 @@
 //!   its [`Process`] is dropped or its [`Pane`] ends; children are reaped;
 //! - output is read only as fast as it is consumed, so a slow client slows the
 //!   process instead of growing memory (see [`Pane`] for shared panes);
-//! - [`Event::Exit`] comes after all output.
+//! - [`Event::Exit`] comes after all output;
+//! - input is written by a task of its own ([`StdinWriter`]) behind a queue
+//!   bounded in bytes, so a process that does not read its input never keeps
+//!   its output from being read, nor a cancel from being seen.
 //!
 //! It is not a sandbox: commands run with the server's privileges unless a
 //! uid/gid is given.
@@ -23,6 +26,7 @@ mod process;
 mod replay;
 mod screen;
 pub mod serve;
+mod stdin;
 mod text;
 mod transport;
 
@@ -33,6 +37,7 @@ pub use process::{
     DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin,
     raise_open_files_limit,
 };
+pub use stdin::StdinWriter;
 pub use text::{Decoded, TextDecoder};
 pub use transport::{
     CloseFrame, MAX_CLOSE_REASON, MemoryRx, MemoryTransport, MemoryTx, Message, Transport,

@@ -16,6 +16,7 @@ use futures_util::FutureExt as _;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio_util::sync::CancellationToken;
 
 use crate::command::{Command, ExitStatus, PtySize};
 use crate::error::Error;
@@ -38,6 +39,9 @@ pub struct Process {
     stdin: Option<Stdin>,
     stdout: Option<Output>,
     stderr: Option<Output>,
+    /// Fired when this is dropped, so a writer blocked on the process's
+    /// input ends with it (see [`crate::StdinWriter`]).
+    gone: CancellationToken,
 }
 
 impl Process {
@@ -87,6 +91,7 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Whatever happens to the owner, nothing it started may outlive it.
         self.control.kill_group();
+        self.gone.cancel();
     }
 }
 
@@ -232,8 +237,10 @@ fn spawn_pipes(cmd: &Command) -> Result<Process, Error> {
             io::Error::other("child exited before its pid was read"),
         )
     })?;
+    let gone = CancellationToken::new();
     let stdin = child.stdin.take().map(|s| Stdin {
         inner: StdinInner::Pipe(s),
+        gone: gone.clone(),
     });
     let stdout = child.stdout.take().map(|s| Output::new(Source::Stdout(s)));
     let stderr = child.stderr.take().map(|s| Output::new(Source::Stderr(s)));
@@ -243,6 +250,7 @@ fn spawn_pipes(cmd: &Command) -> Result<Process, Error> {
         stdin,
         stdout,
         stderr,
+        gone,
     })
 }
 
@@ -283,8 +291,10 @@ fn spawn_pty(cmd: &Command, size: PtySize) -> Result<Process, Error> {
         )
     })?;
     let (read, write) = pty.into_split();
+    let gone = CancellationToken::new();
     let stdin = cmd.stdin.then_some(Stdin {
         inner: StdinInner::Pty(write),
+        gone: gone.clone(),
     });
     Ok(Process {
         child,
@@ -292,13 +302,18 @@ fn spawn_pty(cmd: &Command, size: PtySize) -> Result<Process, Error> {
         stdin,
         stdout: Some(Output::new(Source::Pty(read))),
         stderr: None,
+        gone,
     })
 }
 
-/// The input side of a process.
+/// The input side of a process. Writing it directly waits for the process
+/// to read; a server that also reads the process's output hands it to a
+/// [`StdinWriter`](crate::StdinWriter) instead.
 #[derive(Debug)]
 pub struct Stdin {
     inner: StdinInner,
+    /// Fires when the [`Process`] is dropped.
+    gone: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -323,6 +338,12 @@ impl Stdin {
             io::ErrorKind::BrokenPipe => Error::StdinClosed,
             _ => Error::Io(e),
         })
+    }
+
+    /// Fires when the process this is the input of is dropped (and so
+    /// killed): a write that waits for it to read would wait forever.
+    pub(crate) fn process_gone(&self) -> CancellationToken {
+        self.gone.clone()
     }
 
     /// True when this is a terminal's input (see [`Stdin::close`]).
