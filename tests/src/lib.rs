@@ -1,6 +1,11 @@
 //! Shared harness of the end-to-end scenarios: start a real server on
 //! `127.0.0.1:0`, talk to it with a real client, observe real processes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -279,4 +284,147 @@ pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z") && !s.contains(") X"))
         .unwrap_or(false)
+}
+
+/// The filter scenarios feed a filter (`cat`) this many frames of
+/// [`FILTER_FRAME`] bytes (100 MiB) while reading its output: many times
+/// what every pipe and queue between the client and the process holds, so
+/// a server that waits for the process to read before it reads the
+/// process's output stalls.
+pub const FILTER_FRAMES: usize = 100;
+
+/// Bytes of one frame of the filter scenarios.
+pub const FILTER_FRAME: usize = 1 << 20;
+
+/// A safety net so a stalled filter scenario fails instead of hanging;
+/// never reached when things work.
+pub const FILTER_NET: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Input of the filter scenarios: frame `k` of `len` bytes (a multiple of
+/// [`FILTER_LINE`]), lines that name their frame and line, so that a lost,
+/// repeated or reordered byte shows as a mismatch at a known place. ASCII,
+/// so it fits text frames and JSON strings as it is.
+pub fn filter_frame(k: usize, len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    for line in 0..len / FILTER_LINE {
+        push_filter_line(&mut out, k, line);
+    }
+    out
+}
+
+/// Length of one line of [`filter_frame`], newline included.
+pub const FILTER_LINE: usize = 64;
+
+fn push_filter_line(out: &mut String, frame: usize, line: usize) {
+    const LETTERS: &str =
+        "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz";
+    let start = out.len();
+    out.push_str(&format!("{frame:05} {line:06} "));
+    let filler = FILTER_LINE - 1 - (out.len() - start);
+    let from = (frame * 7 + line) % 26;
+    out.push_str(&LETTERS[from..from + filler]);
+    out.push('\n');
+}
+
+/// Checks a filter's output as it arrives, against the frames it was fed:
+/// nothing is kept but the frame being compared.
+#[derive(Debug)]
+pub struct FilterCheck {
+    frame_len: usize,
+    frames: usize,
+    next_frame: usize,
+    expected: Vec<u8>,
+    pos: usize,
+    received: usize,
+}
+
+impl FilterCheck {
+    /// Expects `frames` frames of `frame_len` bytes, in order.
+    pub fn new(frames: usize, frame_len: usize) -> Self {
+        FilterCheck {
+            frame_len,
+            frames,
+            next_frame: 0,
+            expected: Vec::new(),
+            pos: 0,
+            received: 0,
+        }
+    }
+
+    /// Compares the next chunk of output; panics at the first difference.
+    pub fn push(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            if self.pos == self.expected.len() {
+                assert!(
+                    self.next_frame < self.frames,
+                    "{} bytes of output beyond the input's end",
+                    chunk.len()
+                );
+                self.expected = filter_frame(self.next_frame, self.frame_len).into_bytes();
+                self.next_frame += 1;
+                self.pos = 0;
+            }
+            let n = chunk.len().min(self.expected.len() - self.pos);
+            let (now, rest) = chunk.split_at(n);
+            if now != &self.expected[self.pos..self.pos + n] {
+                let at = self.received
+                    + now
+                        .iter()
+                        .zip(&self.expected[self.pos..])
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
+                panic!("output differs from the input at byte {at}");
+            }
+            self.pos += n;
+            self.received += n;
+            chunk = rest;
+        }
+    }
+
+    /// Bytes compared so far.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// True once every byte of every frame arrived.
+    pub fn complete(&self) -> bool {
+        self.received == self.frames * self.frame_len
+    }
+}
+
+/// SHA-256 of the filter frames, in `sha256sum`'s hex, computed by the
+/// system's `sha256sum` (the same tool a filter process may use).
+pub fn filter_sha256(frames: usize, frame_len: usize) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for k in 0..frames {
+        stdin
+            .write_all(filter_frame(k, frame_len).as_bytes())
+            .unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Where a line of [`filter_frame`] (without its newline) belongs: its
+/// frame and line number, or `None` when it is not exactly such a line.
+pub fn filter_line_position(line: &str) -> Option<(usize, usize)> {
+    let mut fields = line.splitn(3, ' ');
+    let frame = fields.next()?.parse().ok()?;
+    let number = fields.next()?.parse().ok()?;
+    let mut expected = String::with_capacity(FILTER_LINE);
+    push_filter_line(&mut expected, frame, number);
+    (expected.strip_suffix('\n') == Some(line)).then_some((frame, number))
 }

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use execwire_tests::TestServer;
+use execwire_tests::{
+    FILTER_FRAME, FILTER_FRAMES, FILTER_LINE, FILTER_NET, FilterCheck, TestServer, alive,
+    filter_frame, filter_line_position, filter_sha256, wait_gone,
+};
 use futures_util::{SinkExt, StreamExt};
 use pow_proto::{Call, Outcome, Signal};
 use pow_server::{CancelCause, Echo, GetError, Io, PowProcess, Registry};
@@ -732,4 +735,199 @@ async fn characters_split_across_output_chunks_arrive_whole() {
     let (output, result) = outcome(&mut ws).await;
     assert_eq!(output, format!("{text}\u{FFFD}"));
     assert_eq!(result, Outcome::Fulfilled { value: Value::Null });
+}
+
+/// Processes of the filter scenarios. `filter-sum` copies its input to its
+/// output (so output must be drained while input is written) and ends
+/// with the SHA-256 of everything it read as its last line.
+const FILTERS: &str = r#"
+[process.cat]
+argv = ["cat"]
+
+[process.filter-sum]
+argv = ["sh", "-c", "exec 3>&1; tee /dev/fd/3 | sha256sum"]
+result = "last-line"
+
+[process.pid-then-sleep]
+argv = ["sh", "-c", "echo $$; exec sleep 1000"]
+"#;
+
+/// A filter fed 100 MiB over the WebSocket while the client reads its
+/// output: every byte comes back, in order, and the call is fulfilled.
+#[tokio::test]
+async fn a_filter_fed_100_mib_over_websocket_never_stalls() {
+    let server = configured(FILTERS).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    ws.send(call("cat", &[])).await.unwrap();
+    let (mut sink, mut stream) = ws.split();
+    let feed = async move {
+        for k in 0..FILTER_FRAMES {
+            let frame = filter_frame(k, FILTER_FRAME);
+            sink.send(Message::Text(frame.into())).await.unwrap();
+        }
+        sink.send(signal(Signal::Close)).await.unwrap();
+        sink
+    };
+    let read = async move {
+        let mut check = FilterCheck::new(FILTER_FRAMES, FILTER_FRAME);
+        let mut result = None;
+        while let Some(msg) = stream.next().await {
+            match msg.unwrap() {
+                Message::Text(t) => {
+                    assert!(result.is_none(), "output after the result");
+                    check.push(t.as_bytes());
+                }
+                Message::Binary(b) => result = Some(Outcome::decode(&b).unwrap()),
+                Message::Close(frame) => {
+                    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(stream.next().await.is_none(), "the close handshake ends it");
+        (check, result)
+    };
+    let (_sink, (check, result)) =
+        tokio::time::timeout(FILTER_NET, async { tokio::join!(feed, read) })
+            .await
+            .expect("the filter stalled");
+    assert!(
+        check.complete(),
+        "only {} bytes came back",
+        check.received()
+    );
+    assert_eq!(result, Some(Outcome::Fulfilled { value: Value::Null }));
+}
+
+/// The pid a process printed as its first line of output.
+async fn first_line_pid(ws: &mut Ws) -> u32 {
+    let mut text = String::new();
+    while !text.contains('\n') {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => text.push_str(&t),
+            other => panic!("expected the pid, got {other:?}"),
+        }
+    }
+    text.trim().parse().unwrap()
+}
+
+/// A cancel that arrives while the process's stdin is full (it never
+/// reads, and it was sent more than its pipe holds) ends the process at
+/// once: the call is rejected and the process is gone.
+#[tokio::test]
+async fn cancel_during_a_blocked_write_ends_the_process() {
+    let server = configured(FILTERS).await;
+    let mut ws = connect(&server, Some("pow-1")).await.unwrap();
+    ws.send(call("pid-then-sleep", &[])).await.unwrap();
+    let pid = first_line_pid(&mut ws).await;
+    for k in 0..4 {
+        let frame = filter_frame(k, FILTER_FRAME);
+        ws.send(Message::Text(frame.into())).await.unwrap();
+    }
+    ws.send(signal(Signal::Cancel)).await.unwrap();
+    let (_, result) = tokio::time::timeout(FILTER_NET, outcome(&mut ws))
+        .await
+        .expect("the cancel was not seen");
+    assert_eq!(result, rejected("cancelled: Some(ClientCancel)"));
+    wait_gone(pid).await;
+    assert!(!alive(pid));
+}
+
+/// Checks that a status buffer is whole lines of the filter input, each
+/// following the one before; returns the position of the last one.
+fn consecutive_filter_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Option<(usize, usize)> {
+    let per_frame = FILTER_FRAME / FILTER_LINE;
+    let mut last: Option<(usize, usize)> = None;
+    for line in lines {
+        let at = filter_line_position(line)
+            .unwrap_or_else(|| panic!("not a line of the input: {line:?}"));
+        if let Some((frame, number)) = last {
+            let next = if number + 1 == per_frame {
+                (frame + 1, 0)
+            } else {
+                (frame, number + 1)
+            };
+            assert_eq!(at, next, "lines missing or out of order");
+        }
+        last = Some(at);
+    }
+    last
+}
+
+/// The same filter over REST: 100 MiB posted in 1 MiB bodies while the
+/// server drains the output; between posts, `/status` shows only whole,
+/// consecutive lines of the input, and the result (the SHA-256 the
+/// process computed of what it read) proves every byte arrived in order.
+#[tokio::test]
+async fn a_filter_fed_100_mib_over_rest_never_stalls() {
+    let server = configured(FILTERS).await;
+    let rest = RestClient::new(&server, "");
+    let expected = tokio::task::spawn_blocking(|| filter_sha256(FILTER_FRAMES, FILTER_FRAME));
+    let id = rest.new_process("filter-sum", &[]).await;
+    let run = async {
+        for k in 0..FILTER_FRAMES {
+            let sent = rest
+                .post(&format!("/input/{id}"), &filter_frame(k, FILTER_FRAME))
+                .await;
+            assert_eq!(sent, (200, "input sent".into()));
+            let (code, status) = rest.status(&id).await;
+            assert_eq!(code, 200);
+            let status = status.unwrap();
+            consecutive_filter_lines(status["buffer"].as_str().unwrap_or("").lines());
+        }
+        assert_eq!(rest.post(&format!("/closeInput/{id}"), "").await.0, 200);
+        rest.wait_done(&id).await
+    };
+    let done = tokio::time::timeout(FILTER_NET, run)
+        .await
+        .expect("the filter stalled");
+    let sum = format!("{}  -", expected.await.unwrap());
+    assert_eq!(
+        done["result"],
+        json!({"status": "fulfilled", "value": sum}),
+        "{}",
+        done["result"]
+    );
+    let buffer = done["buffer"].as_str().unwrap();
+    let mut lines: Vec<&str> = buffer.lines().collect();
+    assert_eq!(lines.pop(), Some(sum.as_str()));
+    assert!(lines.len() >= 999, "{} lines of output kept", lines.len());
+    assert_eq!(
+        consecutive_filter_lines(lines.into_iter()),
+        Some((FILTER_FRAMES - 1, FILTER_FRAME / FILTER_LINE - 1)),
+        "the output ends with the input's last line"
+    );
+}
+
+/// REST `/cancel` while the process's stdin is full: answered once the
+/// process has ended, and the process is gone.
+#[tokio::test]
+async fn rest_cancel_during_a_blocked_write_ends_the_process() {
+    let server = configured(FILTERS).await;
+    let rest = RestClient::new(&server, "");
+    let id = rest.new_process("pid-then-sleep", &[]).await;
+    let pid: u32 = loop {
+        let (_, status) = rest.status(&id).await;
+        if let Some(line) = status.unwrap()["buffer"].as_str() {
+            break line.trim().parse().unwrap();
+        }
+        tokio::task::yield_now().await;
+    };
+    for k in 0..4 {
+        let sent = rest
+            .post(&format!("/input/{id}"), &filter_frame(k, FILTER_FRAME))
+            .await;
+        assert_eq!(sent, (200, "input sent".into()));
+    }
+    let cancelled = tokio::time::timeout(FILTER_NET, rest.post(&format!("/cancel/{id}"), ""))
+        .await
+        .expect("the cancel was not seen");
+    assert_eq!(cancelled, (200, "process cancelled".into()));
+    wait_gone(pid).await;
+    assert!(!alive(pid));
+    assert_eq!(
+        rest.status(&id).await.1.unwrap()["result"],
+        json!({"status": "rejected", "reason": "cancelled: Some(ClientCancel)"})
+    );
 }

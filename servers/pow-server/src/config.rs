@@ -18,7 +18,8 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use exec_core::{Command, Event, Events, Process};
+use bytes::Bytes;
+use exec_core::{Command, Event, Events, Process, StdinWriter};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
@@ -191,37 +192,56 @@ struct CommandProcess {
 /// The end of stderr kept for a rejection's reason.
 const STDERR_TAIL: usize = 1024;
 
+/// Input queued for a command beyond its stdin pipe.
+const STDIN_QUEUE: usize = 256 * 1024;
+
 #[async_trait]
 impl PowProcess for CommandProcess {
+    /// One loop drains stdout and stderr, watches for the cancel and feeds
+    /// stdin, without ever waiting for the command to read: its input is
+    /// written by a [`StdinWriter`], and a chunk waits here for room in that
+    /// writer's queue as a branch of the loop, not inside one. A filter
+    /// whose stdin is full because its stdout is full thus always gets its
+    /// stdout read, and a cancel always ends the command at once.
     async fn run(self: Box<Self>, mut io: Io) -> Result<Value, String> {
         let mut process = Process::spawn(&self.cmd).map_err(|e| e.to_string())?;
-        let mut stdin = process.take_stdin();
+        let stdin = process
+            .take_stdin()
+            .map(|s| StdinWriter::new(s, STDIN_QUEUE));
         let mut events = Events::new(process);
         let mut last_line = LastLine::default();
         let mut stderr_tail: Vec<u8> = Vec::new();
         let mut input_open = true;
+        // Input taken from the client, waiting for room in the writer.
+        let mut held: Option<Bytes> = None;
         let status = loop {
             tokio::select! {
-                chunk = io.input.recv(), if input_open => match (chunk, stdin.as_mut()) {
-                    (Some(data), Some(s)) => {
-                        if s.write_all(&data).await.is_err() {
-                            stdin = None; // the command stopped reading
-                        }
-                    }
-                    (Some(_), None) => {}
-                    (None, _) => {
+                chunk = io.input.recv(), if input_open && held.is_none() => match chunk {
+                    Some(data) => held = Some(data),
+                    None => {
                         input_open = false;
-                        if let Some(s) = stdin.take() {
-                            let _ = s.close().await;
+                        if let Some(stdin) = &stdin {
+                            stdin.close();
                         }
                     }
                 },
+                // Cancel-safe: a chunk is queued whole or stays held.
+                sent = feed(stdin.as_ref(), held.clone()), if held.is_some() => {
+                    held = None;
+                    if let Err(e) = sent {
+                        // The command stopped reading: later input is dropped.
+                        tracing::debug!(error = %e, "input to a command dropped");
+                    }
+                }
                 event = events.next() => match event {
                     Some(Ok(Event::Stdout(data))) => {
                         if self.result != ResultMode::None {
                             last_line.push(&data);
                         }
-                        io.output.write(data).await.map_err(|e| e.to_string())?;
+                        tokio::select! {
+                            sent = io.output.write(data) => sent.map_err(|e| e.to_string())?,
+                            () = io.cancel.cancelled() => return Err(cancelled(&io)),
+                        }
                     }
                     Some(Ok(Event::Stderr(data))) => {
                         stderr_tail.extend_from_slice(&data);
@@ -234,7 +254,7 @@ impl PowProcess for CommandProcess {
                 },
                 () = io.cancel.cancelled() => {
                     // Dropping `events` kills the process group.
-                    return Err(format!("cancelled: {:?}", io.cancel.cause()));
+                    return Err(cancelled(&io));
                 }
             }
         };
@@ -254,6 +274,19 @@ impl PowProcess for CommandProcess {
                 .map_err(|e| format!("result is not JSON: {e}")),
         }
     }
+}
+
+/// Queues `data` for the command's input; nothing to do without input.
+async fn feed(stdin: Option<&StdinWriter>, data: Option<Bytes>) -> Result<(), exec_core::Error> {
+    match (stdin, data) {
+        (Some(stdin), Some(data)) => stdin.send(data).await,
+        _ => Ok(()),
+    }
+}
+
+/// The rejection of a cancelled command, naming the cause.
+fn cancelled(io: &Io) -> String {
+    format!("cancelled: {:?}", io.cancel.cause())
 }
 
 fn is_blank(line: &[u8]) -> bool {
