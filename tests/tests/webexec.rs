@@ -626,3 +626,35 @@ async fn clipboard_both_ways_through_the_daemon_socket() {
     server.finish().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A filter fed 100 MiB while the client reads its output: every byte
+/// comes back, in order. Each 1 MiB frame goes in 64 KiB messages, the
+/// largest an SCTP data channel takes by default.
+#[tokio::test]
+async fn a_filter_fed_100_mib_never_stalls() {
+    use execwire_tests::{
+        FILTER_FRAME, FILTER_FRAMES as FRAMES, FILTER_NET, FilterCheck, filter_frame,
+    };
+    let server = server().await;
+    let client = client(&server).await;
+    let ch = client.open("cat").await;
+    hello(&ch).await;
+    let feed = async {
+        for k in 0..FRAMES {
+            let frame = filter_frame(k, FILTER_FRAME);
+            for piece in frame.as_bytes().chunks(64 * 1024) {
+                ch.send(piece).await;
+            }
+        }
+    };
+    let read = async {
+        let mut check = FilterCheck::new(FRAMES, FILTER_FRAME);
+        while !check.complete() {
+            let msg = ch.recv().await.expect("channel closed");
+            check.push(msg.bytes());
+        }
+    };
+    tokio::time::timeout(FILTER_NET, async { tokio::join!(feed, read) })
+        .await
+        .expect("the filter stalled");
+}

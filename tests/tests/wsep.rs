@@ -10,7 +10,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use execwire_tests::{TestServer, alive, wait_gone};
+use execwire_tests::{
+    FILTER_FRAME, FILTER_FRAMES, FILTER_NET, FilterCheck, TestServer, alive, filter_frame,
+    wait_gone,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use wsep_client::{Error, Input, Output, Outputs};
@@ -178,6 +181,45 @@ async fn large_input_round_trip() {
     local.stdin.as_ref().unwrap().write_all(&data).unwrap();
     let local = local.wait_with_output().unwrap();
     assert_eq!(ran.stdout, local.stdout);
+}
+
+/// A filter fed 100 MiB while the client reads its output: every byte
+/// comes back, in order. The client library cuts each 1 MiB frame into
+/// `stdin` messages as large as the protocol allows.
+#[tokio::test]
+async fn a_filter_fed_100_mib_never_stalls() {
+    let server = TestServer::wsep().await;
+    let (mut input, mut out) = open(&server, cmd("cat", &[])).await;
+    let feed = async move {
+        for k in 0..FILTER_FRAMES {
+            let frame = filter_frame(k, FILTER_FRAME);
+            input.write(frame.as_bytes()).await.unwrap();
+        }
+        input.close_stdin().await.unwrap();
+        input
+    };
+    let read = async move {
+        let mut check = FilterCheck::new(FILTER_FRAMES, FILTER_FRAME);
+        let mut code = None;
+        while let Some(event) = out.next().await.unwrap() {
+            match event {
+                Output::Stdout(b) => check.push(&b),
+                Output::Stderr(b) => panic!("stderr: {:?}", String::from_utf8_lossy(&b)),
+                Output::Exit { code: c, .. } => code = Some(c),
+            }
+        }
+        (check, code)
+    };
+    let (_input, (check, code)) =
+        tokio::time::timeout(FILTER_NET, async { tokio::join!(feed, read) })
+            .await
+            .expect("the filter stalled");
+    assert!(
+        check.complete(),
+        "only {} bytes came back",
+        check.received()
+    );
+    assert_eq!(code, Some(0));
 }
 
 #[tokio::test]

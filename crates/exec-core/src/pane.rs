@@ -21,9 +21,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::command::{Command, ExitStatus, PtySize};
 use crate::error::Error;
-use crate::process::{Event, Events, Process, ProcessControl, Stdin};
+use crate::process::{Event, Events, Process, ProcessControl, VEOF};
 use crate::replay::{ReadFrom, ReplayRing};
 use crate::screen::Screen;
+use crate::stdin::StdinWriter;
 
 /// Most bytes one [`PaneEvent::Output`] carries: a reader that fell behind
 /// gets its backlog in pieces this large (it fits one wsep message).
@@ -31,6 +32,10 @@ const READ_MAX: usize = crate::process::MAX_CHUNK;
 
 /// How long the group gets between `SIGHUP`/`SIGTERM` and `SIGKILL`.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Input a pane queues for its process beyond the pipe or terminal: a
+/// generous paste. Writers wait while it is full.
+const INPUT_QUEUE: usize = 256 * 1024;
 
 /// Limits and lifetimes of a pane.
 #[derive(Debug, Clone)]
@@ -100,7 +105,9 @@ struct PaneInner {
     changed: watch::Sender<()>,
     /// Signalled whenever a reader advances or leaves.
     space: Notify,
-    stdin: tokio::sync::Mutex<Option<Stdin>>,
+    /// Written by a task of its own, so a process that does not read
+    /// holds back only the clients typing into it, never its output.
+    stdin: Option<StdinWriter>,
     control: ProcessControl,
     config: PaneConfig,
 }
@@ -135,7 +142,9 @@ impl Pane {
     /// without one, stdout and stderr are merged into the pane's output.
     pub fn spawn(cmd: &Command, config: PaneConfig) -> Result<Pane, Error> {
         let mut process = Process::spawn(cmd)?;
-        let stdin = process.take_stdin();
+        let stdin = process
+            .take_stdin()
+            .map(|s| StdinWriter::new(s, INPUT_QUEUE));
         let control = process.control();
         let screen = cmd.pty_size().map(|size| Screen::new(size.rows, size.cols));
         let inner = Arc::new(PaneInner {
@@ -150,7 +159,7 @@ impl Pane {
             }),
             changed: watch::Sender::new(()),
             space: Notify::new(),
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin,
             control,
             config,
         });
@@ -196,26 +205,26 @@ impl Pane {
         }
     }
 
-    /// Sends input to the process; waits while it does not read.
-    pub async fn write(&self, data: &[u8]) -> Result<(), Error> {
-        let mut stdin = self.inner.stdin.lock().await;
-        match stdin.as_mut() {
-            Some(s) => s.write_all(data).await,
+    /// Queues input for the process; waits while the pane's input queue is
+    /// full (the process is not reading). Each write reaches the process
+    /// whole, in the order writes found room.
+    pub async fn write(&self, data: impl Into<Bytes>) -> Result<(), Error> {
+        match &self.inner.stdin {
+            Some(stdin) => stdin.send(data.into()).await,
             None => Err(Error::StdinClosed),
         }
     }
 
-    /// Ends the process's input (see [`Stdin::close`]). A terminal stays
-    /// writable: end of file there is a character, and other clients of the
-    /// pane still type into it.
+    /// Ends the process's input after what is queued (see
+    /// [`StdinWriter::close`]). A terminal stays writable: end of file there
+    /// is a character, and other clients of the pane still type into it.
     pub async fn close_stdin(&self) -> Result<(), Error> {
-        let mut stdin = self.inner.stdin.lock().await;
-        match stdin.take() {
-            Some(s) if s.is_terminal() => {
-                let s = stdin.insert(s);
-                s.write_all(&[crate::process::VEOF]).await
+        match &self.inner.stdin {
+            Some(stdin) if stdin.is_terminal() => stdin.send(Bytes::from_static(&[VEOF])).await,
+            Some(stdin) => {
+                stdin.close();
+                Ok(())
             }
-            Some(s) => s.close().await,
             None => Ok(()),
         }
     }

@@ -106,7 +106,7 @@ async fn pty_echo_resize_and_screen_redraw() {
     let cmd = Command::new("sh").pty(PtySize { rows: 24, cols: 80 });
     let pane = Pane::spawn(&cmd, PaneConfig::default()).unwrap();
     let mut a = pane.attach(Replay::Screen);
-    pane.write(b"stty size; echo MARK-$((40+2))\n")
+    pane.write(&b"stty size; echo MARK-$((40+2))\n"[..])
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -123,7 +123,7 @@ async fn pty_echo_resize_and_screen_redraw() {
         cols: 100,
     })
     .unwrap();
-    pane.write(b"stty size\n").await.unwrap();
+    pane.write(&b"stty size\n"[..]).await.unwrap();
     seen.clear();
     while !String::from_utf8_lossy(&seen).contains("30 100") {
         let Some(PaneEvent::Output(b)) = a.next().await else {
@@ -139,7 +139,7 @@ async fn pty_echo_resize_and_screen_redraw() {
     };
     assert!(String::from_utf8_lossy(&screen).contains("MARK-42"));
 
-    pane.write(b"exit 7\n").await.unwrap();
+    pane.write(&b"exit 7\n"[..]).await.unwrap();
     loop {
         match a.next().await.unwrap() {
             PaneEvent::Exit(s) => {

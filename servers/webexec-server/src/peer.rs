@@ -263,7 +263,7 @@ async fn serve_pane(
         async move {
             while let Some(msg) = channel.recv().await {
                 host.touch(peer);
-                if pane.write(&msg.data).await.is_err() {
+                if pane.write(msg.data).await.is_err() {
                     // The process stopped reading for good; its output
                     // side closes the channel when it exits.
                     continue;

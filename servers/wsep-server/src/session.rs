@@ -3,16 +3,18 @@
 //! The connection's life: wait for `start`; spawn (or re-attach); send `pid`;
 //! then two loops run at once — output (process events to messages, ending
 //! with `exit_code` and a 1000 close) and input (messages to stdin/resize).
-//! Input waits for the process to read, which is the backpressure a fast
-//! client feels; output waits for the client to read, which is the
-//! backpressure the process feels.
+//! Input goes through a queue bounded in bytes that a task of its own
+//! writes to the process ([`StdinWriter`]; a pane has one too): the input
+//! loop waits only while that queue is full, which is the backpressure a
+//! fast client feels, and never holds up the output loop. Output waits for
+//! the client to read, which is the backpressure the process feels.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use exec_core::{
     Attachment, Command, Event, Events, ExitStatus, Message, Pane, PaneConfig, PaneEvent,
-    PaneRegistry, Process, ProcessControl, PtySize, Replay, Stdin, Transport, TransportError,
+    PaneRegistry, Process, ProcessControl, PtySize, Replay, StdinWriter, Transport, TransportError,
     TransportRx, TransportTx,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +44,11 @@ pub(crate) struct Shared {
 
 /// How long to wait for the client's half of the closing handshake.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// Input queued for a plain command beyond its pipe: a few of the largest
+/// `stdin` messages, so the connection reads on (a resize, a close) while
+/// the command catches up.
+const STDIN_QUEUE: usize = 256 * 1024;
 
 /// Serves one connection to its end.
 pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
@@ -179,7 +186,8 @@ enum OutputSource {
 }
 
 enum InputSink {
-    Stdin(Option<Stdin>),
+    /// A plain command's input; `None` after `close_stdin`.
+    Stdin(Option<StdinWriter>),
     Pane(Pane),
     Disabled,
 }
@@ -221,7 +229,7 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
         let pid = process.pid();
         let control = process.control();
         let input = match process.take_stdin() {
-            Some(stdin) => InputSink::Stdin(Some(stdin)),
+            Some(stdin) => InputSink::Stdin(Some(StdinWriter::new(stdin, STDIN_QUEUE))),
             None => InputSink::Disabled,
         };
         return Ok(Running {
@@ -421,12 +429,12 @@ async fn handle(
     match msg {
         ClientMsg::Stdin(data) => match input {
             InputSink::Stdin(Some(stdin)) => stdin
-                .write_all(&data)
+                .send(data)
                 .await
                 .map_err(|e| Refusal::policy(format!("stdin: {e}"))),
             InputSink::Stdin(None) => Err(Refusal::policy("stdin message after close_stdin")),
             InputSink::Pane(pane) => pane
-                .write(&data)
+                .write(data)
                 .await
                 .map_err(|e| Refusal::policy(format!("stdin: {e}"))),
             InputSink::Disabled => Err(Refusal::policy("stdin is not enabled for this command")),
@@ -435,7 +443,7 @@ async fn handle(
             match input {
                 InputSink::Stdin(stdin) => {
                     if let Some(s) = stdin.take() {
-                        let _ = s.close().await;
+                        s.close();
                     }
                 }
                 InputSink::Pane(pane) => {
