@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use execwire_tests::{TestServer, wait_gone};
+use execwire_tests::{
+    FILTER_FRAME, FILTER_FRAMES, FILTER_NET, FilterCheck, TestServer, filter_frame, wait_gone,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -579,4 +581,54 @@ async fn output_that_json_escapes_heavily_arrives_whole() {
     assert_eq!(run.stdout.len(), 3_000_000);
     assert!(run.stdout.bytes().all(|b| b == 1));
     assert_eq!(run.breakpoints[&1].0.len(), 3_000_000);
+}
+
+/// A filter fed 100 MiB in 1 MiB `stdin` updates while the client reads
+/// its output: every byte comes back, in order. The protocol has no flow
+/// control for input: the server queues up to `max_pending_input` bytes
+/// of a command's input and refuses more with an error, so the client
+/// keeps at most that much input unanswered by output (`cat` answers every
+/// byte); a refusal fails the test.
+#[tokio::test]
+async fn a_filter_fed_100_mib_never_stalls() {
+    const WINDOW: usize = 4 << 20;
+    let server = TestServer::webterm_with(webterm_server::Config {
+        shell: "/bin/sh".into(),
+        // A 1 MiB update in its JSON envelope.
+        max_message: 2 << 20,
+        max_pending_input: WINDOW,
+        ..webterm_server::Config::default()
+    })
+    .await;
+    let mut c = Client::authed(&server).await;
+    let id = c.run("cat", json!("filter"), &[]).await;
+    let mut check = FilterCheck::new(FILTER_FRAMES, FILTER_FRAME);
+    let run = async {
+        let mut next = 0;
+        loop {
+            while next < FILTER_FRAMES && (next + 1) * FILTER_FRAME - check.received() <= WINDOW {
+                let last = next + 1 == FILTER_FRAMES;
+                c.stdin(id, &filter_frame(next, FILTER_FRAME), last).await;
+                next += 1;
+            }
+            let msg = c.next().await.expect("connection closed");
+            let p = &msg["payload"];
+            assert!(p.get("status").is_some(), "not output: {msg}");
+            assert_eq!(p["serverId"], id);
+            assert_eq!(p["output"]["stderr"], "");
+            check.push(p["output"]["stdout"].as_str().unwrap().as_bytes());
+            if p["status"] == "completed" {
+                return p["exitCode"].clone();
+            }
+        }
+    };
+    let exit = tokio::time::timeout(FILTER_NET, run)
+        .await
+        .expect("the filter stalled");
+    assert!(
+        check.complete(),
+        "only {} bytes came back",
+        check.received()
+    );
+    assert_eq!(exit, json!(0));
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use exec_core::{Decoded, Event, Events, Process, ProcessControl, TextDecoder};
+use exec_core::{Decoded, Event, Events, Process, ProcessControl, StdinWriter, TextDecoder};
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
@@ -65,19 +65,16 @@ pub(crate) struct Spec {
     pub(crate) client_id: Value,
     pub(crate) server_id: u64,
     pub(crate) html: bool,
-}
-
-/// Input for a running command.
-#[derive(Debug)]
-pub(crate) enum Input {
-    Data(Bytes),
-    Eof,
+    /// Bytes of input the command may have waiting (see [`StdinWriter`]).
+    pub(crate) max_pending_input: usize,
 }
 
 /// A started command, as its connection keeps it.
 #[derive(Debug)]
 pub(crate) struct Started {
-    pub(crate) input: mpsc::Sender<Input>,
+    /// The command's input, written by a task of its own so that a command
+    /// not reading it holds up neither its output nor the connection.
+    pub(crate) input: StdinWriter,
     pub(crate) control: ProcessControl,
     /// Fires once the command's last update is queued (or it was stopped).
     pub(crate) finished: CancellationToken,
@@ -163,12 +160,14 @@ pub(crate) fn start(
     drop(cmd);
     let control = process.control();
     let control_for_task = control.clone();
-    let stdin = process.take_stdin();
-    let (input, input_rx) = mpsc::channel(16);
+    // Commands are started with input enabled: it is always there.
+    let input = process
+        .take_stdin()
+        .map(|stdin| StdinWriter::new(stdin, spec.max_pending_input))
+        .ok_or(exec_core::Error::StdinClosed)?;
     let begin = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let taps_rx = spawn_tap_readers(readers)?;
     let finished = CancellationToken::new();
-    tokio::spawn(feed_stdin(stdin, input_rx, finished.clone()));
     let reporter = Reporter {
         spec,
         begin,
@@ -221,33 +220,6 @@ fn spawn_tap_readers(
         });
     }
     Ok(rx)
-}
-
-async fn feed_stdin(
-    mut stdin: Option<exec_core::Stdin>,
-    mut input: mpsc::Receiver<Input>,
-    finished: CancellationToken,
-) {
-    loop {
-        let msg = tokio::select! {
-            msg = input.recv() => msg,
-            () = finished.cancelled() => None,
-        };
-        let Some(msg) = msg else { return };
-        match (msg, stdin.as_mut()) {
-            (Input::Data(data), Some(s)) => {
-                if s.write_all(&data).await.is_err() {
-                    stdin = None; // the command stopped reading: drop the rest
-                }
-            }
-            (Input::Eof, Some(_)) => {
-                if let Some(s) = stdin.take() {
-                    let _ = s.close().await;
-                }
-            }
-            (_, None) => {}
-        }
-    }
 }
 
 /// Text of one stream of output, kept as the update will carry it.

@@ -55,6 +55,11 @@ pub struct Config {
     pub max_commands: usize,
     /// Largest message accepted from a client.
     pub max_message: usize,
+    /// Input one command may have waiting for it to read. The protocol
+    /// has no flow control for input, so a `stdin` update beyond this is
+    /// refused with an error reply rather than holding up the connection
+    /// (and the other commands' messages, signals included) behind it.
+    pub max_pending_input: usize,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
 }
@@ -68,6 +73,7 @@ impl Default for Config {
             shell: default_shell(),
             max_commands: 64,
             max_message: 1 << 20,
+            max_pending_input: 4 << 20,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -109,6 +115,7 @@ pub async fn serve(
             token: config.token.clone(),
             shell: Arc::from(config.shell.as_str()),
             max_commands: config.max_commands,
+            max_pending_input: config.max_pending_input,
             shutdown: cancel.clone(),
         },
         tracker: tracker.clone(),

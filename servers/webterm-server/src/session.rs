@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use webterm_proto::{Envelope, Reply, Request};
 
-use crate::command::{self, Input, Spec, Started};
+use crate::command::{self, Spec, Started};
 
 /// What every connection of one server shares.
 #[derive(Debug, Clone)]
@@ -22,6 +22,7 @@ pub(crate) struct Shared {
     pub(crate) token: Option<AccessToken>,
     pub(crate) shell: Arc<str>,
     pub(crate) max_commands: usize,
+    pub(crate) max_pending_input: usize,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -234,6 +235,7 @@ impl Connection {
             client_id: client_id.clone(),
             server_id,
             html: self.html,
+            max_pending_input: self.shared.max_pending_input,
         };
         let started =
             command::start(spec, self.out.clone(), self.stop.clone()).map_err(|e| e.to_string())?;
@@ -257,15 +259,23 @@ impl Connection {
         Ok(command)
     }
 
+    /// Queues input without waiting: a command that does not read must not
+    /// stop the connection from reading the next message (its signal).
     fn stdin(&mut self, server_id: u64, input: String, eof: bool) -> Result<(), String> {
         let entry = self.entry(server_id)?;
-        let tx = &entry.input;
-        let full = |_| format!("command {server_id} is not reading its input fast enough");
         if !input.is_empty() {
-            tx.try_send(Input::Data(Bytes::from(input))).map_err(full)?;
+            entry
+                .input
+                .try_send(Bytes::from(input))
+                .map_err(|e| match e {
+                    exec_core::Error::StdinFull => {
+                        format!("command {server_id} is not reading its input fast enough")
+                    }
+                    _ => format!("the input of command {server_id} is closed"),
+                })?;
         }
         if eof {
-            tx.try_send(Input::Eof).map_err(full)?;
+            entry.input.close();
         }
         Ok(())
     }
