@@ -222,6 +222,23 @@ async fn a_filter_fed_100_mib_never_stalls() {
     assert_eq!(code, Some(0));
 }
 
+/// A client that leaves while its command does not read ends the command:
+/// with the pipe full, the rest of its input waits in the server's queue
+/// and the server reads on, so it sees the client go (it used to wait in
+/// the write, deaf to the connection, and the command lived on).
+#[tokio::test]
+async fn disconnect_while_stdin_is_full_ends_the_command() {
+    let server = TestServer::wsep().await;
+    let (mut input, out) = open(&server, cmd("sleep", &["1000"])).await;
+    let pid = u32::try_from(out.pid()).unwrap();
+    // More than the pipe holds (64 KiB); the server queues the rest.
+    input.write(&[b'x'; 128 * 1024]).await.unwrap();
+    input.disconnect().await.unwrap();
+    drop(out);
+    wait_gone(pid).await;
+    assert!(!alive(pid));
+}
+
 #[tokio::test]
 async fn tty_echo_and_resize() {
     let server = TestServer::wsep().await;
