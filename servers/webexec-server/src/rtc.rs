@@ -50,6 +50,15 @@ const LINGER: Duration = Duration::from_secs(2);
 /// nothing. Channels the client opened have their object already.
 const OPENED_GRACE: Duration = Duration::from_millis(500);
 
+/// Least time between a client's opening a channel and our closing it.
+/// The `webrtc` crate as a client (Rust services, our tests) reports its
+/// own channel open only on its driver's next round of events; a message
+/// and the close that follow at once can both be handled before that, and
+/// then the message is lost (a command that printed and exited at once,
+/// seen as a pane with no id about once in ten runs of a loaded test).
+/// Browsers are not affected; 100 ms costs a command's close no more.
+const ACCEPTED_GRACE: Duration = Duration::from_millis(100);
+
 /// The SCTP receive window we offer: uploads (`cat > file` from the
 /// client) are paced by it.
 const SCTP_RECEIVE_BUFFER: u32 = 4 * 1024 * 1024;
@@ -385,7 +394,7 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.channels.send(Channel {
             dc,
             label,
-            close_not_before: None,
+            close_not_before: Some(tokio::time::Instant::now() + ACCEPTED_GRACE),
         });
     }
 }
@@ -479,7 +488,7 @@ pub(crate) struct Received {
 pub(crate) struct Channel {
     dc: Arc<dyn DataChannel>,
     label: String,
-    /// Set on channels we opened: see [`OPENED_GRACE`].
+    /// When a close may go out: see [`OPENED_GRACE`] and [`ACCEPTED_GRACE`].
     close_not_before: Option<tokio::time::Instant>,
 }
 
