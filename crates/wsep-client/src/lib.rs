@@ -12,18 +12,70 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! # Two kinds of server
+//!
+//! It works with this project's `wsep-server` and with coder's reference
+//! server (`cdr.dev/wsep`, its `dev/server`), which differ where the protocol
+//! leaves things unsaid. Rather than guess which one it talks to, the client
+//! only does what both read the same way:
+//!
+//! - `start` says everything: `stdin` always (the reference reads a missing
+//!   flag as "no input" and fails the session on the first `stdin`), and for
+//!   a terminal a non-zero size (the reference's default is 80 rows by 24
+//!   columns, swapped) and a `TERM` (the reference sets none). See
+//!   [`start`].
+//! - `exit_code` ends the command: the client closes the connection itself
+//!   (1000) instead of waiting for the server, because the reference never
+//!   closes. A close that follows the exit code, whatever its code, changes
+//!   nothing. See [`Outputs::next`].
+//! - Input that one of them would punish with an error close is refused
+//!   here: input after `close_stdin` or when `stdin` is off, a zero terminal
+//!   size. On a terminal, [`Input::close_stdin`] types end-of-file (Ctrl-D):
+//!   the reference would close the terminal instead and never send an exit
+//!   code.
+//!
+//! Nothing is sent before the server's `pid` (the reference fails a session
+//! that gets `resize` before `start`, and crashes on early `stdin`): an
+//! [`Input`] only exists once the command runs.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, http};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wsep_proto::{ClientMsg, ServerMsg, StartCommand};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The sending half of the socket, shared: [`Input`] writes through it and
+/// [`Outputs`] closes through it when the command ends.
+type SharedSink = Arc<Mutex<SplitSink<Ws, Message>>>;
+
+/// Terminal rows sent when a terminal is asked for without a size.
+pub const DEFAULT_ROWS: u16 = 24;
+/// Terminal columns sent when a terminal is asked for without a size.
+pub const DEFAULT_COLS: u16 = 80;
+/// `TERM` sent for a terminal whose `env` names none: the reference server
+/// passes its own environment on, which under a service manager has no
+/// `TERM`, and programs then refuse to draw.
+pub const DEFAULT_TERM: &str = "xterm-256color";
+
+/// How long a close we began waits for the server's answer (and for a
+/// sender blocked on a full socket to let go). A server that never answers
+/// must not keep a finished command from returning.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The terminal's end-of-file character (Ctrl-D).
+const VEOF: u8 = 0x04;
 
 /// Errors of the wsep client.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +87,19 @@ pub enum Error {
     /// The server answered the upgrade with another HTTP status.
     #[error("server refused the connection: HTTP {0}")]
     Refused(u16),
-    /// The server closed the connection with an error (for example 1011
-    /// when the command could not be started).
+    /// No WebSocket could be opened (nothing listening, DNS, TLS, a
+    /// non-WebSocket answer).
+    #[error("cannot connect to {url}: {error}")]
+    Connect {
+        /// The URL that was tried.
+        url: String,
+        /// Why it failed (in the message, not chained: its own chain
+        /// repeats itself).
+        error: tungstenite::Error,
+    },
+    /// The server closed the connection with an error before the exit code
+    /// (for example 1011 when the command could not be started; the
+    /// reference server's reason is always "failed to serve execer").
     #[error("server closed the connection ({code}): {reason}")]
     Closed {
         /// WebSocket close code.
@@ -53,6 +116,12 @@ pub enum Error {
     /// The URL is not a ws:// or wss:// URL, or a header is invalid.
     #[error("bad request: {0}")]
     Request(String),
+    /// Input for a command started with `stdin: Some(false)`.
+    #[error("stdin is disabled for this command")]
+    InputDisabled,
+    /// Input after [`Input::close_stdin`].
+    #[error("stdin was already closed")]
+    InputClosed,
     /// The WebSocket failed.
     #[error("websocket: {0}")]
     Ws(#[from] tungstenite::Error),
@@ -74,18 +143,39 @@ pub enum Output {
     },
 }
 
+/// Whether input may still be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputState {
+    Open,
+    Closed,
+    Disabled,
+}
+
 /// The sending side of a started command.
 #[derive(Debug)]
 pub struct Input {
-    sink: SplitSink<Ws, Message>,
+    sink: SharedSink,
+    tty: bool,
+    state: InputState,
+}
+
+/// Where the receiving side is in the command's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// The exit code came and our close went out; the server's close is
+    /// still owed.
+    Exited,
+    Done,
 }
 
 /// The receiving side of a started command.
 #[derive(Debug)]
 pub struct Outputs {
     stream: SplitStream<Ws>,
+    sink: SharedSink,
     pid: i64,
-    exited: bool,
+    phase: Phase,
 }
 
 /// Opens a WebSocket to `url` with the token as a bearer header.
@@ -115,23 +205,71 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, Error> {
             Err(Error::Unauthorized)
         }
         Err(tungstenite::Error::Http(response)) => Err(Error::Refused(response.status().as_u16())),
-        Err(e) => Err(e.into()),
+        Err(error) => Err(Error::Connect {
+            url: url.to_owned(),
+            error,
+        }),
     }
 }
 
-/// Connects, sends `start`, and waits for the `pid`.
+/// `command` with every field a server might default differently made
+/// explicit: what is sent is what both kinds of server run.
+///
+/// - `stdin: None` becomes `Some(true)`: input on, as this project's server
+///   and the seed protocol read a missing flag, and as the reference reads
+///   only an explicit `true`.
+/// - a terminal with a zero `rows` or `cols` gets [`DEFAULT_ROWS`] x
+///   [`DEFAULT_COLS`] for it;
+/// - a terminal without `TERM=` in `env` gets [`DEFAULT_TERM`] (first, so
+///   that a caller's own entries still win where a server appends them).
+///
+/// An `id` without `tty` is sent as given; both servers ignore it there.
+pub fn explicit(mut command: StartCommand) -> StartCommand {
+    command.stdin = Some(command.stdin.unwrap_or(true));
+    if command.tty {
+        (command.rows, command.cols) = size_or_default(command.rows, command.cols);
+        if !command.env.iter().any(|entry| entry.starts_with("TERM=")) {
+            command.env.insert(0, format!("TERM={DEFAULT_TERM}"));
+        }
+    }
+    command
+}
+
+/// A zero dimension replaced by the default for it.
+fn size_or_default(rows: u16, cols: u16) -> (u16, u16) {
+    (
+        if rows == 0 { DEFAULT_ROWS } else { rows },
+        if cols == 0 { DEFAULT_COLS } else { cols },
+    )
+}
+
+/// Connects, sends `start` (made [`explicit`]), and waits for the `pid`.
+///
+/// A server that cannot start the command closes instead, which is
+/// [`Error::Closed`] (1011 from both kinds of server).
 pub async fn start(
     url: &str,
     token: Option<&str>,
     command: StartCommand,
 ) -> Result<(Input, Outputs), Error> {
+    let command = explicit(command);
     let ws = connect(url, token).await?;
     let (sink, stream) = ws.split();
-    let mut input = Input { sink };
+    let sink = Arc::new(Mutex::new(sink));
+    let mut input = Input {
+        sink: sink.clone(),
+        tty: command.tty,
+        state: if command.tty || command.stdin_enabled() {
+            InputState::Open
+        } else {
+            InputState::Disabled
+        },
+    };
     let mut outputs = Outputs {
         stream,
+        sink,
         pid: 0,
-        exited: false,
+        phase: Phase::Running,
     };
     input.send(&ClientMsg::Start(command)).await?;
     loop {
@@ -148,18 +286,35 @@ pub async fn start(
 
 impl Input {
     async fn send(&mut self, msg: &ClientMsg) -> Result<(), Error> {
+        self.send_message(Message::Binary(msg.encode().into()))
+            .await
+    }
+
+    async fn send_message(&mut self, message: Message) -> Result<(), Error> {
         self.sink
-            .send(Message::Binary(msg.encode().into()))
+            .lock()
+            .await
+            .send(message)
             .await
             .map_err(Error::from)
     }
 
+    /// Whether input may be sent now; refusing here is what keeps a server
+    /// from ending the session over it.
+    fn check_open(&self) -> Result<(), Error> {
+        match self.state {
+            InputState::Open => Ok(()),
+            InputState::Closed => Err(Error::InputClosed),
+            InputState::Disabled => Err(Error::InputDisabled),
+        }
+    }
+
     /// Sends input, split into messages that fit the protocol's limit.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
-        let max = wsep_proto::MAX_OUTPUT_BODY;
-        for piece in data.chunks(max) {
+        self.check_open()?;
+        for piece in data.chunks(wsep_proto::MAX_OUTPUT_BODY) {
             let msg = wsep_proto::encode_stdin(piece);
-            self.sink.send(Message::Binary(msg)).await?;
+            self.send_message(Message::Binary(msg)).await?;
         }
         Ok(())
     }
@@ -173,34 +328,49 @@ impl Input {
         {
             return Err(Error::Request("not an encoded stdin message".into()));
         }
-        self.sink.send(Message::Binary(message)).await?;
-        Ok(())
+        self.check_open()?;
+        self.send_message(Message::Binary(message)).await
     }
 
-    /// Tells the remote terminal its new size.
+    /// Tells the remote terminal its new size. A zero dimension is sent as
+    /// the default for it: the reference server would apply a 0x0 size.
     pub async fn resize(&mut self, rows: u16, cols: u16) -> Result<(), Error> {
+        let (rows, cols) = size_or_default(rows, cols);
         self.send(&ClientMsg::Resize { rows, cols }).await
     }
 
-    /// Ends the command's input.
+    /// Ends the command's input. Without a terminal this sends
+    /// `close_stdin` once (later calls do nothing, later writes are
+    /// [`Error::InputClosed`]). On a terminal it types end-of-file
+    /// (Ctrl-D), as a user would, and input stays open: the reference server
+    /// would close the terminal itself on `close_stdin`, and the command
+    /// would then never report an exit.
     pub async fn close_stdin(&mut self) -> Result<(), Error> {
+        if self.tty {
+            return self.write(&[VEOF]).await;
+        }
+        if self.state != InputState::Open {
+            return Ok(());
+        }
+        self.state = InputState::Closed;
         self.send(&ClientMsg::CloseStdin).await
     }
 
     /// Sends an arbitrary raw message (for tests of servers' error handling).
     pub async fn send_raw(&mut self, msg: Message) -> Result<(), Error> {
-        self.sink.send(msg).await.map_err(Error::from)
+        self.send_message(msg).await
     }
 
     /// Closes the connection without waiting for the command (a named
     /// terminal session stays alive on the server).
-    pub async fn disconnect(mut self) -> Result<(), Error> {
-        self.sink.close().await.map_err(Error::from)
+    pub async fn disconnect(self) -> Result<(), Error> {
+        self.sink.lock().await.close().await.map_err(Error::from)
     }
 }
 
 impl Outputs {
-    /// The remote process id.
+    /// The remote process id. (The reference server reports a process of
+    /// its own for a named session, a different one on every attach.)
     pub fn pid(&self) -> i64 {
         self.pid
     }
@@ -219,35 +389,147 @@ impl Outputs {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
                         .unwrap_or((1005, String::new()));
-                    if code != 1000 || !self.exited {
-                        // Keep reading so the close handshake completes.
-                        while let Some(Ok(_)) = self.stream.next().await {}
-                        return Err(Error::Closed { code, reason });
-                    }
+                    // tungstenite has queued our answer; reading on sends it
+                    // and sees the connection end.
+                    self.drain().await;
+                    return Err(Error::Closed { code, reason });
                 }
                 Some(Ok(_)) => {} // ping/pong/frames: handled by tungstenite
             }
         }
     }
 
-    /// The next output; `Ok(None)` once the server closed normally after the
-    /// exit code.
+    /// Reads until the connection ends, for at most [`CLOSE_WAIT`].
+    async fn drain(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(_)) = self.stream.next().await {}
+        })
+        .await;
+    }
+
+    /// Begins the closing handshake with a normal closure. Errors are moot:
+    /// the server may have closed first (this project's does), and then
+    /// tungstenite answers its close by itself.
+    async fn close(&mut self) {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            let _ = self
+                .sink
+                .lock()
+                .await
+                .send(Message::Close(Some(frame)))
+                .await;
+        })
+        .await;
+    }
+
+    /// The next output; `Ok(None)` after the exit code.
+    ///
+    /// The exit code is the end of the command: on receiving it the client
+    /// sends its own normal close (the reference server never closes), and
+    /// the call after [`Output::Exit`] waits briefly for the server's half
+    /// of the handshake, then returns `Ok(None)`, whatever the server did.
+    /// An error close before the exit code is [`Error::Closed`]; a socket
+    /// that ends without either is [`Error::Lost`].
     pub async fn next(&mut self) -> Result<Option<Output>, Error> {
         loop {
+            match self.phase {
+                Phase::Running => {}
+                Phase::Exited => {
+                    self.drain().await;
+                    self.phase = Phase::Done;
+                    return Ok(None);
+                }
+                Phase::Done => return Ok(None),
+            }
             let msg = match self.recv().await? {
                 Some(m) => m,
-                None if self.exited => return Ok(None),
                 None => return Err(Error::Lost),
             };
             return Ok(Some(match msg {
                 ServerMsg::Stdout(b) => Output::Stdout(b),
                 ServerMsg::Stderr(b) => Output::Stderr(b),
                 ServerMsg::ExitCode { code, error } => {
-                    self.exited = true;
+                    self.close().await;
+                    self.phase = Phase::Exited;
                     Output::Exit { code, error }
                 }
                 ServerMsg::Pid(_) | ServerMsg::Unknown(_) => continue,
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start_json(command: StartCommand) -> serde_json::Value {
+        let encoded = ClientMsg::Start(explicit(command)).encode();
+        serde_json::from_slice(&encoded).unwrap_or_default()
+    }
+
+    #[test]
+    fn stdin_is_always_said() {
+        let plain = StartCommand {
+            command: "cat".into(),
+            ..StartCommand::default()
+        };
+        assert_eq!(start_json(plain.clone())["command"]["stdin"], true);
+        let off = StartCommand {
+            stdin: Some(false),
+            ..plain
+        };
+        assert_eq!(start_json(off)["command"]["stdin"], false);
+    }
+
+    #[test]
+    fn a_terminal_gets_a_size_and_a_term() {
+        let value = start_json(StartCommand {
+            command: "sh".into(),
+            tty: true,
+            rows: 40,
+            env: vec!["A=b".into()],
+            ..StartCommand::default()
+        });
+        let command = &value["command"];
+        assert_eq!(
+            (&command["rows"], &command["cols"]),
+            (&40.into(), &80.into())
+        );
+        assert_eq!(
+            command["env"],
+            serde_json::json!(["TERM=xterm-256color", "A=b"])
+        );
+        assert_eq!(command["tty"], true);
+        // No id given, none sent.
+        assert!(value.get("id").is_none());
+    }
+
+    #[test]
+    fn a_callers_term_is_kept() {
+        let command = explicit(StartCommand {
+            command: "sh".into(),
+            tty: true,
+            env: vec!["TERM=vt220".into()],
+            ..StartCommand::default()
+        });
+        assert_eq!(command.env, ["TERM=vt220"]);
+    }
+
+    #[test]
+    fn without_a_terminal_nothing_is_added() {
+        let value = start_json(StartCommand {
+            command: "ls".into(),
+            id: "kept".into(),
+            ..StartCommand::default()
+        });
+        assert_eq!(value["id"], "kept");
+        let command = &value["command"];
+        assert_eq!(command["tty"], false);
+        assert!(command.get("rows").is_none() && command.get("env").is_none());
     }
 }

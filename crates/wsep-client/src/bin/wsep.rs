@@ -37,6 +37,29 @@ struct Args {
     command: Vec<String>,
 }
 
+/// The size of the terminal this command runs in, or 24x80 when it runs in
+/// none (piped, under a test): then the remote terminal gets the classic
+/// size on every server, not the size of some other terminal the process
+/// happens to control.
+fn local_size() -> (u16, u16) {
+    let in_terminal = std::io::stdin().is_terminal() || std::io::stdout().is_terminal();
+    match crossterm::terminal::size() {
+        Ok((cols, rows)) if in_terminal => (rows, cols),
+        _ => (wsep_client::DEFAULT_ROWS, wsep_client::DEFAULT_COLS),
+    }
+}
+
+/// The command's environment: for a terminal, the local `TERM` first (the
+/// remote program draws for the terminal we display on; servers differ in
+/// what they set), then the user's entries, which win.
+fn remote_env(tty: bool, user: Vec<String>) -> Vec<String> {
+    let term = std::env::var("TERM").ok().filter(|t| tty && !t.is_empty());
+    term.map(|t| format!("TERM={t}"))
+        .into_iter()
+        .chain(user)
+        .collect()
+}
+
 /// Puts the local terminal back the way it was, however we leave.
 struct RawMode;
 
@@ -67,24 +90,24 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<u8> {
     let mut parts = args.command.into_iter();
     let command = parts.next().context("no command given")?;
-    let (rows, cols) = if args.tty {
-        let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
-        (rows, cols)
-    } else {
-        (0, 0)
-    };
+    let (rows, cols) = if args.tty { local_size() } else { (0, 0) };
     let start = StartCommand {
         id: args.id.unwrap_or_default(),
-        command,
+        command: command.clone(),
         args: parts.collect(),
         tty: args.tty,
+        // Said outright: the reference server reads a missing flag as "no
+        // input" and fails the session on the first byte.
+        stdin: Some(true),
         rows,
         cols,
-        env: args.env,
+        env: remote_env(args.tty, args.env),
         working_dir: args.workdir.unwrap_or_default(),
         ..StartCommand::default()
     };
-    let (input, mut outputs) = wsep_client::start(&args.url, args.token.as_deref(), start).await?;
+    let (input, mut outputs) = wsep_client::start(&args.url, args.token.as_deref(), start)
+        .await
+        .with_context(|| format!("running {command:?}"))?;
     // Raw mode only where there is a terminal to put in it (not when piped).
     let _raw = if args.tty && std::io::stdin().is_terminal() {
         Some(RawMode::enable()?)
@@ -95,21 +118,28 @@ async fn run(args: Args) -> anyhow::Result<u8> {
 
     let (stdout, stdout_thread) = writer(std::io::stdout().as_fd())?;
     let (stderr, stderr_thread) = writer(std::io::stderr().as_fd())?;
-    let mut code = None;
-    while let Some(event) = outputs.next().await? {
-        match event {
-            Output::Stdout(b) => stdout.send(b).await?,
-            Output::Stderr(b) => stderr.send(b).await?,
-            Output::Exit { code: c, .. } => code = Some(c),
+    // Runs to the exit code: the library then closes the connection itself,
+    // whether or not the server would have.
+    let outcome: anyhow::Result<Option<i32>> = async {
+        let mut code = None;
+        while let Some(event) = outputs.next().await? {
+            match event {
+                Output::Stdout(b) => stdout.send(b).await?,
+                Output::Stderr(b) => stderr.send(b).await?,
+                Output::Exit { code: c, .. } => code = Some(c),
+            }
         }
+        Ok(code)
     }
-    // Everything received is written before we exit with the remote's code.
+    .await;
+    // Everything received is written before we exit, even after an error.
     drop((stdout, stderr));
     for thread in [stdout_thread, stderr_thread] {
         thread
             .join()
             .map_err(|_| anyhow::anyhow!("output writer panicked"))??;
     }
+    let code = outcome?;
     pump.abort();
     // -1 (killed by a signal) and anything out of range become 255, as with ssh.
     Ok(code.and_then(|c| u8::try_from(c).ok()).unwrap_or(255))
