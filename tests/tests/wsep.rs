@@ -267,8 +267,18 @@ async fn tty_zero_size_gets_a_sane_default() {
     let mut start = tty("stty", &["size"], "");
     start.rows = 0;
     start.cols = 0;
-    let ran = run(&server, start).await;
-    assert!(String::from_utf8_lossy(&ran.stdout).contains("24 80"));
+    // Raw: the client library would send 24x80 itself.
+    let mut ws = raw(&server).await;
+    ws.send(start_frame(&start)).await.unwrap();
+    let mut stdout = Vec::new();
+    while let Some(Ok(Message::Binary(payload))) = ws.next().await {
+        match wsep_proto::ServerMsg::decode(&payload).unwrap() {
+            wsep_proto::ServerMsg::Stdout(b) => stdout.extend_from_slice(&b),
+            wsep_proto::ServerMsg::ExitCode { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(String::from_utf8_lossy(&stdout).contains("24 80"));
 }
 
 #[tokio::test]
