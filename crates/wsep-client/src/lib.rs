@@ -361,11 +361,20 @@ impl Input {
         self.send_message(msg).await
     }
 
-    /// Closes the connection without waiting for the command (a named
-    /// terminal session stays alive on the server).
-    pub async fn disconnect(self) -> Result<(), Error> {
-        self.sink.lock().await.close().await.map_err(Error::from)
+    /// Closes the connection (1000) without waiting for the command (a
+    /// named terminal session stays alive on the server). The code is said:
+    /// the reference server takes a close without one for a failure.
+    pub async fn disconnect(mut self) -> Result<(), Error> {
+        self.send_message(normal_close()).await
     }
+}
+
+/// A close frame with code 1000 and no reason.
+fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
 }
 
 impl Outputs {
@@ -411,17 +420,8 @@ impl Outputs {
     /// the server may have closed first (this project's does), and then
     /// tungstenite answers its close by itself.
     async fn close(&mut self) {
-        let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        };
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            let _ = self
-                .sink
-                .lock()
-                .await
-                .send(Message::Close(Some(frame)))
-                .await;
+            let _ = self.sink.lock().await.send(normal_close()).await;
         })
         .await;
     }
