@@ -14,7 +14,7 @@
 // Prints one JSON object of what each try saw; the Rust driver
 // (tests/tests/origins_browser.rs) checks it and the marker files.
 import { createServer } from "node:http";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const config = JSON.parse(process.argv[2] || "null");
 if (!config) {
@@ -31,19 +31,7 @@ const site = createServer((req, res) => {
 await new Promise((resolve) => site.listen(0, "127.0.0.1", resolve));
 const sitePort = site.address().port;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--host-resolver-rules=MAP evil.test 127.0.0.1",
-  ],
-});
+const browser = await launch(["--host-resolver-rules=MAP evil.test 127.0.0.1"]);
 
 // Runs in the page: tries each command path of `servers` (with `tokens`
 // when given), each running `touch -- markers[route]`. Resolves to

@@ -12,7 +12,7 @@
 // not what came before the marker), then the clipboard both ways through
 // `webexec-server copy` and `paste` run in the pane. Prints "ok: STEP" as
 // it goes; exits 1 with the reason on the first failure.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { readFile, writeFile, access } from "node:fs/promises";
 import { createServer } from "node:http";
 import { execFileSync } from "node:child_process";
@@ -34,19 +34,7 @@ const site = createServer((req, res) => {
 await new Promise((resolve) => site.listen(0, "127.0.0.1", resolve));
 const pageUrl = `http://127.0.0.1:${site.address().port}/`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    // Offer real addresses, not mDNS names: nothing multicast.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-  ],
-});
+const browser = await launch();
 
 // Waits for `file` to exist: the shell in the pane makes it.
 async function fileAppears(file) {

@@ -7,7 +7,7 @@
 // `echo,hi` and prints the time from connecting to the pane's first output
 // (p50 and p99, ms): the webexec benchmark's "offer to first output" as a
 // browser sees it.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const url = process.argv[2];
 const timeIndex = process.argv.indexOf("--time");
@@ -17,19 +17,7 @@ if (!url || (timeIndex > 0 && !(rounds > 0))) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    // Offer real addresses, not mDNS names: nothing multicast.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-  ],
-});
+const browser = await launch();
 // What the page's terminal shows, a line each.
 const screenOf = (page) =>
   page.evaluate(() => {

@@ -1,0 +1,20 @@
+// How every browser test starts Debian's chromium (or $CHROMIUM): headless,
+// nothing fetched from the network at start, and WebRTC offering real
+// addresses rather than mDNS names, so nothing multicast leaves the tests.
+import { chromium } from "playwright-core";
+
+export function launch(extraArgs = []) {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      "--disable-features=WebRtcHideLocalIpsWithMdns",
+      ...extraArgs,
+    ],
+  });
+}
