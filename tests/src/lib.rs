@@ -54,6 +54,32 @@ pub fn browser() -> Option<(String, PathBuf)> {
     None
 }
 
+/// Runs the browser script `script` (in `tests/browser`) with `args`
+/// under node, driving `chromium`; returns its stdout once it succeeded,
+/// else fails the test with everything it printed.
+pub async fn run_browser_script(
+    chromium: &str,
+    script: &Path,
+    args: &[&std::ffi::OsStr],
+) -> String {
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .env("CHROMIUM", chromium)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test {} failed\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        script.display()
+    );
+    stdout
+}
+
 /// A server running in this process on `127.0.0.1:0`, shut down when
 /// dropped.
 #[derive(Debug)]

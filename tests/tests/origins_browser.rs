@@ -55,22 +55,12 @@ async fn a_page_of_another_site_runs_nothing_without_the_token() {
         "auth": auth,
         "tokens": tokens,
     });
-    let out = tokio::process::Command::new("node")
-        .arg(dir.join("origins.mjs"))
-        .arg(config.to_string())
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let config = config.to_string();
+    let stdout =
+        execwire_tests::run_browser_script(&chromium, &dir.join("origins.mjs"), &[config.as_ref()])
+            .await;
     let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("not JSON ({e}):\n{stdout}\nstderr:\n{stderr}");
+        panic!("not JSON ({e}):\n{stdout}");
     });
     let ran = |marker: &str| markers.join(marker).exists();
     for route in ROUTES {

@@ -14,19 +14,8 @@ async fn chromium_runs_echo_through_the_demo_page() {
     };
     let server = TestServer::webexec_with(webexec_server::Config::default()).await;
     let url = format!("http://{}/#token={}", server.addr, server.token);
-    let out = tokio::process::Command::new("node")
-        .arg(dir.join("webexec.mjs"))
-        .arg(&url)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let stdout =
+        execwire_tests::run_browser_script(&chromium, &dir.join("webexec.mjs"), &[url.as_ref()])
+            .await;
     assert!(stdout.contains("ok:"), "{stdout}");
 }
