@@ -416,6 +416,11 @@ impl FilterCheck {
     pub fn complete(&self) -> bool {
         self.received == self.frames * self.frame_len
     }
+
+    /// Fails the test unless every byte of every frame arrived.
+    pub fn assert_complete(&self) {
+        assert!(self.complete(), "only {} bytes came back", self.received);
+    }
 }
 
 /// SHA-256 of the filter frames, in `sha256sum`'s hex, computed by the

@@ -792,11 +792,7 @@ async fn a_filter_fed_100_mib_over_websocket_never_stalls() {
         tokio::time::timeout(FILTER_NET, async { tokio::join!(feed, read) })
             .await
             .expect("the filter stalled");
-    assert!(
-        check.complete(),
-        "only {} bytes came back",
-        check.received()
-    );
+    check.assert_complete();
     assert_eq!(result, Some(Outcome::Fulfilled { value: Value::Null }));
 }
 

@@ -625,10 +625,6 @@ async fn a_filter_fed_100_mib_never_stalls() {
     let exit = tokio::time::timeout(FILTER_NET, run)
         .await
         .expect("the filter stalled");
-    assert!(
-        check.complete(),
-        "only {} bytes came back",
-        check.received()
-    );
+    check.assert_complete();
     assert_eq!(exit, json!(0));
 }
