@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use exec_core::auth::AccessToken;
+use server_kit::AccessToken;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -215,7 +215,7 @@ impl TestServer {
     /// authentication. pow's only process is `touch` (`touch -- PATH`),
     /// so that every kind can run the same command.
     pub async fn of_kind(kind: Kind, auth: bool, allowed: &[&str]) -> TestServer {
-        let allowed_origins: Vec<exec_core::auth::Origin> =
+        let allowed_origins: Vec<server_kit::Origin> =
             allowed.iter().map(|o| o.parse().unwrap()).collect();
         match kind {
             Kind::Wsep => {

@@ -36,16 +36,6 @@ pub enum Error {
     /// An I/O error on the process's pipes or terminal.
     #[error(transparent)]
     Io(#[from] io::Error),
-    /// An origin given to a server (`--allow-origin`) is not one.
-    #[error(
-        "bad origin {given:?}: {why}; expected scheme://host[:port], e.g. http://localhost:3000"
-    )]
-    BadOrigin {
-        /// What was given.
-        given: String,
-        /// What is wrong with it.
-        why: &'static str,
-    },
 }
 
 /// Errors of a [`Transport`](crate::Transport).

@@ -16,16 +16,17 @@
 //!   its output from being read, nor a cancel from being seen.
 //!
 //! It is not a sandbox: commands run with the server's privileges unless a
-//! uid/gid is given.
+//! uid/gid is given. Nor is it a server: who may connect, over what (HTTP,
+//! TLS, WebSocket) and what gets counted is the server kit's business
+//! (`server-kit`), so an embedder with its own [`Transport`] pulls in none
+//! of it.
 
-pub mod auth;
 mod command;
 mod error;
 mod pane;
 mod process;
 mod replay;
 mod screen;
-pub mod serve;
 mod stdin;
 mod text;
 mod transport;
@@ -43,5 +44,3 @@ pub use transport::{
     CloseFrame, MAX_CLOSE_REASON, MemoryRx, MemoryTransport, MemoryTx, Message, Transport,
     TransportRx, TransportTx, memory_pair, truncate_reason,
 };
-#[cfg(feature = "axum")]
-pub use transport::{WsRx, WsTx};

@@ -62,6 +62,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn exec_token() -> anyhow::Result<exec_core::auth::AccessToken> {
-    Ok(exec_core::auth::AccessToken::generate()?)
+fn exec_token() -> anyhow::Result<server_kit::AccessToken> {
+    Ok(server_kit::AccessToken::generate()?)
 }

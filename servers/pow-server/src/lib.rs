@@ -14,8 +14,10 @@
 //! and a `/docs/` page to try them from a browser.
 //!
 //! Web pages of other origins are refused with `403`, before the token
-//! check, as [`exec_core::auth::OriginPolicy`] says; the docs page is the
-//! server's own.
+//! check, as [`server_kit::OriginPolicy`] says; the docs page is the
+//! server's own. `GET /metrics` (outside the base path, behind the token)
+//! serves the server's counters; with [`Config::tls`] everything is
+//! `https://` and `wss://`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,10 +28,12 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use exec_core::auth::{AccessToken, Origin, OriginPolicy, check_origin, require_token};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use server_kit::{
+    AccessToken, Listener, Listeners, Metrics, Origin, OriginPolicy, Sessions, Tls, TokenGate,
+    WsTransport, check_origin, require_token,
+};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 mod config;
 mod docs;
@@ -74,6 +78,10 @@ pub struct Config {
     pub rest_timeout: Duration,
     /// Where the API lives: `/` or a prefix such as `/api/v1/pow/`.
     pub base_path: String,
+    /// Serve `https://` and `wss://` with this identity; `None`: plain.
+    pub tls: Option<Tls>,
+    /// Where the server counts what happens (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 impl Default for Config {
@@ -87,6 +95,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             rest_timeout: Duration::from_secs(60),
             base_path: "/".into(),
+            tls: None,
+            metrics: Metrics::new(),
         }
     }
 }
@@ -114,6 +124,9 @@ const READ_BUFFER: usize = 32 * 1024;
 /// is made to wait: a few of the largest chunks a read returns.
 const MAX_WRITE_BUFFER: usize = 4 * 64 * 1024;
 
+/// The protocol's name in metrics and logs.
+const PROTOCOL: &str = "pow";
+
 #[derive(Clone)]
 struct AppState {
     shared: ws::Shared,
@@ -123,60 +136,66 @@ struct AppState {
     base: String,
 }
 
-/// Serves pow-1 on `listener` with `handler` until `shutdown` completes;
-/// then cancels every process (cause [`CancelCause::Shutdown`]) and waits for
-/// the sessions to send their results.
+/// Serves pow-1 on `listeners` (one, or a `Vec` of them) with `handler`
+/// until `shutdown` completes; then cancels every process (cause
+/// [`CancelCause::Shutdown`]) and waits for the sessions to send their
+/// results.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     handler: Arc<dyn Handler>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let origins = OriginPolicy::new(
-        &config.allowed_origins,
-        config.token.is_some(),
-        listener.local_addr()?,
-    );
-    let cancel = CancellationToken::new();
+    let probe = config.metrics.probe(PROTOCOL);
+    let sessions = Sessions::new(config.shutdown_grace);
     let state = AppState {
         shared: ws::Shared {
             handler,
             call_timeout: config.call_timeout,
             max_pending_input: config.max_pending_input,
-            shutdown: cancel.clone(),
+            shutdown: sessions.cancel.clone(),
+            probe: probe.clone(),
         },
-        tracker: TaskTracker::new(),
+        tracker: sessions.tracker.clone(),
         max_message: config.max_message,
         base: config.base(),
     };
-    let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout);
-    tokio::spawn(rest.clone().reap(cancel.clone()));
+    let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout, &probe);
+    tokio::spawn(rest.clone().reap(sessions.cancel.clone()));
     // REST routes by name, the docs beside them, and a WebSocket upgrade on
     // any other path under the base. Everything but the docs needs the token;
     // everything, the docs too, is subject to the origin rule.
-    let auth = axum::middleware::from_fn_with_state(config.token.clone(), require_token);
+    let auth = axum::middleware::from_fn_with_state(
+        TokenGate::new(config.token.clone(), &probe),
+        require_token,
+    );
     let websocket = Router::new()
         .fallback(upgrade)
         .with_state(state.clone())
         .layer(auth.clone());
     let docs = docs::router(&rest::openapi(&state.base, config.token.is_some()));
-    let routes = rest.router().layer(auth).merge(docs);
+    let routes = rest.router().layer(auth.clone()).merge(docs);
     let app = if state.base.is_empty() {
         routes
     } else {
         Router::new().nest(&state.base, routes)
     }
-    .fallback_service(websocket)
-    .layer(axum::middleware::from_fn_with_state(origins, check_origin));
-    exec_core::serve::serve_app(
-        listener,
-        app,
-        shutdown,
-        cancel,
-        state.tracker.clone(),
-        config.shutdown_grace,
-    )
-    .await?;
+    .merge(config.metrics.route().layer(auth))
+    .fallback_service(websocket);
+    let mut served = Vec::new();
+    for listener in listeners.into().0 {
+        let origins = OriginPolicy::new(
+            &config.allowed_origins,
+            config.token.is_some(),
+            listener.local_addr()?,
+        )
+        .counted(&probe);
+        let app = app
+            .clone()
+            .layer(axum::middleware::from_fn_with_state(origins, check_origin));
+        served.push((Listener::new(listener, config.tls.as_ref(), &probe), app));
+    }
+    server_kit::serve_app(served, PROTOCOL, shutdown, sessions).await?;
     Ok(())
 }
 
@@ -206,9 +225,18 @@ async fn upgrade(
         max_message,
         ..
     } = state;
+    let span = tracing::Span::current();
     ws.read_buffer_size(READ_BUFFER)
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| tracker.track_future(ws::run(socket, shared)))
+        .on_upgrade(move |socket| {
+            let session = async move {
+                // Authenticated by the token check before the upgrade.
+                let probe = shared.probe.clone();
+                let _counted = (probe.connection(), probe.session());
+                ws::run(WsTransport::new(socket, &probe), shared).await;
+            };
+            tracker.track_future(session.instrument(span))
+        })
 }

@@ -1,11 +1,17 @@
 //! `pow-server`: serve pow-1 processes over WebSocket.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use exec_core::auth::check_exposure;
+use server_kit::{Flags, Spec};
+
+const SPEC: Spec = Spec {
+    name: "pow-server",
+    token_env: "POW_TOKEN",
+    // The reference example server uses port 3000.
+    listen: &[server_kit::loopback(3000)],
+};
 
 /// Run server-defined processes for pow-1 clients.
 ///
@@ -14,23 +20,8 @@ use exec_core::auth::check_exposure;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Address to listen on (the reference example server uses port 3000).
-    #[arg(long, default_value = "127.0.0.1:3000")]
-    listen: SocketAddr,
-    /// The token clients must present.
-    #[arg(long, env = "POW_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Serve without authentication (only on a loopback address unless --insecure).
-    #[arg(long, conflicts_with = "token")]
-    no_auth: bool,
-    /// Allow --no-auth on a non-loopback address.
-    #[arg(long)]
-    insecure: bool,
-    /// Let web pages of ORIGIN (scheme://host[:port]) call; repeatable.
-    /// Without auth only the server's own pages (/docs/) and these may;
-    /// with auth, given at all, it restricts browsers to them.
-    #[arg(long = "allow-origin", value_name = "ORIGIN")]
-    allow_origins: Vec<exec_core::auth::Origin>,
+    #[command(flatten)]
+    common: Flags,
     /// TOML file of processes (default: the built-in set: echo, date, ls, wc).
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
@@ -41,29 +32,17 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    match run(SPEC.parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pow-server: {e:#}");
+            eprintln!("{}: {e:#}", SPEC.name);
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
-    check_exposure(args.listen, !args.no_auth, args.insecure)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let token =
-        exec_core::serve::startup_token(args.no_auth, args.token).context("generating a token")?;
+async fn run(args: Args) -> anyhow::Result<()> {
+    server_kit::init_logging(args.common.log_format)?;
     let text = match &args.config {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
@@ -71,23 +50,36 @@ async fn run() -> anyhow::Result<()> {
         None => pow_server::DEFAULT_CONFIG.to_owned(),
     };
     let registry = pow_server::registry_from_toml(&text)?;
+    let started = args.common.start(&SPEC).await?;
+    let tls = started.tls.is_some();
     let config = pow_server::Config {
-        token,
-        allowed_origins: args.allow_origins,
+        token: started.token,
+        allowed_origins: args.common.allow_origins,
         base_path: args.base_path,
+        tls: started.tls,
         ..pow_server::Config::default()
     };
-    let (addr, base) = (listener.local_addr()?, config.base());
-    println!("pow-server listening on ws://{addr}{base}/");
-    println!("REST API and docs: http://{addr}{base}/docs/");
+    let base = format!("{}/", config.base());
+    for listener in &started.listeners {
+        let addr = listener.local_addr()?;
+        println!(
+            "{} listening on {}",
+            SPEC.name,
+            server_kit::url(addr, tls, true, &base)
+        );
+        println!(
+            "REST API and docs: {}",
+            server_kit::url(addr, tls, false, &format!("{base}docs/"))
+        );
+    }
     let mut names: Vec<&str> = registry.names().collect();
     names.sort_unstable();
     println!("processes: {}", names.join(", "));
     pow_server::serve(
-        listener,
+        started.listeners,
         config,
         Arc::new(registry),
-        exec_core::serve::shutdown_signal(),
+        server_kit::shutdown_signal(),
     )
     .await?;
     Ok(())

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use pow_proto::{Call, LineBuffer, Outcome, ResultState, Status};
+use server_kit::{Open, Probe};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -32,6 +33,7 @@ pub(crate) struct Rest {
     handler: Arc<dyn Handler>,
     sessions: Arc<Mutex<HashMap<Uuid, Arc<Session>>>>,
     timeout: Duration,
+    probe: Probe,
 }
 
 struct Session {
@@ -40,6 +42,8 @@ struct Session {
     buffer: Mutex<LineBuffer>,
     result: watch::Sender<Option<Outcome>>,
     last_used: Mutex<Instant>,
+    /// A REST process is a session while the server remembers it.
+    _counted: Open,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,11 +55,12 @@ fn text(status: StatusCode, body: &'static str) -> Response {
 }
 
 impl Rest {
-    pub(crate) fn new(handler: Arc<dyn Handler>, timeout: Duration) -> Self {
+    pub(crate) fn new(handler: Arc<dyn Handler>, timeout: Duration, probe: &Probe) -> Self {
         Rest {
             handler,
             sessions: Arc::default(),
             timeout,
+            probe: probe.clone(),
         }
     }
 
@@ -133,6 +138,7 @@ async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
     let call = match Call::decode(&body) {
         Ok(call) => call,
         Err(e) => {
+            rest.probe.protocol_error();
             return (StatusCode::BAD_REQUEST, format!("bad call: {e}\n")).into_response();
         }
     };
@@ -143,17 +149,20 @@ async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
         buffer: Mutex::new(LineBuffer::new(STATUS_LINES, STATUS_BYTES)),
         result: watch::Sender::new(None),
         last_used: Mutex::new(Instant::now()),
+        _counted: rest.probe.session(),
     });
     let id = Uuid::new_v4();
     lock(&rest.sessions).insert(id, session.clone());
     // Unknown names and refusals show in /status, as in the reference.
     let process = rest.handler.get(&call.call, &call.params).await;
+    let probe = rest.probe.clone();
     tokio::spawn(async move {
         let outcome = match process {
             Err(e) => Outcome::Rejected {
                 reason: format!("failed to get process: {e}"),
             },
             Ok(process) => {
+                let _running = probe.process();
                 let mut task = tokio::spawn(process.run(io));
                 let joined = loop {
                     tokio::select! {

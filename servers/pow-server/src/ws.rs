@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use exec_core::{Message, TextDecoder, Transport, TransportError, TransportRx, TransportTx};
 use pow_proto::{Call, Outcome, Signal, reason};
+use server_kit::Probe;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,7 @@ pub(crate) struct Shared {
     pub(crate) call_timeout: Duration,
     pub(crate) max_pending_input: usize,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) probe: Probe,
 }
 
 /// How long to wait for the client's close after ours.
@@ -42,7 +44,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     let (mut tx, mut rx) = transport.split();
     let mut pending = Pending::default();
     let call = tokio::select! {
-        call = wait_for_call(&mut rx, &mut pending, shared.max_pending_input) => call,
+        call = wait_for_call(&mut rx, &mut pending, shared.max_pending_input, &shared.probe) => call,
         () = tokio::time::sleep(shared.call_timeout) => Err(Some(reason::TIMEOUT.to_owned())),
         () = shared.shutdown.cancelled() => Err(Some("server shutting down".to_owned())),
     };
@@ -59,6 +61,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         }
     };
     tracing::debug!(call = %call.call, params = call.params.len(), "process started");
+    let _running = shared.probe.process();
     let (io, input, mut output) = io_pair(INPUT_DEPTH, OUTPUT_DEPTH);
     let cancel = io.cancel.clone();
     let mut task = tokio::spawn(process.run(io));
@@ -115,6 +118,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "bad control frame");
+                        shared.probe.protocol_error();
                         cancel.cancel(CancelCause::ProtocolError);
                     }
                 },
@@ -209,11 +213,13 @@ async fn wait_for_call<R: TransportRx>(
     rx: &mut R,
     pending: &mut Pending,
     max_pending: usize,
+    probe: &Probe,
 ) -> Result<Call, Option<String>> {
     loop {
         match rx.recv().await {
             Ok(Some(Message::Text(data))) => {
                 if pending.bytes + data.len() > max_pending {
+                    probe.protocol_error();
                     return Err(Some(format!(
                         "{}: more than {max_pending} bytes of input before the call",
                         reason::PROTOCOL_ERROR
@@ -224,6 +230,7 @@ async fn wait_for_call<R: TransportRx>(
             Ok(Some(Message::Binary(frame))) => {
                 return Call::decode(&frame).map_err(|e| {
                     tracing::debug!(error = %e, "bad call");
+                    probe.protocol_error();
                     Some(reason::PROTOCOL_ERROR.to_owned())
                 });
             }

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use exec_core::auth::AccessToken;
 use exec_core::{Command, Pane, PaneConfig, PtySize};
 use serde_json::Value;
+use server_kit::{AccessToken, Probe, TokenCheck};
 use tokio::sync::{mpsc, oneshot};
 use webexec_proto::{Notice, Size};
 
@@ -106,6 +106,17 @@ impl Authorized {
     }
 }
 
+/// The tokens of `/metrics`: those of [`Authorized::allows`].
+impl TokenCheck for Authorized {
+    fn required(&self) -> bool {
+        !self.open
+    }
+
+    fn accepts(&self, token: &str) -> bool {
+        self.allows(Some(token), None)
+    }
+}
+
 /// A pane and the size its clients last gave it.
 #[derive(Debug)]
 pub(crate) struct PaneEntry {
@@ -152,6 +163,8 @@ pub(crate) struct PaneDefaults {
 /// The state shared by every peer of one server.
 #[derive(Debug)]
 pub(crate) struct Host {
+    /// Where this server counts what happens.
+    pub(crate) probe: Probe,
     pub(crate) authorized: Authorized,
     defaults: PaneDefaults,
     panes: Mutex<BTreeMap<u64, Arc<PaneEntry>>>,
@@ -173,8 +186,9 @@ struct Markers {
 }
 
 impl Host {
-    pub(crate) fn new(authorized: Authorized, defaults: PaneDefaults) -> Host {
+    pub(crate) fn new(probe: Probe, authorized: Authorized, defaults: PaneDefaults) -> Host {
         Host {
+            probe,
             authorized,
             defaults,
             panes: Mutex::new(BTreeMap::new()),
@@ -233,7 +247,9 @@ impl Host {
         });
         lock(&self.panes).insert(id, entry.clone());
         let host = Arc::downgrade(self);
+        let counted = (self.probe.pane(), self.probe.process());
         pane.on_exit(move || {
+            drop(counted);
             if let Some(host) = host.upgrade() {
                 lock(&host.panes).remove(&id);
             }

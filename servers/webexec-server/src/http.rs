@@ -1,7 +1,7 @@
 //! HTTP signaling: the seed's `POST /connect` and today's WHIP-like
 //! `POST /offer` with trickled candidates, CORS for browsers, and the demo
-//! page. Pages of other origins are refused as
-//! [`exec_core::auth::OriginPolicy`] says.
+//! page, and `GET /metrics` behind the token. Pages of other origins are
+//! refused as [`server_kit::OriginPolicy`] says.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,10 +13,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use exec_core::auth::{OriginPolicy, check_origin};
+use server_kit::{Metrics, OriginPolicy, TokenGate, check_origin, require_token};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::host::Host;
@@ -36,6 +37,8 @@ pub(crate) struct AppState {
     /// Requests on this router come from a trusted channel (the daemon's
     /// unix socket, reachable only by its user): no token needed.
     pub(crate) trusted: bool,
+    /// Requests arrive over TLS: URLs given back are `https://`.
+    pub(crate) tls: bool,
     pub(crate) sessions: Arc<Mutex<HashMap<Uuid, (Peer, Instant)>>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -46,8 +49,13 @@ pub(crate) struct AppState {
 /// pages of other origins before anything else, their CORS preflights
 /// included, and CORS answers the origins it admits — any (`*`) when it
 /// admits any (a token is required and no origin listed), else the
-/// request's own, which the rule has already vetted.
-pub(crate) fn router(state: AppState, origins: Option<OriginPolicy>) -> Router {
+/// request's own, which the rule has already vetted. `metrics`, on a TCP
+/// listener, adds `GET /metrics` behind the authorized tokens.
+pub(crate) fn router(
+    state: AppState,
+    origins: Option<OriginPolicy>,
+    metrics: Option<&Metrics>,
+) -> Router {
     let any = origins.as_ref().is_none_or(OriginPolicy::admits_any_origin);
     let cors = CorsLayer::new()
         .allow_origin(if any {
@@ -69,7 +77,14 @@ pub(crate) fn router(state: AppState, origins: Option<OriginPolicy>) -> Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
-        .with_state(state);
+        .with_state(state.clone());
+    let router = match metrics {
+        Some(metrics) => router.merge(metrics.route().layer(axum::middleware::from_fn_with_state(
+            TokenGate::new(state.host.authorized.clone(), &state.host.probe),
+            require_token,
+        ))),
+        None => router,
+    };
     match origins {
         Some(origins) => router.layer(axum::middleware::from_fn_with_state(origins, check_origin)),
         None => router,
@@ -98,7 +113,7 @@ impl AppState {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let token = exec_core::auth::request_token(authorization, None);
+        let token = server_kit::request_token(authorization, None);
         self.host.authorized.allows(token.as_deref(), fingerprint)
     }
 
@@ -109,18 +124,26 @@ impl AppState {
         }
         let (answer, peer, channels) = self.rtc.answer(sdp).await.map_err(|e| {
             let status = match e {
-                crate::Error::Offer(_) => StatusCode::BAD_REQUEST,
+                crate::Error::Offer(_) => {
+                    self.host.probe.protocol_error();
+                    StatusCode::BAD_REQUEST
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             text(status, e.to_string())
         })?;
-        self.tracker.spawn(crate::peer::run(
-            self.host.clone(),
-            peer.clone(),
-            channels,
-            authenticated,
-            self.shutdown.clone(),
-        ));
+        // The peer lives on after this request: it keeps the request's
+        // span (connection id, client address) for its log lines.
+        self.tracker.spawn(
+            crate::peer::run(
+                self.host.clone(),
+                peer.clone(),
+                channels,
+                authenticated,
+                self.shutdown.clone(),
+            )
+            .instrument(tracing::Span::current()),
+        );
         Ok((answer, peer))
     }
 }
@@ -132,7 +155,10 @@ impl AppState {
 async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let request = match webexec_proto::decode_connect(&body) {
         Ok(request) => request,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => {
+            state.host.probe.protocol_error();
+            return text(StatusCode::BAD_REQUEST, e.to_string());
+        }
     };
     let authenticated = state.authorized(&headers, &request.sdp, request.fingerprint.as_deref());
     match state.accept(request.sdp, authenticated).await {
@@ -148,12 +174,15 @@ async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
 /// `Location` to trickle candidates to.
 async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(sdp) = String::from_utf8(body.to_vec()) else {
+        state.host.probe.protocol_error();
         return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8");
     };
     if !sdp.trim_start().starts_with("v=0") {
+        state.host.probe.protocol_error();
         return text(StatusCode::BAD_REQUEST, "the body must be an SDP offer");
     }
     if !state.authorized(&headers, &sdp, None) {
+        state.host.probe.auth_failed();
         tracing::info!("offer refused: no authorized token or fingerprint");
         return text(StatusCode::UNAUTHORIZED, "unauthorized");
     }
@@ -171,7 +200,8 @@ async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    let location = format!("http://{host}/candidates/{id}");
+    let scheme = if state.tls { "https" } else { "http" };
+    let location = format!("{scheme}://{host}/candidates/{id}");
     let mut response = (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/sdp")],

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use server_kit::{Listener, Listeners, Metrics, Origin, OriginPolicy, Probe, Tls};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -83,8 +84,8 @@ pub struct Config {
     /// Who may connect.
     pub authorized: Authorized,
     /// Origins whose web pages may signal besides the server's own (the
-    /// demo page); see [`exec_core::auth::OriginPolicy`].
-    pub allowed_origins: Vec<exec_core::auth::Origin>,
+    /// demo page); see [`OriginPolicy`].
+    pub allowed_origins: Vec<Origin>,
     /// ICE servers, UDP address and ports.
     pub rtc: RtcConfig,
     /// Where the server's certificate (its identity) is kept; `None` makes
@@ -102,6 +103,11 @@ pub struct Config {
     /// `WEBEXEC`, so `webexec-server copy`/`paste` in a pane reach the
     /// client's clipboard through this server.
     pub socket: Option<PathBuf>,
+    /// Serve the HTTP signaling and the page over `https://` with this
+    /// identity (WebRTC itself is DTLS regardless); `None`: `http://`.
+    pub tls: Option<Tls>,
+    /// Where the server counts what happens (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 impl Default for Config {
@@ -123,6 +129,8 @@ impl Default for Config {
             replay_bytes: 1 << 20,
             shutdown_grace: Duration::from_secs(3),
             socket: None,
+            tls: None,
+            metrics: Metrics::new(),
         }
     }
 }
@@ -137,10 +145,16 @@ pub struct Server {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
-    allowed_origins: Arc<[exec_core::auth::Origin]>,
+    allowed_origins: Arc<[Origin]>,
     /// Clients must be authorized (not `--no-auth`).
     auth: bool,
+    tls: Option<Tls>,
+    metrics: Metrics,
+    probe: Probe,
 }
+
+/// The protocol's name in metrics and logs.
+const PROTOCOL: &str = "webexec";
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,7 +166,9 @@ impl Server {
     /// Loads (or creates) the certificate and sets up the shared state.
     pub fn new(config: Config) -> Result<Server, Error> {
         let rtc = rtc::Rtc::new(config.rtc.clone(), config.certificate.as_deref())?;
+        let probe = config.metrics.probe(PROTOCOL);
         let host = Arc::new(host::Host::new(
+            probe.clone(),
             config.authorized.clone(),
             host::PaneDefaults {
                 shell: config.shell.clone(),
@@ -176,6 +192,9 @@ impl Server {
             grace: config.shutdown_grace,
             allowed_origins: config.allowed_origins.into(),
             auth: !config.authorized.open,
+            tls: config.tls,
+            metrics: config.metrics,
+            probe,
         })
     }
 
@@ -196,33 +215,58 @@ impl Server {
     /// The routes of a TCP listener, under its origin rule; or, with
     /// `None`, of the daemon's socket, which is trusted (only its user can
     /// reach it, and no web page can): no token, no origin rule.
-    fn router(&self, origins: Option<exec_core::auth::OriginPolicy>) -> axum::Router {
+    fn router(&self, origins: Option<OriginPolicy>) -> axum::Router {
+        let tcp = origins.is_some();
         http::router(
             http::AppState {
                 host: self.host.clone(),
                 rtc: self.rtc.clone(),
-                trusted: origins.is_none(),
+                trusted: !tcp,
+                tls: tcp && self.tls.is_some(),
                 sessions: self.sessions.clone(),
                 shutdown: self.shutdown.clone(),
                 tracker: self.tracker.clone(),
             },
             origins,
+            tcp.then_some(&self.metrics),
         )
     }
 
-    /// Serves HTTP signaling and the demo page on `listener` until the
-    /// server shuts down.
+    /// Serves HTTP signaling, the demo page and `/metrics` on `listener`
+    /// (over TLS when configured) until the server shuts down.
     pub async fn serve_tcp(&self, listener: TcpListener) -> Result<(), Error> {
-        let origins = exec_core::auth::OriginPolicy::new(
-            &self.allowed_origins,
-            self.auth,
-            listener.local_addr()?,
-        );
+        let origins = OriginPolicy::new(&self.allowed_origins, self.auth, listener.local_addr()?)
+            .counted(&self.probe);
         let stop = self.shutdown.clone();
-        axum::serve(listener, self.router(Some(origins)))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await?;
+        let listener = Listener::new(listener, self.tls.as_ref(), &self.probe);
+        server_kit::serve_router(listener, PROTOCOL, self.router(Some(origins)), async move {
+            stop.cancelled().await;
+        })
+        .await?;
         Ok(())
+    }
+
+    /// [`Server::serve_tcp`] on each of `listeners` at once; if one fails,
+    /// the server shuts down and its error is returned.
+    pub async fn serve_tcp_all(&self, listeners: impl Into<Listeners>) -> Result<(), Error> {
+        let mut served = tokio::task::JoinSet::new();
+        for listener in listeners.into().0 {
+            let server = self.clone();
+            served.spawn(async move { server.serve_tcp(listener).await });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = served.join_next().await {
+            let failed = match joined {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => Error::Io(std::io::Error::other(e.to_string())),
+            };
+            self.shutdown();
+            if result.is_ok() {
+                result = Err(failed);
+            }
+        }
+        result
     }
 
     /// Serves the daemon's unix socket (signaling without a token, plus
@@ -267,10 +311,10 @@ impl Server {
     }
 }
 
-/// Serves webexec on `listener` until `shutdown` completes; then closes
-/// every peer and ends every pane.
+/// Serves webexec on `listeners` (one, or a `Vec` of them) until
+/// `shutdown` completes; then closes every peer and ends every pane.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -280,7 +324,7 @@ pub async fn serve(
         shutdown.await;
         stopper.shutdown();
     });
-    let result = server.serve_tcp(listener).await;
+    let result = server.serve_tcp_all(listeners).await;
     server.finish().await;
     result
 }

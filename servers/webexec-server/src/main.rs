@@ -1,15 +1,21 @@
 //! `webexec-server`: commands and terminals over WebRTC data channels.
 
 use std::io::Read as _;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use exec_core::auth::{AccessToken, check_exposure};
+use server_kit::{AccessToken, Flags, LogFormat, Spec};
 use webexec_server::daemon::{self, Paths};
 use webexec_server::{Authorized, Config, IceServer, PortRange, RtcConfig, Server};
+
+const SPEC: Spec = Spec {
+    name: "webexec-server",
+    token_env: "WEBEXEC_TOKEN",
+    // The reference's port.
+    listen: &[server_kit::loopback(7777)],
+};
 
 /// Run commands and terminals for WebRTC clients (Terminal7, the demo page
 /// at http://LISTEN/, any webexec client).
@@ -29,27 +35,12 @@ struct Args {
 
 #[derive(Debug, clap::Args)]
 struct Opts {
-    /// Address for HTTP signaling and the demo page.
-    #[arg(long, global = true, default_value = "127.0.0.1:7777")]
-    listen: SocketAddr,
-    /// A token clients may present (added to the authorized file's).
-    #[arg(long, global = true, env = "WEBEXEC_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    common: Flags,
     /// The authorized file: tokens and client certificate fingerprints, one
     /// per line [default: DIR/authorized_fingerprints].
     #[arg(long, global = true, value_name = "FILE")]
     authorized: Option<PathBuf>,
-    /// Serve without authorization (only on a loopback address unless --insecure).
-    #[arg(long, global = true, conflicts_with = "token")]
-    no_auth: bool,
-    /// Allow --no-auth on a non-loopback address. Anyone who can reach it can run commands.
-    #[arg(long, global = true)]
-    insecure: bool,
-    /// Let web pages of ORIGIN (scheme://host[:port]) signal; repeatable.
-    /// Without auth only the server's own page and these may; with auth,
-    /// given at all, it restricts browsers to them.
-    #[arg(long = "allow-origin", global = true, value_name = "ORIGIN")]
-    allow_origins: Vec<exec_core::auth::Origin>,
     /// UDP ports for WebRTC, MIN-MAX (0-0: any free port).
     #[arg(
         long,
@@ -112,7 +103,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<std::process::ExitCode> {
-    let args = Args::parse();
+    let args: Args = SPEC.parse();
     let paths = Paths::new(args.opts.dir.clone())?;
     let ok = std::process::ExitCode::SUCCESS;
     match args.command.unwrap_or(Cmd::Run { detached: false }) {
@@ -122,7 +113,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 // end the panes.
                 let _ = rustix::process::setsid();
             }
-            init_logging();
+            server_kit::init_logging(args.opts.common.log_format)?;
             foreground(&args.opts, &paths).await?;
             Ok(ok)
         }
@@ -199,15 +190,6 @@ fn clipboard_socket(paths: &Paths) -> PathBuf {
         .unwrap_or_else(|| paths.socket())
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Starts `webexec-server run --detached` with the same flags, its output
 /// in the log, and waits until it answers on the socket.
 async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
@@ -219,12 +201,14 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", paths.log().display()))?;
     let exe = std::env::current_exe().context("finding this program")?;
     let mut cmd = std::process::Command::new(exe);
+    let common = &opts.common;
     cmd.arg("run")
         .arg("--detached")
-        .arg("--listen")
-        .arg(opts.listen.to_string())
         .arg("--udp-ports")
         .arg(&opts.udp_ports);
+    for addr in &common.listen {
+        cmd.arg("--listen").arg(addr.to_string());
+    }
     if let Some(dir) = &opts.dir {
         cmd.arg("--dir").arg(dir);
     }
@@ -234,19 +218,28 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     for server in &opts.ice_servers {
         cmd.arg("--ice-server").arg(server);
     }
-    for origin in &opts.allow_origins {
+    for origin in &common.allow_origins {
         cmd.arg("--allow-origin").arg(origin.to_string());
     }
-    if opts.no_auth {
+    if common.no_auth {
         cmd.arg("--no-auth");
     }
-    if opts.insecure {
+    if common.insecure {
         cmd.arg("--insecure");
     }
+    if let (Some(cert), Some(key)) = (&common.tls_cert, &common.tls_key) {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
+    if common.tls_self_signed {
+        cmd.arg("--tls-self-signed");
+    }
+    if common.log_format == LogFormat::Json {
+        cmd.arg("--log-format").arg("json");
+    }
     // The token goes by environment, not where `ps` shows it.
-    match &opts.token {
-        Some(token) => cmd.env("WEBEXEC_TOKEN", token),
-        None => cmd.env_remove("WEBEXEC_TOKEN"),
+    match &common.token {
+        Some(token) => cmd.env(SPEC.token_env, token),
+        None => cmd.env_remove(SPEC.token_env),
     };
     let mut child = cmd
         .stdin(std::process::Stdio::null())
@@ -262,9 +255,14 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
 }
 
 async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
+    let common = &opts.common;
     let files = exec_core::raise_open_files_limit();
     tracing::debug!(files, "open-files limit");
-    check_exposure(opts.listen, !opts.no_auth, opts.insecure)?;
+    let addrs = common.addresses(&SPEC);
+    let tls = common.tls(&addrs)?;
+    for addr in &addrs {
+        common.check_address(*addr, tls.is_some())?;
+    }
     let ice_servers = opts
         .ice_servers
         .iter()
@@ -278,8 +276,8 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         .unwrap_or_else(|| paths.authorized());
     let mut tokens = Vec::new();
     let mut generated = None;
-    if !opts.no_auth {
-        match opts.token.clone().filter(|t| !t.is_empty()) {
+    if !common.no_auth {
+        match common.token.clone().filter(|t| !t.is_empty()) {
             Some(t) => tokens.push(AccessToken::new(t)),
             None if !has_entries(&authorized_file) => {
                 let t = AccessToken::generate().context("generating a token")?;
@@ -289,40 +287,55 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
             None => {}
         }
     }
+    let https = tls.is_some();
     let config = Config {
         authorized: Authorized {
             file: Some(authorized_file.clone()),
             tokens,
-            open: opts.no_auth,
+            open: common.no_auth,
         },
-        allowed_origins: opts.allow_origins.clone(),
+        allowed_origins: common.allow_origins.clone(),
         rtc: RtcConfig {
             ice_servers,
-            // WebRTC binds the interface HTTP listens on; a wildcard
-            // listen binds every interface.
-            udp_ip: opts.listen.ip(),
+            // WebRTC binds the interface HTTP listens on (the first
+            // --listen); a wildcard listen binds every interface.
+            udp_ip: addrs
+                .first()
+                .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip()),
             udp_ports,
         },
         certificate: Some(paths.certificate()),
         socket: Some(paths.socket()),
+        tls,
         ..Config::default()
     };
     let server = Server::new(config)?;
     let unix = daemon::bind(paths).await?;
-    let tcp = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
-    let addr = tcp.local_addr()?;
-    println!(
-        "webexec-server listening on http://{addr}/ and {}",
-        paths.socket().display()
-    );
+    let mut tcp = Vec::new();
+    for addr in addrs {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        tcp.push(listener);
+    }
+    let mut pages = Vec::new();
+    for listener in &tcp {
+        let url = server_kit::url(listener.local_addr()?, https, false, "/");
+        println!(
+            "{} listening on {url} and {}",
+            SPEC.name,
+            paths.socket().display()
+        );
+        pages.push(url);
+    }
     println!("fingerprint: {}", server.fingerprint());
-    match (&generated, opts.no_auth) {
+    match (&generated, common.no_auth) {
         (_, true) => println!("authorization is off"),
         (Some(token), _) => {
             println!("token: {token}");
-            println!("open http://{addr}/#token={token}");
+            for url in &pages {
+                println!("open {url}#token={token}");
+            }
         }
         (None, _) => println!(
             "clients need a token or fingerprint from {} (or --token)",
@@ -331,11 +344,11 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     }
     let stopper = server.clone();
     tokio::spawn(async move {
-        exec_core::serve::shutdown_signal().await;
+        server_kit::shutdown_signal().await;
         stopper.shutdown();
     });
     let socket = paths.socket();
-    let (a, b) = tokio::join!(server.serve_tcp(tcp), server.serve_unix(unix));
+    let (a, b) = tokio::join!(server.serve_tcp_all(tcp), server.serve_unix(unix));
     server.finish().await;
     let _ = std::fs::remove_file(&socket);
     a?;

@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use exec_core::{PaneEvent, Replay};
+use server_kit::{Open, Probe};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use webexec_proto::{Label, Notice, Request};
 
 use crate::host::{Host, PaneEntry, ToPeer};
@@ -41,6 +43,8 @@ struct PeerState {
     last_pty: Mutex<Option<u64>>,
     next_message_id: AtomicI64,
     control: Mutex<Option<Arc<Channel>>>,
+    /// Counted as a session while authenticated.
+    session: std::sync::Mutex<Option<Open>>,
     /// The server's own requests (`get_clipboard`) awaiting the client's
     /// ack, by their message id.
     asks: Mutex<HashMap<i64, oneshot::Sender<Result<String, String>>>>,
@@ -67,9 +71,11 @@ pub(crate) async fn run(
         last_pty: Mutex::new(None),
         next_message_id: AtomicI64::new(1),
         control: Mutex::new(None),
+        session: std::sync::Mutex::new(authenticated.then(|| host.probe.session())),
         asks: Mutex::new(HashMap::new()),
         cancel: shutdown.child_token(),
     });
+    let connection = host.probe.connection();
     tracing::info!(peer = id, authenticated, "peer connected");
     let auth_deadline = tokio::time::sleep(AUTH_TIMEOUT);
     tokio::pin!(auth_deadline);
@@ -78,7 +84,7 @@ pub(crate) async fn run(
         tokio::select! {
             channel = channels.recv() => match channel {
                 Some(channel) => {
-                    tasks.spawn(on_channel(state.clone(), channel));
+                    tasks.spawn(on_channel(state.clone(), channel).instrument(tracing::Span::current()));
                 }
                 None => break,
             },
@@ -96,10 +102,36 @@ pub(crate) async fn run(
     rtc.close().await;
     tasks.close();
     tasks.wait().await;
+    drop(state.session_ended());
+    drop(connection);
     tracing::info!(peer = id, "peer gone");
 }
 
 impl PeerState {
+    /// The peer authenticated (`auth` on `%`): it counts as a session.
+    fn authenticate(&self) {
+        self.authenticated.store(true, Ordering::Release);
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        if session.is_none() {
+            *session = Some(self.host.probe.session());
+        }
+    }
+
+    /// The peer's session count, taken to be dropped when it leaves.
+    fn session_ended(&self) -> Option<Open> {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Sends on the peer's control channel, counting what went out.
+    async fn send_control(&self, channel: &Channel, text: &str) -> Result<(), crate::Error> {
+        channel.send(text.as_bytes()).await?;
+        self.host.probe.sent(text.len());
+        Ok(())
+    }
+
     fn message_id(&self) -> i64 {
         self.next_message_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -137,16 +169,16 @@ impl PeerState {
         let text = notice.encode(id, now_ms());
         match ask {
             None => {
-                let _ = control.send(text.as_bytes()).await;
+                let _ = self.send_control(&control, &text).await;
             }
             Some((false, reply)) => {
-                let sent = control.send(text.as_bytes()).await;
+                let sent = self.send_control(&control, &text).await;
                 let _ = reply.send(sent.map(|()| String::new()).map_err(|e| e.to_string()));
             }
             Some((true, reply)) => {
                 // Registered before sending: the ack may come at once.
                 self.asks.lock().await.insert(id, reply);
-                if let Err(e) = control.send(text.as_bytes()).await
+                if let Err(e) = self.send_control(&control, &text).await
                     && let Some(reply) = self.asks.lock().await.remove(&id)
                 {
                     let _ = reply.send(Err(e.to_string()));
@@ -176,6 +208,7 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
         Ok(label) => label,
         Err(e) => {
             tracing::info!(peer = state.id, error = %e, "bad channel label");
+            state.host.probe.protocol_error();
             // The label is the only thing the client sent: say why on the
             // channel itself, then close it.
             let _ = channel.send(e.to_string().as_bytes()).await;
@@ -186,6 +219,7 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
     match label {
         Label::Control => control(state, channel).await,
         _ if !state.authenticated.load(Ordering::Acquire) => {
+            state.host.probe.protocol_error();
             let _ = channel.send(b"not authenticated").await;
             channel.close().await;
         }
@@ -263,6 +297,7 @@ async fn serve_pane(
         async move {
             while let Some(msg) = channel.recv().await {
                 host.touch(peer);
+                host.probe.received(msg.data.len());
                 if pane.write(msg.data).await.is_err() {
                     // The process stopped reading for good; its output
                     // side closes the channel when it exits.
@@ -271,7 +306,7 @@ async fn serve_pane(
             }
         }
     };
-    let output = pump_output(&channel, &entry, replay);
+    let output = pump_output(&channel, &entry, replay, &state.host.probe);
     tokio::select! {
         () = input => {}
         exited = output => if exited {
@@ -291,7 +326,7 @@ async fn serve_pane(
 /// the ring and comes back with a redraw (or the oldest output kept) while
 /// the others go on. A pane whose only client is slow is slowed, as a
 /// terminal is, rather than losing output.
-async fn pump_output(channel: &Channel, entry: &PaneEntry, replay: Replay) -> bool {
+async fn pump_output(channel: &Channel, entry: &PaneEntry, replay: Replay, probe: &Probe) -> bool {
     let mut attachment = entry.pane.attach(replay);
     while let Some(event) = attachment.next().await {
         let data = match event {
@@ -302,6 +337,7 @@ async fn pump_output(channel: &Channel, entry: &PaneEntry, replay: Replay) -> bo
             if channel.send(piece).await.is_err() {
                 return false;
             }
+            probe.sent(piece.len());
         }
     }
     true
@@ -316,22 +352,29 @@ async fn control(state: Arc<PeerState>, channel: Arc<Channel>) {
             () = state.cancel.cancelled() => None,
         };
         let Some(msg) = msg else { break };
+        state.host.probe.received(msg.data.len());
         let reply = match webexec_proto::decode_control(&msg.data) {
             Ok(incoming) => match incoming.request {
                 Ok(request) => handle(&state, incoming.message_id, request).await,
-                Err(description) => Some(Notice::Nack {
-                    reference: incoming.message_id,
-                    description,
-                }),
+                Err(description) => {
+                    state.host.probe.protocol_error();
+                    Some(Notice::Nack {
+                        reference: incoming.message_id,
+                        description,
+                    })
+                }
             },
-            Err(e) => Some(Notice::Nack {
-                reference: 0,
-                description: e.to_string(),
-            }),
+            Err(e) => {
+                state.host.probe.protocol_error();
+                Some(Notice::Nack {
+                    reference: 0,
+                    description: e.to_string(),
+                })
+            }
         };
         if let Some(reply) = reply {
             let text = reply.encode(state.message_id(), now_ms());
-            if channel.send(text.as_bytes()).await.is_err() {
+            if state.send_control(&channel, &text).await.is_err() {
                 break;
             }
         }
@@ -364,14 +407,16 @@ async fn handle(state: &Arc<PeerState>, reference: i64, request: Request) -> Opt
     let host = &state.host;
     if let Request::Auth { token } = &request {
         return if host.authorized.allows(Some(token), None) {
-            state.authenticated.store(true, Ordering::Release);
+            state.authenticate();
             ack(reference, host.payload())
         } else {
             state.auth_failures.fetch_add(1, Ordering::Relaxed);
+            host.probe.auth_failed();
             nack(reference, "unauthorized")
         };
     }
     if !state.authenticated.load(Ordering::Acquire) {
+        host.probe.protocol_error();
         return nack(reference, "not authenticated: send auth first");
     }
     host.touch(state.id);
@@ -462,6 +507,9 @@ async fn open_pane_channel(
     state.note_pane(&entry).await;
     let id = entry.id;
     let task_state = state.clone();
-    tokio::spawn(async move { serve_pane(&task_state, channel, entry, replay).await });
+    tokio::spawn(
+        async move { serve_pane(&task_state, channel, entry, replay).await }
+            .instrument(tracing::Span::current()),
+    );
     ack(reference, Some(id.to_string()))
 }

@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use webterm_proto::{Breakpoint, Output, Raw, Reply, Status, Streams, Update};
 
 /// Small updates of one command are paced at one per interval on average,
@@ -132,6 +133,7 @@ pub(crate) fn start(
     spec: Spec,
     out: mpsc::Sender<String>,
     stop: CancellationToken,
+    probe: &server_kit::Probe,
 ) -> Result<Started, StartError> {
     if spec.line.trim().is_empty() {
         return Err(StartError::Empty);
@@ -155,6 +157,7 @@ pub(crate) fn start(
         }
     }
     let mut process = Process::spawn(&cmd)?;
+    let running = probe.process();
     // Our copies of the write ends go with the command, so the readers see
     // the end of the data when the shell's copies close.
     drop(cmd);
@@ -177,12 +180,14 @@ pub(crate) fn start(
         counted: Instant::now(),
     };
     let done = finished.clone();
-    tokio::spawn(async move {
+    let task = async move {
         let _finished = done.drop_guard();
+        let _running = running;
         reporter
             .run(Events::new(process), taps_rx, control_for_task, stop)
             .await;
-    });
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
     Ok(Started {
         input,
         control,

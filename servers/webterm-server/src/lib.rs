@@ -8,9 +8,11 @@
 //! completes.
 //!
 //! Web pages of other origins are refused with `403` before the upgrade as
-//! [`exec_core::auth::OriginPolicy`] says: with a token configured any
+//! [`server_kit::OriginPolicy`] says: with a token configured any
 //! origin may connect and authenticate in-band (the original client runs
-//! from its own page), unless `--allow-origin` lists some.
+//! from its own page), unless `--allow-origin` lists some. `GET /metrics`
+//! takes the same token as `Authorization: Bearer`; with [`Config::tls`]
+//! the server speaks `wss://`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,10 +23,12 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use exec_core::auth::{AccessToken, Origin, OriginPolicy, check_origin};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use server_kit::{
+    AccessToken, Listener, Listeners, Metrics, Origin, OriginPolicy, Sessions, Tls, TokenGate,
+    WsTransport, check_origin, require_token,
+};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 mod command;
 mod session;
@@ -62,6 +66,10 @@ pub struct Config {
     pub max_pending_input: usize,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
+    /// Serve `wss://` with this identity; `None` serves `ws://`.
+    pub tls: Option<Tls>,
+    /// Where the server counts what happens (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 impl Default for Config {
@@ -75,6 +83,8 @@ impl Default for Config {
             max_message: 1 << 20,
             max_pending_input: 4 << 20,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
+            metrics: Metrics::new(),
         }
     }
 }
@@ -93,6 +103,9 @@ pub fn default_shell() -> String {
 /// times. Memory stays bounded by the queue of updates before it.
 const MAX_WRITE_BUFFER: usize = 8 << 20;
 
+/// The protocol's name in metrics and logs.
+const PROTOCOL: &str = "webterm";
+
 #[derive(Clone)]
 struct AppState {
     shared: session::Shared,
@@ -104,74 +117,55 @@ struct AppState {
 /// Serves webterm on every listener until `shutdown` completes; then stops
 /// every command and closes every connection (1001).
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: impl Into<Listeners>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let probe = config.metrics.probe(PROTOCOL);
+    let sessions = Sessions::new(config.shutdown_grace);
     let state = AppState {
         shared: session::Shared {
             token: config.token.clone(),
             shell: Arc::from(config.shell.as_str()),
             max_commands: config.max_commands,
             max_pending_input: config.max_pending_input,
-            shutdown: cancel.clone(),
+            shutdown: sessions.cancel.clone(),
+            probe: probe.clone(),
         },
-        tracker: tracker.clone(),
+        tracker: sessions.tracker.clone(),
         html_output: config.html_output,
         max_message: config.max_message,
     };
-    let app = Router::new().fallback(upgrade).with_state(state);
+    // Clients authenticate in-band, so only the metrics take the token
+    // over HTTP.
+    let metrics = config
+        .metrics
+        .route()
+        .layer(axum::middleware::from_fn_with_state(
+            TokenGate::new(config.token.clone(), &probe),
+            require_token,
+        ));
+    let app = Router::new()
+        .fallback(upgrade)
+        .with_state(state)
+        .merge(metrics);
     // One app per listener: the origin rule's Host check depends on the
     // address.
-    let served = listeners
-        .into_iter()
-        .map(|listener| {
-            let origins = OriginPolicy::new(
-                &config.allowed_origins,
-                config.token.is_some(),
-                listener.local_addr()?,
-            );
-            let app = app
-                .clone()
-                .layer(axum::middleware::from_fn_with_state(origins, check_origin));
-            Ok((listener, app))
-        })
-        .collect::<std::io::Result<Vec<_>>>()?;
-    // One shutdown for every listener.
-    let stop = CancellationToken::new();
-    let trigger = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        trigger.cancel();
-    });
-    let mut servers = tokio::task::JoinSet::new();
-    for (listener, app) in served {
-        servers.spawn(exec_core::serve::serve_app(
-            listener,
-            app,
-            stop.clone().cancelled_owned(),
-            cancel.clone(),
-            tracker.clone(),
-            config.shutdown_grace,
-        ));
+    let mut served = Vec::new();
+    for listener in listeners.into().0 {
+        let origins = OriginPolicy::new(
+            &config.allowed_origins,
+            config.token.is_some(),
+            listener.local_addr()?,
+        )
+        .counted(&probe);
+        let app = app
+            .clone()
+            .layer(axum::middleware::from_fn_with_state(origins, check_origin));
+        served.push((Listener::new(listener, config.tls.as_ref(), &probe), app));
     }
-    let mut result = Ok(());
-    while let Some(joined) = servers.join_next().await {
-        match joined {
-            Ok(Err(e)) if result.is_ok() => {
-                stop.cancel();
-                result = Err(e.into());
-            }
-            Err(e) if result.is_ok() => {
-                stop.cancel();
-                result = Err(std::io::Error::other(e.to_string()).into());
-            }
-            _ => {}
-        }
-    }
-    result
+    server_kit::serve_app(served, PROTOCOL, shutdown, sessions).await?;
+    Ok(())
 }
 
 async fn upgrade(
@@ -211,9 +205,17 @@ async fn upgrade(
         max_message,
         ..
     } = state;
+    let span = tracing::Span::current();
     ws.read_buffer_size(32 * 1024)
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| tracker.track_future(session::run(socket, shared, html)))
+        .on_upgrade(move |socket| {
+            let session = async move {
+                let probe = shared.probe.clone();
+                let _connection = probe.connection();
+                session::run(WsTransport::new(socket, &probe), shared, html).await;
+            };
+            tracker.track_future(session.instrument(span))
+        })
 }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use exec_core::auth::AccessToken;
 use exec_core::{Message, Transport, TransportRx, TransportTx};
+use server_kit::{AccessToken, Open, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use webterm_proto::{Envelope, Reply, Request};
@@ -24,6 +24,7 @@ pub(crate) struct Shared {
     pub(crate) max_commands: usize,
     pub(crate) max_pending_input: usize,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) probe: Probe,
 }
 
 /// Failed `authentication` attempts before the connection is closed.
@@ -58,12 +59,15 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, html: bool) 
         }
     });
     let shutdown = shared.shutdown.clone();
+    // Without a token every connection is a session from the start.
+    let session = shared.token.is_none().then(|| shared.probe.session());
     let mut conn = Connection {
         shared,
         html,
         out,
         stop: stop.clone(),
         session_token: None,
+        session,
         auth_failures: 0,
         commands: HashMap::new(),
         next_id: 1,
@@ -102,6 +106,8 @@ struct Connection {
     out: mpsc::Sender<String>,
     stop: CancellationToken,
     session_token: Option<AccessToken>,
+    /// Counted as a session once authenticated.
+    session: Option<Open>,
     auth_failures: u32,
     commands: HashMap<u64, Started>,
     next_id: u64,
@@ -127,7 +133,10 @@ impl Connection {
             request,
         } = match envelope {
             Ok(e) => e,
-            Err(e) => return self.reply(e.into()).await,
+            Err(e) => {
+                self.shared.probe.protocol_error();
+                return self.reply(e.into()).await;
+            }
         };
         let (kind, client_id, server_id) = describe(&request);
         let error = |message: String| Reply::Error {
@@ -140,6 +149,7 @@ impl Connection {
             return self.authenticate(token).await;
         }
         if !self.authenticated() {
+            self.shared.probe.protocol_error();
             return self
                 .reply(error(
                     "not authenticated: send an authentication message first".into(),
@@ -149,6 +159,7 @@ impl Connection {
         if let (Some(given), Some(ours)) = (&session_token, &self.session_token)
             && !ours.matches(given)
         {
+            self.shared.probe.auth_failed();
             return self.reply(error("invalid sessionToken".into())).await;
         }
         let result = match request {
@@ -168,7 +179,10 @@ impl Connection {
         match result {
             Ok(Some(reply)) => self.reply(reply).await,
             Ok(None) => true,
-            Err(message) => self.reply(error(message)).await,
+            Err(message) => {
+                self.shared.probe.protocol_error();
+                self.reply(error(message)).await
+            }
         }
     }
 
@@ -189,6 +203,9 @@ impl Connection {
                 },
             };
             self.session_token = Some(session_token.clone());
+            if self.session.is_none() {
+                self.session = Some(self.shared.probe.session());
+            }
             return self
                 .reply(Reply::Authenticated {
                     session_token: session_token.expose().to_owned(),
@@ -196,6 +213,7 @@ impl Connection {
                 .await;
         }
         self.auth_failures += 1;
+        self.shared.probe.auth_failed();
         let sent = self
             .reply(Reply::Error {
                 kind: "authentication",
@@ -237,8 +255,13 @@ impl Connection {
             html: self.html,
             max_pending_input: self.shared.max_pending_input,
         };
-        let started =
-            command::start(spec, self.out.clone(), self.stop.clone()).map_err(|e| e.to_string())?;
+        let started = command::start(
+            spec,
+            self.out.clone(),
+            self.stop.clone(),
+            &self.shared.probe,
+        )
+        .map_err(|e| e.to_string())?;
         self.next_id += 1;
         self.commands.insert(server_id, started);
         Ok(Reply::Started {

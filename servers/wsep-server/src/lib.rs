@@ -6,9 +6,10 @@
 //! WebSocket here and over an in-memory pipe in unit tests.
 //!
 //! Every WebSocket path is served (the reference client connects to whatever
-//! URL it is given). Web pages of other origins are refused with `403` as
-//! [`exec_core::auth::OriginPolicy`] says, then requests without the
-//! configured token with `401`, both before the upgrade.
+//! URL it is given) but `/metrics`, the server's counters. Web pages of
+//! other origins are refused with `403` as [`server_kit::OriginPolicy`]
+//! says, then requests without the configured token with `401`, both
+//! before the upgrade. With [`Config::tls`] the server speaks `wss://`.
 
 use std::future::Future;
 use std::io;
@@ -20,10 +21,12 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use exec_core::PaneRegistry;
-use exec_core::auth::{AccessToken, Origin, OriginPolicy, check_origin, require_token};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use server_kit::{
+    AccessToken, Listener, Listeners, Metrics, Origin, OriginPolicy, Probe, Sessions, Tls,
+    TokenGate, WsTransport, check_origin, require_token,
+};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 mod session;
 
@@ -59,6 +62,10 @@ pub struct Config {
     pub replay_bytes: usize,
     /// How long shutdown waits for connections to close before returning.
     pub shutdown_grace: Duration,
+    /// Serve `wss://` with this identity; `None` serves `ws://`.
+    pub tls: Option<Tls>,
+    /// Where the server counts what happens (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 impl Default for Config {
@@ -70,6 +77,8 @@ impl Default for Config {
             start_timeout: Duration::from_secs(30),
             replay_bytes: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
+            metrics: Metrics::new(),
         }
     }
 }
@@ -90,59 +99,65 @@ const READ_BUFFER: usize = 64 * 1024;
 /// 1009 close by the codec. Larger ones cut the connection at once.
 const MAX_READ_MESSAGE: usize = 4 * wsep_proto::MAX_MESSAGE_SIZE;
 
+/// The protocol's name in metrics and logs.
+const PROTOCOL: &str = "wsep";
+
 #[derive(Clone)]
 struct AppState {
     shared: session::Shared,
     tracker: TaskTracker,
 }
 
-/// Serves wsep on `listener` until `shutdown` completes; then ends every
-/// child, sends every client a close frame (1001) and returns.
+/// Serves wsep on `listeners` (one, or a `Vec` of them) until `shutdown`
+/// completes; then ends every child, sends every client a close frame
+/// (1001) and returns.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let origins = OriginPolicy::new(
-        &config.allowed_origins,
-        config.token.is_some(),
-        listener.local_addr()?,
-    );
-    let cancel = CancellationToken::new();
+    let probe = config.metrics.probe(PROTOCOL);
+    let sessions = Sessions::new(config.shutdown_grace);
     let state = AppState {
         shared: session::Shared {
             registry: PaneRegistry::new(),
             session_timeout: config.session_timeout,
             start_timeout: config.start_timeout,
             replay_bytes: config.replay_bytes,
-            shutdown: cancel.clone(),
+            shutdown: sessions.cancel.clone(),
+            probe: probe.clone(),
         },
-        tracker: TaskTracker::new(),
+        tracker: sessions.tracker.clone(),
     };
-    let app = Router::new()
-        .fallback(upgrade)
-        .with_state(state.clone())
+    let app = config
+        .metrics
+        .route()
+        .merge(Router::new().fallback(upgrade).with_state(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
-            config.token.clone(),
+            TokenGate::new(config.token.clone(), &probe),
             require_token,
-        ))
-        .layer(axum::middleware::from_fn_with_state(origins, check_origin));
+        ));
+    let mut served = Vec::new();
+    for listener in listeners.into().0 {
+        let origins = OriginPolicy::new(
+            &config.allowed_origins,
+            config.token.is_some(),
+            listener.local_addr()?,
+        )
+        .counted(&probe);
+        let app = app
+            .clone()
+            .layer(axum::middleware::from_fn_with_state(origins, check_origin));
+        served.push((Listener::new(listener, config.tls.as_ref(), &probe), app));
+    }
     // Named terminal sessions outlive connections: end them with the server.
     let registry = state.shared.registry.clone();
-    let stopping = cancel.clone();
+    let stopping = sessions.cancel.clone();
     tokio::spawn(async move {
         stopping.cancelled().await;
         registry.terminate_all();
     });
-    exec_core::serve::serve_app(
-        listener,
-        app,
-        shutdown,
-        cancel,
-        state.tracker.clone(),
-        config.shutdown_grace,
-    )
-    .await?;
+    server_kit::serve_app(served, PROTOCOL, shutdown, sessions).await?;
     Ok(())
 }
 
@@ -161,10 +176,19 @@ async fn upgrade(
         }
     };
     let AppState { shared, tracker } = state;
+    let span = tracing::Span::current();
     ws.read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_READ_MESSAGE)
         .max_frame_size(MAX_READ_MESSAGE)
         .write_buffer_size(wsep_proto::MAX_MESSAGE_SIZE)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| tracker.track_future(session::run(socket, shared)))
+        .on_upgrade(move |socket| {
+            let probe: Probe = shared.probe.clone();
+            let session = async move {
+                // Authenticated by the token check before the upgrade.
+                let _counted = (probe.connection(), probe.session());
+                session::run(WsTransport::new(socket, &probe), shared).await;
+            };
+            tracker.track_future(session.instrument(span))
+        })
 }

@@ -1,11 +1,15 @@
 //! `wsep-server`: serve wsep on a TCP address.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Parser;
-use exec_core::auth::check_exposure;
+use server_kit::{Flags, Spec};
+
+const SPEC: Spec = Spec {
+    name: "wsep-server",
+    token_env: "WSEP_TOKEN",
+    listen: &[server_kit::loopback(8080)],
+};
 
 /// Run commands and terminals for wsep clients over one WebSocket.
 ///
@@ -15,23 +19,8 @@ use exec_core::auth::check_exposure;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// The token clients must present.
-    #[arg(long, env = "WSEP_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Serve without authentication (only on a loopback address unless --insecure).
-    #[arg(long, conflicts_with = "token")]
-    no_auth: bool,
-    /// Allow --no-auth on a non-loopback address. Anyone who can reach it can run commands.
-    #[arg(long)]
-    insecure: bool,
-    /// Let web pages of ORIGIN (scheme://host[:port]) connect; repeatable.
-    /// Without auth only these may; with auth, given at all, it restricts
-    /// browsers to them.
-    #[arg(long = "allow-origin", value_name = "ORIGIN")]
-    allow_origins: Vec<exec_core::auth::Origin>,
+    #[command(flatten)]
+    common: Flags,
     /// Seconds a named terminal session lives after its last client leaves.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     session_timeout: u64,
@@ -39,43 +28,35 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    match run(SPEC.parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wsep-server: {e:#}");
+            eprintln!("{}: {e:#}", SPEC.name);
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+async fn run(args: Args) -> anyhow::Result<()> {
+    server_kit::init_logging(args.common.log_format)?;
     let files = exec_core::raise_open_files_limit();
     tracing::debug!(files, "open-files limit");
-    check_exposure(args.listen, !args.no_auth, args.insecure)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let token =
-        exec_core::serve::startup_token(args.no_auth, args.token).context("generating a token")?;
-    let addr = listener.local_addr()?;
-    println!("wsep-server listening on ws://{addr}/");
-    if token.is_none() {
+    let started = args.common.start(&SPEC).await?;
+    for listener in &started.listeners {
+        let url = server_kit::url(listener.local_addr()?, started.tls.is_some(), true, "/");
+        println!("{} listening on {url}", SPEC.name);
+    }
+    if started.token.is_none() {
         println!("authentication is off");
     }
     let config = wsep_server::Config {
-        token,
-        allowed_origins: args.allow_origins,
+        token: started.token,
+        allowed_origins: args.common.allow_origins,
         session_timeout: Duration::from_secs(args.session_timeout),
+        tls: started.tls,
         ..wsep_server::Config::default()
     };
-    wsep_server::serve(listener, config, exec_core::serve::shutdown_signal()).await?;
+    wsep_server::serve(started.listeners, config, server_kit::shutdown_signal()).await?;
     tracing::info!("shut down");
     Ok(())
 }

@@ -17,8 +17,10 @@ use exec_core::{
     PaneRegistry, Process, ProcessControl, PtySize, Replay, StdinWriter, Transport, TransportError,
     TransportRx, TransportTx,
 };
+use server_kit::{Open, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use wsep_proto::{ClientMsg, OutputStream, ServerMsg, StartCommand};
 
 use crate::Error;
@@ -40,6 +42,7 @@ pub(crate) struct Shared {
     pub(crate) start_timeout: Duration,
     pub(crate) replay_bytes: usize,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) probe: Probe,
 }
 
 /// How long to wait for the client's half of the closing handshake.
@@ -60,7 +63,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     };
     let start = match start {
         Ok(start) => start,
-        Err(refusal) => return refuse(tx, rx, refusal).await,
+        Err(refusal) => return refuse(tx, rx, refusal, &shared.probe).await,
     };
     let running = match launch(&start, &shared) {
         Ok(r) => r,
@@ -70,7 +73,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
                 code: close::INTERNAL,
                 reason: e.to_string(),
             };
-            return refuse(tx, rx, refusal).await;
+            return refuse(tx, rx, refusal, &shared.probe).await;
         }
     };
     tracing::debug!(pid = running.pid, command = %start.command, tty = start.tty, id = %start.id, "started");
@@ -88,18 +91,17 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         output,
         input,
         control,
+        counted,
         ..
     } = running;
-    let out_task = tokio::spawn(output_loop(
-        tx,
-        output,
-        refuse_rx,
-        shared.shutdown.clone(),
-        done_tx,
-    ));
-    input_loop(&mut rx, input, control, refuse_tx, done_rx).await;
+    let out_task = tokio::spawn(
+        output_loop(tx, output, refuse_rx, shared.shutdown.clone(), done_tx)
+            .instrument(tracing::Span::current()),
+    );
+    input_loop(&mut rx, input, control, refuse_tx, done_rx, &shared.probe).await;
     // The output loop has closed the connection (or is about to): let it finish.
     let _ = out_task.await;
+    drop(counted);
 }
 
 /// A reason to end a connection with an error close.
@@ -114,6 +116,14 @@ impl Refusal {
         Refusal {
             code: close::POLICY,
             reason: reason.into(),
+        }
+    }
+
+    /// Counts a refusal of what the client sent (a policy or size close)
+    /// as a protocol error.
+    fn count(&self, probe: &Probe) {
+        if matches!(self.code, close::POLICY | close::TOO_BIG) {
+            probe.protocol_error();
         }
     }
 }
@@ -158,7 +168,13 @@ async fn first_start<R: TransportRx>(rx: &mut R) -> Result<StartCommand, Refusal
 }
 
 /// Closes with an error and waits briefly for the client's close.
-async fn refuse<Tx: TransportTx, Rx: TransportRx>(mut tx: Tx, mut rx: Rx, refusal: Refusal) {
+async fn refuse<Tx: TransportTx, Rx: TransportRx>(
+    mut tx: Tx,
+    mut rx: Rx,
+    refusal: Refusal,
+    probe: &Probe,
+) {
+    refusal.count(probe);
     let _ = tx.close(refusal.code, &refusal.reason).await;
     drain_until_closed(&mut rx).await;
 }
@@ -176,6 +192,9 @@ struct Running {
     output: OutputSource,
     input: InputSink,
     control: ProcessControl,
+    /// A plain command counts as running while its output is read (it is
+    /// killed when that ends); a terminal's count goes with its pane.
+    counted: Option<Open>,
 }
 
 enum OutputSource {
@@ -226,6 +245,7 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
     let cmd = build_command(start)?;
     if !start.tty {
         let mut process = Process::spawn(&cmd)?;
+        let counted = Some(shared.probe.process());
         let pid = process.pid();
         let control = process.control();
         let input = match process.take_stdin() {
@@ -242,6 +262,7 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
             ))),
             input,
             control,
+            counted,
         });
     }
     let (pane, replay, owned) = if start.id.is_empty() {
@@ -249,13 +270,18 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
             replay_bytes: shared.replay_bytes,
             idle_timeout: None,
         };
-        (Pane::spawn(&cmd, config)?, Replay::Screen, true)
+        let pane = Pane::spawn(&cmd, config)?;
+        count_pane(&pane, &shared.probe);
+        (pane, Replay::Screen, true)
     } else {
         let config = PaneConfig {
             replay_bytes: shared.replay_bytes,
             idle_timeout: Some(shared.session_timeout),
         };
         let (pane, created) = shared.registry.get_or_spawn(&start.id, &cmd, config)?;
+        if created {
+            count_pane(&pane, &shared.probe);
+        }
         if !created && (start.rows != 0 || start.cols != 0) {
             // The newest client's window decides the size, as with screen -x.
             pane.resize(PtySize::or_default(start.rows, start.cols))?;
@@ -268,7 +294,14 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
         control: pane.control().clone(),
         output: OutputSource::Pane { attachment, owned },
         input: InputSink::Pane(pane),
+        counted: None,
     })
+}
+
+/// Counts a new pane, and its process, until it exits.
+fn count_pane(pane: &Pane, probe: &Probe) {
+    let counted = (probe.pane(), probe.process());
+    pane.on_exit(move || drop(counted));
 }
 
 fn encode(msg: &ServerMsg) -> Message {
@@ -389,6 +422,7 @@ async fn input_loop<Rx: TransportRx>(
     control: ProcessControl,
     refuse: mpsc::Sender<Refusal>,
     mut done: oneshot::Receiver<()>,
+    probe: &Probe,
 ) {
     loop {
         let step = tokio::select! {
@@ -413,6 +447,7 @@ async fn input_loop<Rx: TransportRx>(
         };
         if let Err(refusal) = step {
             tracing::debug!(reason = %refusal.reason, "closing with an error");
+            refusal.count(probe);
             let _ = refuse.send(refusal).await;
             let _ = (&mut done).await;
             return drain_until_closed(rx).await;
@@ -489,6 +524,7 @@ mod tests {
             start_timeout: Duration::from_secs(5),
             replay_bytes: 1 << 16,
             shutdown: CancellationToken::new(),
+            probe: server_kit::Metrics::new().probe("wsep"),
         }
     }
 

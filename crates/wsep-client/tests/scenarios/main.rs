@@ -12,7 +12,7 @@
 
 use std::process::Stdio;
 
-use exec_core::auth::AccessToken;
+use server_kit::AccessToken;
 use tokio::sync::oneshot;
 use wsep_proto::StartCommand;
 

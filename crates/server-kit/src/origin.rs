@@ -27,6 +27,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::Error;
+use crate::metrics::Probe;
 
 /// A web origin, `scheme://host[:port]`, as browsers send it in `Origin`
 /// and as operators give it to `--allow-origin`. Scheme and host are
@@ -207,6 +208,8 @@ pub struct OriginPolicy {
     /// a LAN), where clients use whatever name the host has; there, pages
     /// reached by a DNS name must be listed.
     host_check: bool,
+    /// Where refusals are counted, if anywhere.
+    probe: Option<Probe>,
 }
 
 impl OriginPolicy {
@@ -217,6 +220,16 @@ impl OriginPolicy {
             allowed: allowed.into(),
             auth,
             host_check: !auth && listen.ip().to_canonical().is_loopback(),
+            probe: None,
+        }
+    }
+
+    /// The same policy, counting what [`check_origin`] refuses in `probe`'s
+    /// `origin_refusals`.
+    pub fn counted(self, probe: &Probe) -> OriginPolicy {
+        OriginPolicy {
+            probe: Some(probe.clone()),
+            ..self
         }
     }
 
@@ -311,7 +324,6 @@ impl fmt::Display for Refusal {
     }
 }
 
-#[cfg(feature = "axum")]
 mod middleware {
     use super::OriginPolicy;
     use axum::extract::{Request, State};
@@ -343,6 +355,9 @@ mod middleware {
             Ok(()) => next.run(request).await,
             Err(refusal) => {
                 tracing::info!(%refusal, path = request.uri().path(), "request refused");
+                if let Some(probe) = &policy.probe {
+                    probe.origin_refused();
+                }
                 (
                     StatusCode::FORBIDDEN,
                     [
@@ -357,7 +372,6 @@ mod middleware {
     }
 }
 
-#[cfg(feature = "axum")]
 pub use middleware::check_origin;
 
 #[cfg(test)]

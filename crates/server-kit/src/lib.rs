@@ -1,0 +1,36 @@
+//! What every execwire server shares, so that each server is only its
+//! protocol: the common flags, logging, the token and the origin rule, TLS,
+//! metrics, the WebSocket [`Transport`](exec_core::Transport) adapter, and
+//! serving with a graceful shutdown.
+//!
+//! A server's `main.rs` flattens [`Flags`] into its own arguments, parses
+//! them with its [`Spec`], calls [`init_logging`] and [`Flags::start`]
+//! (TLS, the exposure check, binding, the token), and hands the result to
+//! its library's `serve`. The library builds an axum `Router` and serves it
+//! with [`serve_app`] on a [`Listener`], which speaks TLS when given a
+//! [`Tls`]; it applies [`check_origin`] and [`require_token`] before
+//! anything runs, adds [`Metrics::route`] under its token check, and counts
+//! what happens in a [`Probe`] of its protocol.
+//!
+//! It knows no wire protocol and no process: those are the servers' and
+//! exec-core's.
+
+mod auth;
+mod error;
+mod flags;
+mod logging;
+mod metrics;
+mod origin;
+mod serve;
+mod tls;
+mod ws;
+
+pub use auth::{AccessToken, TokenCheck, TokenGate, check_exposure, request_token, require_token};
+pub use error::Error;
+pub use flags::{Flags, LogFormat, Spec, Started, loopback, loopback6, url};
+pub use logging::init_logging;
+pub use metrics::{Metrics, Open, Probe};
+pub use origin::{Origin, OriginPolicy, Refusal, check_origin};
+pub use serve::{Listeners, Peer, Sessions, serve_app, serve_router, shutdown_signal};
+pub use tls::{Io, Listener, Tls};
+pub use ws::{WsRx, WsTransport, WsTx};
