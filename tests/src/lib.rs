@@ -18,6 +18,7 @@ use server_kit::AccessToken;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod tls;
 pub mod webexec;
 
 /// The servers, for scenarios that run over each of them.
@@ -103,6 +104,7 @@ impl TestServer {
         F: FnOnce(tokio::net::TcpListener, Option<AccessToken>, Shutdown) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        tls::install_provider();
         let token = auth.then(|| AccessToken::generate().unwrap());
         let exposed = token
             .as_ref()
@@ -250,6 +252,44 @@ impl TestServer {
                     ..webexec_server::Config::default()
                 };
                 Self::webexec_auth(config, auth).await
+            }
+        }
+    }
+
+    /// A server of `kind` over TLS with `tls`, a fresh token, and its
+    /// defaults (pow with its built-in processes, webterm with `/bin/sh`).
+    pub async fn with_tls(kind: Kind, tls: server_kit::Tls) -> TestServer {
+        let tls = Some(tls);
+        match kind {
+            Kind::Wsep => {
+                Self::wsep_with(wsep_server::Config {
+                    tls,
+                    ..wsep_server::Config::default()
+                })
+                .await
+            }
+            Kind::Pow => {
+                let registry = pow_server::registry_from_toml(pow_server::DEFAULT_CONFIG).unwrap();
+                let config = pow_server::Config {
+                    tls,
+                    ..pow_server::Config::default()
+                };
+                Self::pow_with(config, Arc::new(registry)).await
+            }
+            Kind::Webterm => {
+                Self::webterm_with(webterm_server::Config {
+                    tls,
+                    shell: "/bin/sh".into(),
+                    ..webterm_server::Config::default()
+                })
+                .await
+            }
+            Kind::Webexec => {
+                Self::webexec_with(webexec_server::Config {
+                    tls,
+                    ..webexec_server::Config::default()
+                })
+                .await
             }
         }
     }

@@ -107,6 +107,20 @@ impl Client {
         signaling: &Signaling,
         headers: &[(&str, &str)],
     ) -> Result<Client, ConnectError> {
+        crate::tls::install_provider();
+        let base = format!("http://{addr}");
+        Self::connect_via(&base, reqwest::Client::new(), token, signaling, headers).await
+    }
+
+    /// [`Client::connect_with_headers`] with signaling at `base`
+    /// (`https://127.0.0.1:PORT` for a server with TLS) through `http`.
+    pub async fn connect_via(
+        base: &str,
+        http: reqwest::Client,
+        token: Option<&str>,
+        signaling: &Signaling,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, ConnectError> {
         let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
         let (channels_tx, server_channels) = mpsc::unbounded_channel();
         let (gathered_tx, mut gathered) = watch::channel(false);
@@ -155,8 +169,6 @@ impl Client {
                 .map(|d| d.sdp)
                 .unwrap_or_default(),
         };
-        let http = reqwest::Client::new();
-        let base = format!("http://{addr}");
         let with_token = |req: reqwest::RequestBuilder| {
             let req = headers
                 .iter()

@@ -232,6 +232,7 @@ async fn time_ws_output(server: &Server, addr: &str, expected: usize) -> anyhow:
 /// `clients` loops of `POST /new {"call":"date"}` then `GET /status/{id}`
 /// until the result is in, for `seconds`.
 async fn rest(server: &Server, addr: &str, clients: usize, seconds: u64) -> anyhow::Result<()> {
+    execwire_tests::tls::install_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let cpu = server.cpu()?;
