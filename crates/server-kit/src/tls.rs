@@ -260,6 +260,41 @@ pub enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+/// A TLS connection that ends says so (`close_notify`), as TLS asks: a
+/// client such as rustls otherwise reports the end as a truncation, even
+/// after a clean WebSocket close. An upgraded connection is dropped rather
+/// than shut down, so the alert goes out here, as far as the socket takes
+/// it without waiting.
+impl Drop for Io {
+    fn drop(&mut self) {
+        let Io::Tls(stream) = self else {
+            return;
+        };
+        let (tcp, connection) = stream.get_mut();
+        connection.send_close_notify();
+        let mut socket = Nonblocking(tcp);
+        while connection.wants_write() {
+            match connection.write_tls(&mut socket) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Writes what the socket takes now, never waiting.
+struct Nonblocking<'a>(&'a TcpStream);
+
+impl io::Write for Nonblocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl AsyncRead for Io {
     fn poll_read(
         self: Pin<&mut Self>,
