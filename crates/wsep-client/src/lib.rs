@@ -54,6 +54,10 @@ use tokio_tungstenite::tungstenite::{self, Message, http};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wsep_proto::{ClientMsg, ServerMsg, StartCommand};
 
+mod tls;
+
+pub use tls::Trust;
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The sending half of the socket, shared: [`Input`] writes through it and
@@ -122,6 +126,10 @@ pub enum Error {
     /// Input after [`Input::close_stdin`].
     #[error("stdin was already closed")]
     InputClosed,
+    /// The TLS trust given is unusable (an unreadable CA file, a
+    /// malformed fingerprint).
+    #[error("tls: {0}")]
+    Tls(String),
     /// The WebSocket failed.
     #[error("websocket: {0}")]
     Ws(#[from] tungstenite::Error),
@@ -178,8 +186,14 @@ pub struct Outputs {
     phase: Phase,
 }
 
-/// Opens a WebSocket to `url` with the token as a bearer header.
+/// Opens a WebSocket to `url` with the token as a bearer header; a
+/// `wss://` server must have a certificate the system trusts.
 pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, Error> {
+    connect_trusting(url, token, &Trust::System).await
+}
+
+/// [`connect`], a `wss://` server trusted as `trust` says.
+pub async fn connect_trusting(url: &str, token: Option<&str>, trust: &Trust) -> Result<Ws, Error> {
     let mut request = url
         .into_client_request()
         .map_err(|e| Error::Request(e.to_string()))?;
@@ -199,7 +213,10 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<Ws, Error> {
         .max_frame_size(Some(wsep_proto::MAX_MESSAGE_SIZE))
         .write_buffer_size(wsep_proto::MAX_MESSAGE_SIZE)
         .max_write_buffer_size(4 * wsep_proto::MAX_MESSAGE_SIZE);
-    match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
+    let connector = trust.connector()?;
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
+    match connecting.await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) if response.status() == 401 => {
             Err(Error::Unauthorized)
@@ -252,8 +269,18 @@ pub async fn start(
     token: Option<&str>,
     command: StartCommand,
 ) -> Result<(Input, Outputs), Error> {
+    start_trusting(url, token, command, &Trust::System).await
+}
+
+/// [`start`], a `wss://` server trusted as `trust` says.
+pub async fn start_trusting(
+    url: &str,
+    token: Option<&str>,
+    command: StartCommand,
+    trust: &Trust,
+) -> Result<(Input, Outputs), Error> {
     let command = explicit(command);
-    let ws = connect(url, token).await?;
+    let ws = connect_trusting(url, token, trust).await?;
     let (sink, stream) = ws.split();
     let sink = Arc::new(Mutex::new(sink));
     let mut input = Input {

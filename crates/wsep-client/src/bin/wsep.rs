@@ -15,8 +15,16 @@ use wsep_proto::StartCommand;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Server URL, e.g. ws://127.0.0.1:8080/
+    /// Server URL, e.g. ws://127.0.0.1:8080/ (or wss:// for a server with TLS)
     url: String,
+    /// Trust a wss:// server whose certificate is in (or issued by one in)
+    /// this PEM file, instead of the system's roots.
+    #[arg(long, value_name = "FILE", conflicts_with = "fingerprint")]
+    ca: Option<std::path::PathBuf>,
+    /// Trust a wss:// server by its certificate's SHA-256 fingerprint (as
+    /// wsep-server prints it), whatever its name or issuer.
+    #[arg(long, value_name = "SHA256")]
+    fingerprint: Option<String>,
     /// Token the server expects.
     #[arg(long, env = "WSEP_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -105,9 +113,15 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         working_dir: args.workdir.unwrap_or_default(),
         ..StartCommand::default()
     };
-    let (input, mut outputs) = wsep_client::start(&args.url, args.token.as_deref(), start)
-        .await
-        .with_context(|| format!("running {command:?}"))?;
+    let trust = match (args.ca, args.fingerprint) {
+        (Some(file), _) => wsep_client::Trust::Ca(file),
+        (None, Some(fingerprint)) => wsep_client::Trust::Fingerprint(fingerprint),
+        (None, None) => wsep_client::Trust::System,
+    };
+    let (input, mut outputs) =
+        wsep_client::start_trusting(&args.url, args.token.as_deref(), start, &trust)
+            .await
+            .with_context(|| format!("running {command:?}"))?;
     // Raw mode only where there is a terminal to put in it (not when piped).
     let _raw = if args.tty && std::io::stdin().is_terminal() {
         Some(RawMode::enable()?)
