@@ -4,7 +4,8 @@
 //!
 //! Run from the workspace root:
 //! `cargo build --release --bins && ./target/release/wsep-bench`
-//! (`--mib N` for another data size, `--sessions N` for another session count).
+//! (`--mib N` for another data size, `--sessions N` for another session count,
+//! `--tls` to stream through `wss://` too and compare it with `ws://`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -37,6 +38,11 @@ struct Args {
     /// Runs per throughput figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Also stream through a second server over TLS (`wss://`, a
+    /// certificate made here, trusted with `wsep --ca`) and report what TLS
+    /// costs against `ws://`.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,7 +75,12 @@ fn main() -> anyhow::Result<()> {
     let text = work.join("text.txt");
     write_text(&text, bytes)?;
 
-    let server = Wsep::start(&server_bin)?;
+    let server = Wsep::start(&server_bin, &[], Vec::new())?;
+    let secure = if args.tls {
+        Some(Wsep::start_tls(&server_bin, &work)?)
+    } else {
+        None
+    };
     println!(
         "wsep benchmark: {} MiB per run, median of {} runs, {} cores",
         args.mib,
@@ -83,43 +94,60 @@ fn main() -> anyhow::Result<()> {
         // Rounds interleave the baseline with the runs it is compared to, so
         // that drift in the machine's speed affects both alike.
         let (mut pipe, mut stdin, mut stdout) = (Runs::default(), Runs::default(), Runs::default());
+        let (mut tls_stdin, mut tls_stdout) = (Runs::default(), Runs::default());
         for _ in 0..args.runs.max(1) {
             let script = format!("cat {} | cat > /dev/null", random.display());
             pipe.push(server.time(Command::new("sh").args(["-c", &script]))?);
-            let file = std::fs::File::open(&random)?;
-            stdin.push(
-                server.time(
-                    server
-                        .client(&client_bin)
-                        .args(["--", "sh", "-c", "cat > /dev/null"])
-                        .stdin(file),
-                )?,
-            );
-            stdout.push(
-                server.time(
-                    server
-                        .client(&client_bin)
-                        .args(["--", "cat"])
-                        .arg(&random)
-                        .stdin(Stdio::null()),
-                )?,
-            );
+            for (server, stdin, stdout) in [
+                Some((&server, &mut stdin, &mut stdout)),
+                secure
+                    .as_ref()
+                    .map(|s| (s, &mut tls_stdin, &mut tls_stdout)),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let file = std::fs::File::open(&random)?;
+                stdin.push(
+                    server.time(
+                        server
+                            .client(&client_bin)
+                            .args(["--", "sh", "-c", "cat > /dev/null"])
+                            .stdin(file),
+                    )?,
+                );
+                stdout.push(
+                    server.time(
+                        server
+                            .client(&client_bin)
+                            .args(["--", "cat"])
+                            .arg(&random)
+                            .stdin(Stdio::null()),
+                    )?,
+                );
+            }
         }
         println!("non-TTY throughput ({} MiB of random bytes)", args.mib);
         let pipe = pipe.median()?;
         row("plain pipe: cat FILE | cat > /dev/null", mib, pipe, None);
+        let (stdin, stdout) = (stdin.median()?, stdout.median()?);
         row(
             "wsep stdin: wsep -- sh -c 'cat > /dev/null' < FILE",
             mib,
-            stdin.median()?,
+            stdin,
             Some(pipe),
         );
         row(
             "wsep stdout: wsep -- cat FILE > /dev/null",
             mib,
-            stdout.median()?,
+            stdout,
             Some(pipe),
         );
+        if secure.is_some() {
+            println!("  over wss:// (TLS), against the same over ws://");
+            row("wss stdin", mib, tls_stdin.median()?, Some(stdin));
+            row("wss stdout", mib, tls_stdout.median()?, Some(stdout));
+        }
         println!();
     }
 
@@ -295,23 +323,41 @@ struct Wsep {
     server: Server,
     url: String,
     token: String,
+    /// How the `wsep` command trusts the server (`--ca FILE` over TLS).
+    trust: Vec<String>,
 }
 
 impl Wsep {
-    fn start(bin: &Path) -> anyhow::Result<Wsep> {
+    fn start(bin: &Path, extra: &[&str], trust: Vec<String>) -> anyhow::Result<Wsep> {
         let token = "bench-token".to_owned();
-        let (server, url) = Server::start(
-            bin,
-            &["--listen", "127.0.0.1:0", "--token", &token],
-            "wsep-server listening on ",
-        )?;
-        Ok(Wsep { server, url, token })
+        let mut args = vec!["--listen", "127.0.0.1:0", "--token", &token];
+        args.extend_from_slice(extra);
+        let (server, url) = Server::start(bin, &args, "wsep-server listening on ")?;
+        Ok(Wsep {
+            server,
+            url,
+            token,
+            trust,
+        })
+    }
+
+    /// A second server over TLS, with a certificate made in `work`.
+    fn start_tls(bin: &Path, work: &Path) -> anyhow::Result<Wsep> {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+        let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem())?;
+        std::fs::write(&key, made.signing_key.serialize_pem())?;
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let trust = vec!["--ca".to_owned(), cert.clone()];
+        Wsep::start(bin, &["--tls-cert", &cert, "--tls-key", &key], trust)
     }
 
     /// The `wsep` command, pointed at this server with its token.
     fn client(&self, bin: &Path) -> Command {
         let mut cmd = Command::new(bin);
-        cmd.arg(&self.url).env("WSEP_TOKEN", &self.token);
+        cmd.arg(&self.url)
+            .args(&self.trust)
+            .env("WSEP_TOKEN", &self.token);
         cmd
     }
 
