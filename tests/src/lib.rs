@@ -39,20 +39,31 @@ pub enum Kind {
 /// browser's path and `tests/browser`; without them `None`, after saying
 /// so, so that the test passes, except under CI, where it fails.
 pub fn browser() -> Option<(String, PathBuf)> {
+    match browser_tools() {
+        Ok(found) => Some(found),
+        Err(missing) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the browser tests: install chromium and run npm ci --prefix tests/browser"
+            );
+            eprintln!("skipped: {missing}");
+            None
+        }
+    }
+}
+
+/// The browser's path and `tests/browser`, or what is missing; for the
+/// benchmark, which reports either.
+pub fn browser_tools() -> Result<(String, PathBuf), String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let ready = Path::new(&chromium).exists() && dir.join("node_modules/playwright-core").exists();
-    if ready {
-        return Some((chromium, dir));
+    if !Path::new(&chromium).exists() {
+        return Err(format!("no {chromium}"));
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the browser tests: install chromium and run npm ci --prefix tests/browser"
-    );
-    eprintln!(
-        "skipped: no {chromium} or no tests/browser/node_modules (npm ci --prefix tests/browser)"
-    );
-    None
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Err("no tests/browser/node_modules (npm ci --prefix tests/browser)".into());
+    }
+    Ok((chromium, dir))
 }
 
 /// Runs the browser script `script` (in `tests/browser`) with `args`

@@ -3,18 +3,22 @@
 //! a PTY (idle, and while another pane of the same peer streams bulk
 //! output), and the time from offer to first output. The server is the
 //! real binary, as operators run it; the client is the `webrtc` crate over
-//! loopback UDP. Prints figures; asserts nothing.
+//! loopback UDP, then headless Chromium with its own WebRTC
+//! (`tests/browser/bench.mjs` and `webexec.mjs --time`), when `node`,
+//! `chromium` and `tests/browser/node_modules` are there. Prints figures;
+//! asserts nothing but that every byte arrived.
 //!
 //! Run from the workspace root:
 //! `cargo build --release --bins && ./target/release/webexec-bench`
-//! (`--mib N`, `--runs N`, `--echoes N`, `--connects N`).
+//! (`--mib N`, `--runs N`, `--echoes N`, `--connects N`, `--no-chromium`).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use execwire_bench::{Server, cores, cpu_seconds, quantile, sibling, tempdir, write_text};
+use execwire_bench::{Server, cores, cpu_seconds, quantile, sibling, tempdir, write_random};
 use execwire_tests::webexec::{Client, ClientChannel, Msg, Signaling};
 use serde_json::json;
 
@@ -32,6 +36,9 @@ struct Args {
     /// Connections to time from offer to first output.
     #[arg(long, default_value_t = 10)]
     connects: usize,
+    /// Skip the figures from headless Chromium.
+    #[arg(long)]
+    no_chromium: bool,
 }
 
 const TOKEN: &str = "bench-token";
@@ -40,9 +47,9 @@ const TOKEN: &str = "bench-token";
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempdir("webexec-bench")?;
-    let file = dir.join("data.txt");
+    let file = dir.join("data.bin");
     let bytes = args.mib << 20;
-    write_text(&file, bytes)?;
+    write_random(&file, bytes)?;
     let bytes = std::fs::metadata(&file)?.len();
     let state = dir.join("state");
     let (server, rest) = Server::start(
@@ -132,17 +139,32 @@ async fn main() -> anyhow::Result<()> {
     settle(&echo).await?;
     let idle = echoes(&echo, args.echoes).await?;
     print_latency("echo over a PTY, idle", &idle);
+    // The load ends itself (its whole process group) on a byte of input:
+    // a pane outlives its client, and a loop left running would load the
+    // machine through every later figure.
     let bulk = open_pane(
         &mut client,
-        &format!("sh,-c,while :; do cat {file_str}; done"),
+        &format!("sh,-c,while :; do cat {file_str}; done & head -c 1 >/dev/null; kill 0"),
     )
     .await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let drain = tokio::spawn(async move {
         let mut got = 0u64;
-        while let Some(m) = bulk.recv_forever().await {
-            got += m.bytes().len() as u64;
+        let mut streaming = None;
+        let mut stopped = std::pin::pin!(stopped);
+        loop {
+            tokio::select! {
+                msg = bulk.recv_forever() => match msg {
+                    Some(m) => got += m.bytes().len() as u64,
+                    None => break,
+                },
+                _ = &mut stopped, if streaming.is_none() => {
+                    streaming = Some(got);
+                    bulk.send(b"q").await;
+                }
+            }
         }
-        got
+        streaming.unwrap_or(got)
     });
     // Let the bulk stream reach full speed first.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -150,8 +172,9 @@ async fn main() -> anyhow::Result<()> {
     let loaded = echoes(&echo, args.echoes).await?;
     let elapsed = start.elapsed().as_secs_f64();
     print_latency("echo over a PTY, another pane streaming", &loaded);
-    client.close().await;
+    let _ = stop.send(());
     let streamed = drain.await?;
+    client.close().await;
     println!(
         "  (the other pane streamed {:.0} MiB/s meanwhile)",
         streamed as f64 / (1 << 20) as f64 / elapsed.max(1e-9)
@@ -173,18 +196,118 @@ async fn main() -> anyhow::Result<()> {
         client.close().await;
     }
     times.sort_by(f64::total_cmp);
-    println!(
-        "  offer to first output (client gathers, POST /offer, DTLS, SCTP, channel, echo): p50 {:.1} ms, p99 {:.1} ms, n={}",
-        quantile(&times, 0.5),
-        quantile(&times, 0.99),
-        times.len()
-    );
+    if !times.is_empty() {
+        println!(
+            "  offer to first output (client gathers, POST /offer, DTLS, SCTP, channel, echo): p50 {:.1} ms, p99 {:.1} ms, n={}",
+            quantile(&times, 0.5),
+            quantile(&times, 0.99),
+            times.len()
+        );
+    }
     println!(
         "  server RSS at the end: {:.1} MiB",
         server.rss()? as f64 / (1 << 20) as f64
     );
+
+    if args.no_chromium {
+        println!("chromium: skipped (--no-chromium)");
+    } else {
+        chromium(addr, &file, &args).await?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The same figures from headless Chromium, its own WebRTC stack as the
+/// client: `tests/browser/bench.mjs` (output of the same `cat`, every
+/// byte checked by SHA-256; echo idle and under load) and
+/// `tests/browser/webexec.mjs --time` (the demo page, offer to first
+/// output). Skipped, saying why, without node, chromium or
+/// `tests/browser/node_modules`.
+async fn chromium(addr: SocketAddr, file: &Path, args: &Args) -> anyhow::Result<()> {
+    let (chromium, dir) = match execwire_tests::browser_tools() {
+        Ok(found) => found,
+        Err(missing) => {
+            println!("chromium: skipped ({missing})");
+            return Ok(());
+        }
+    };
+    let node_runs = tokio::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .await
+        .is_ok_and(|out| out.status.success());
+    if !node_runs {
+        println!("chromium: skipped (no node)");
+        return Ok(());
+    }
+    println!(
+        "headless {}, its own WebRTC as the client:",
+        version(&chromium).await
+    );
+    let url = format!("http://{addr}/#token={TOKEN}");
+    let file = file.to_str().context("temp path")?;
+    let runs = args.runs.to_string();
+    let echoes = args.echoes.to_string();
+    node(
+        &chromium,
+        &dir,
+        &[
+            "bench.mjs",
+            &url,
+            "--file",
+            file,
+            "--runs",
+            &runs,
+            "--echoes",
+            &echoes,
+        ],
+    )
+    .await?;
+    if args.connects > 0 {
+        let connects = args.connects.to_string();
+        node(&chromium, &dir, &["webexec.mjs", &url, "--time", &connects]).await?;
+    }
+    Ok(())
+}
+
+/// Runs a script of `tests/browser` and prints its figures (the lines that
+/// start with `chromium`), indented as the others.
+async fn node(chromium: &str, dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("node")
+        .current_dir(dir)
+        .args(args)
+        .env("CHROMIUM", chromium)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running node")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        if let Some(figure) = line.strip_prefix("chromium") {
+            println!("  chromium{figure}");
+        }
+    }
+    if !out.status.success() {
+        bail!(
+            "node {} failed ({}):\n{stdout}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `chromium --version`, for the record.
+async fn version(chromium: &str) -> String {
+    tokio::process::Command::new(chromium)
+        .arg("--version")
+        .output()
+        .await
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Opens a pane channel and reads its id. The `webrtc` crate reuses a
