@@ -138,15 +138,16 @@ const inPage = {
   },
 
   // Round trips of one byte through `cat` on a raw terminal, in ms.
-  async echoes(channel, n) {
+  async echoes(channel, n, phase) {
     const samples = [];
     for (let i = 0; i < n; i++) {
+      if (channel.readyState !== "open") throw new Error(`echo pane closed after ${i} echoes ${phase}`);
       const byte = new Uint8Array([97 + (i % 26)]);
       const echoed = new Promise((resolve, reject) => {
         channel.onmessage = (e) => {
           if (e.data.byteLength > 0) resolve(new Uint8Array(e.data));
         };
-        channel.onclose = () => reject(new Error("echo pane closed"));
+        channel.onclose = () => reject(new Error(`echo pane closed after ${i} echoes ${phase}`));
       });
       const start = performance.now();
       channel.send(byte);
@@ -169,7 +170,7 @@ const inPage = {
         if (seen.includes("ready\r\n") || seen.includes("ready\n")) resolve();
       };
     });
-    const idle = await this.echoes(echo, n);
+    const idle = await this.echoes(echo, n, "idle");
     // The load stops itself (its whole process group) on a byte of input,
     // rather than running on detached once this page is gone.
     const bulk = await this.openPane(pc, `sh,-c,while :; do cat ${file}; done & head -c 1 >/dev/null; kill 0`);
@@ -181,7 +182,7 @@ const inPage = {
     await new Promise((resolve) => setTimeout(resolve, 300));
     const before = streamed;
     const start = performance.now();
-    const loaded = await this.echoes(echo, n);
+    const loaded = await this.echoes(echo, n, "under load");
     const rate = (streamed - before) / 1048576 / ((performance.now() - start) / 1000);
     bulk.send(new Uint8Array([113]));
     echo.close();
