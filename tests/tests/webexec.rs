@@ -133,6 +133,40 @@ async fn add_pane_opens_a_server_channel_and_acks_its_id() {
     ch.read_until("typed").await;
 }
 
+/// A new pane that writes far more than its replay ring (64 KiB here) as
+/// fast as it can gets to its client whole, from the first byte, through
+/// `add_pane` and through a labelled channel: the process waits for that
+/// client from its first write. Before, it ran free until the server
+/// attached the client, and a server task delayed there (a loaded
+/// machine) let the first output fall out of the ring; the engine's test
+/// `client_attached_at_spawn_gets_the_first_byte_however_late_it_reads`
+/// pins that race down, this one the path through the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pane_is_read_from_its_first_byte_however_fast_it_writes() {
+    let server = TestServer::webexec_with(webexec_server::Config {
+        replay_bytes: 64 * 1024,
+        ..webexec_server::Config::default()
+    })
+    .await;
+    let mut client = client(&server).await;
+    let reply = client
+        .control
+        .request(
+            "add_pane",
+            json!({"command": ["head", "-c", "4000000", "/dev/zero"], "rows": 0, "cols": 0, "parent": 0}),
+        )
+        .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    let (_, ch) = client.server_channel().await;
+    let got = ch.read_to_close().await;
+    assert_eq!(got.len(), 4_000_000, "add_pane");
+
+    let ch = client.open("head,-c,4000000,/dev/zero").await;
+    hello(&ch).await;
+    let got = ch.read_to_close().await;
+    assert_eq!(got.len(), 4_000_000, "labelled channel");
+}
+
 #[tokio::test]
 async fn disconnect_and_reconnect_with_screen_redraw() {
     let server = server().await;

@@ -141,6 +141,27 @@ impl Pane {
     /// Starts `cmd` as a pane. Under a terminal, stdout is the terminal;
     /// without one, stdout and stderr are merged into the pane's output.
     pub fn spawn(cmd: &Command, config: PaneConfig) -> Result<Pane, Error> {
+        let (pane, events) = Self::started(cmd, config)?;
+        pane.read(events);
+        Ok(pane)
+    }
+
+    /// [`Pane::spawn`] with a client attached at the first byte before the
+    /// process's output is read, so the process waits for it from its first
+    /// write. Attaching after [`Pane::spawn`] races the process: until the
+    /// attach it runs freely, and a fast writer (`cat` of a large file) can
+    /// push its first output out of the ring before the client is there.
+    pub fn spawn_attached(cmd: &Command, config: PaneConfig) -> Result<(Pane, Attachment), Error> {
+        let (pane, events) = Self::started(cmd, config)?;
+        // The ring is still empty: this reader starts at offset 0 and holds
+        // the process back from there.
+        let attachment = pane.attach(Replay::From(0));
+        pane.read(events);
+        Ok((pane, attachment))
+    }
+
+    /// The pane of a started process whose output nobody reads yet.
+    fn started(cmd: &Command, config: PaneConfig) -> Result<(Pane, Events), Error> {
         let mut process = Process::spawn(cmd)?;
         let stdin = process
             .take_stdin()
@@ -163,8 +184,12 @@ impl Pane {
             control,
             config,
         });
-        tokio::spawn(pump(inner.clone(), Events::new(process)));
-        Ok(Pane { inner })
+        Ok((Pane { inner }, Events::new(process)))
+    }
+
+    /// Starts moving the process's output into the ring.
+    fn read(&self, events: Events) {
+        tokio::spawn(pump(self.inner.clone(), events));
     }
 
     /// Process id of the pane's process (also its process group).

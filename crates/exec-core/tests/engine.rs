@@ -200,6 +200,35 @@ async fn single_slow_client_applies_backpressure_without_loss() {
 }
 
 #[tokio::test]
+async fn client_attached_at_spawn_gets_the_first_byte_however_late_it_reads() {
+    // ~2 MB of output against a 64 KiB ring: a process nobody waits for
+    // would have pushed its first lines out long before the reader starts.
+    let cmd = sh("seq 1 300000");
+    let config = PaneConfig {
+        replay_bytes: 64 * 1024,
+        idle_timeout: None,
+    };
+    let (_pane, mut a) = Pane::spawn_attached(&cmd, config).unwrap();
+    // Room for the process to run ahead, were it not held back.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = Vec::new();
+    loop {
+        match a.next().await.unwrap() {
+            PaneEvent::Output(b) => got.extend_from_slice(&b),
+            PaneEvent::Redraw(_) => panic!("a client attached at spawn never lags"),
+            PaneEvent::Exit(_) => break,
+        }
+    }
+    let expected: String = (1..=300_000).map(|n| format!("{n}\n")).collect();
+    assert!(
+        got == expected.as_bytes(),
+        "got {} bytes, first {:?}",
+        got.len(),
+        String::from_utf8_lossy(&got[..got.len().min(20)])
+    );
+}
+
+#[tokio::test]
 async fn idle_pane_is_ended_after_its_timeout() {
     let config = PaneConfig {
         replay_bytes: 1024,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use exec_core::{Command, Pane, PaneConfig, PtySize};
+use exec_core::{Attachment, Command, Pane, PaneConfig, PtySize};
 use serde_json::Value;
 use server_kit::{AccessToken, Probe, TokenCheck};
 use tokio::sync::{mpsc, oneshot};
@@ -202,14 +202,15 @@ impl Host {
     }
 
     /// Starts `argv` (`["*"]` or empty: the login shell) as a new pane,
-    /// under a terminal of `size` when given. A pane split from `parent`
-    /// starts in the parent's working directory.
+    /// under a terminal of `size` when given, with the attachment of the
+    /// client that asked for it, there from the first byte. A pane split
+    /// from `parent` starts in the parent's working directory.
     pub(crate) fn spawn_pane(
         self: &Arc<Self>,
         argv: &[String],
         size: Option<Size>,
         parent: Option<u64>,
-    ) -> Result<Arc<PaneEntry>, Error> {
+    ) -> Result<(Arc<PaneEntry>, Attachment), Error> {
         let mut cmd = match argv {
             [] => Command::new(&self.defaults.shell).arg("-l"),
             [star] if star == "*" => Command::new(&self.defaults.shell).arg("-l"),
@@ -232,7 +233,7 @@ impl Host {
         if let Some(pty) = pty {
             cmd = cmd.pty(pty);
         }
-        let pane = Pane::spawn(
+        let (pane, attachment) = Pane::spawn_attached(
             &cmd,
             PaneConfig {
                 replay_bytes: self.defaults.replay_bytes,
@@ -254,7 +255,7 @@ impl Host {
                 lock(&host.panes).remove(&id);
             }
         });
-        Ok(entry)
+        Ok((entry, attachment))
     }
 
     /// The live pane `id`.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use exec_core::{PaneEvent, Replay};
+use exec_core::{Attachment, PaneEvent, Replay};
 use server_kit::{Open, Probe};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -224,11 +224,11 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
             channel.close().await;
         }
         Label::Command { size, argv } => match state.host.spawn_pane(&argv, size, None) {
-            Ok(entry) => {
+            Ok((entry, attachment)) => {
                 state.note_pane(&entry).await;
                 let hello = webexec_proto::pane_hello(entry.id, entry.size());
                 if channel.send(hello.as_bytes()).await.is_ok() {
-                    serve_pane(&state, channel, entry, Replay::From(0)).await;
+                    serve_pane(&state, channel, entry, attachment).await;
                 }
             }
             Err(e) => {
@@ -249,8 +249,8 @@ async fn on_channel(state: Arc<PeerState>, channel: Channel) {
             state.note_pane(&entry).await;
             let hello = webexec_proto::pane_hello(entry.id, entry.size());
             if channel.send(hello.as_bytes()).await.is_ok() {
-                let replay = replay_for(&state, entry.id).await;
-                serve_pane(&state, channel, entry, replay).await;
+                let attachment = entry.pane.attach(replay_for(&state, entry.id).await);
+                serve_pane(&state, channel, entry, attachment).await;
             }
         }
     }
@@ -287,7 +287,7 @@ async fn serve_pane(
     state: &PeerState,
     channel: Arc<Channel>,
     entry: Arc<PaneEntry>,
-    replay: Replay,
+    attachment: Attachment,
 ) {
     let input = {
         let channel = channel.clone();
@@ -306,7 +306,7 @@ async fn serve_pane(
             }
         }
     };
-    let output = pump_output(&channel, &entry, replay, &state.host.probe);
+    let output = pump_output(&channel, attachment, &state.host.probe);
     tokio::select! {
         () = input => {}
         exited = output => if exited {
@@ -326,8 +326,7 @@ async fn serve_pane(
 /// the ring and comes back with a redraw (or the oldest output kept) while
 /// the others go on. A pane whose only client is slow is slowed, as a
 /// terminal is, rather than losing output.
-async fn pump_output(channel: &Channel, entry: &PaneEntry, replay: Replay, probe: &Probe) -> bool {
-    let mut attachment = entry.pane.attach(replay);
+async fn pump_output(channel: &Channel, mut attachment: Attachment, probe: &Probe) -> bool {
     while let Some(event) = attachment.next().await {
         let data = match event {
             PaneEvent::Output(data) | PaneEvent::Redraw(data) => data,
@@ -451,18 +450,18 @@ async fn handle(state: &Arc<PeerState>, reference: i64, request: Request) -> Opt
             parent,
         } => {
             let size = (rows != 0 || cols != 0).then_some(webexec_proto::Size { rows, cols });
-            let entry = match host.spawn_pane(&command, size, parent) {
-                Ok(entry) => entry,
+            let (entry, attachment) = match host.spawn_pane(&command, size, parent) {
+                Ok(spawned) => spawned,
                 Err(e) => return nack(reference, e.to_string()),
             };
-            open_pane_channel(state, reference, entry, Replay::From(0)).await
+            open_pane_channel(state, reference, entry, attachment).await
         }
         Request::ReconnectPane { id } => {
             let Some(entry) = host.pane(id) else {
                 return nack(reference, format!("no pane {id}"));
             };
-            let replay = replay_for(state, id).await;
-            open_pane_channel(state, reference, entry, replay).await
+            let attachment = entry.pane.attach(replay_for(state, id).await);
+            open_pane_channel(state, reference, entry, attachment).await
         }
         Request::Mark => ack(reference, Some(host.mark().to_string())),
         Request::Restore { marker } => {
@@ -497,7 +496,7 @@ async fn open_pane_channel(
     state: &Arc<PeerState>,
     reference: i64,
     entry: Arc<PaneEntry>,
-    replay: Replay,
+    attachment: Attachment,
 ) -> Option<Notice> {
     let label = webexec_proto::server_label(reference, entry.id);
     let channel = match state.rtc.open_channel(&label).await {
@@ -508,7 +507,7 @@ async fn open_pane_channel(
     let id = entry.id;
     let task_state = state.clone();
     tokio::spawn(
-        async move { serve_pane(&task_state, channel, entry, replay).await }
+        async move { serve_pane(&task_state, channel, entry, attachment).await }
             .instrument(tracing::Span::current()),
     );
     ack(reference, Some(id.to_string()))
