@@ -26,9 +26,6 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wrong `auth` tokens before the peer is disconnected.
 const MAX_AUTH_FAILURES: u32 = 5;
 
-/// Largest message sent on a pane channel: every browser takes 64 KiB.
-const MAX_SEND: usize = 64 * 1024;
-
 /// One peer's state, shared by its channel tasks.
 struct PeerState {
     host: Arc<Host>,
@@ -332,12 +329,10 @@ async fn pump_output(channel: &Channel, mut attachment: Attachment, probe: &Prob
             PaneEvent::Output(data) | PaneEvent::Redraw(data) => data,
             PaneEvent::Exit(_) => return true,
         };
-        for piece in data.chunks(MAX_SEND) {
-            if channel.send(piece).await.is_err() {
-                return false;
-            }
-            probe.sent(piece.len());
+        if channel.send_stream(&data).await.is_err() {
+            return false;
         }
+        probe.sent(data.len());
     }
     true
 }

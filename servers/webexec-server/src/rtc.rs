@@ -30,14 +30,44 @@ use crate::Error;
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes a channel may have handed to SCTP and not yet had acknowledged
-/// before a send waits. Small enough that a keystroke's echo on one pane is
-/// never queued behind much bulk output of another (all panes of a peer
-/// share one association), large enough to fill the loopback pipe. Measured
-/// with webexec-bench on 2 cores: 128 KiB streams ~115 MiB/s with echo p99
-/// ~4.5 ms under load; 256 KiB overflowed the client's UDP receive buffer
-/// (thousands of fast retransmits, ~50 MiB/s, echo p99 ~210 ms); 64 KiB
-/// gave ~90 MiB/s.
-const SEND_BUFFER: usize = 128 * 1024;
+/// before a send waits. A send that starts below it may take the channel
+/// over by one message, so with output sent in [`STREAM_PIECE`]s a channel
+/// has at most 48 KiB in flight.
+///
+/// That bound is the browser's: Chromium reads WebRTC's UDP through one
+/// socket of its network service with a 128 KiB receive buffer (`ss -m`:
+/// `rb131072`), room for about 56 of our 1191-byte SCTP packets. What
+/// arrives beyond that while the thread reading it waits for a core is
+/// dropped, and SCTP takes each loss for congestion: a fast retransmit
+/// halves its window, and a lost retransmission waits for the
+/// retransmission timer (never under 1 s in this stack), then for
+/// Chromium's delayed acknowledgement (200 ms). Chromium acknowledges
+/// within 1-2 ms otherwise, so the window never waited on that.
+///
+/// Measured with webexec-bench on this 2-core machine, old and new server
+/// alternating: with 128 KiB plus a 64 KiB message, Chromium's socket
+/// dropped 1000-1500 datagrams per benchmark (3 x 100 MiB and the echo
+/// figures), SCTP halved its window every ~60 ms and stalled ~0.9 s a few
+/// times per 100 MiB: 11-21 MiB/s, echo under load p50 8-10 ms, max ~1 s.
+/// With at most 48 KiB: no drops, 21-31 MiB/s (31-36 when the machine was
+/// quiet), echo under load p50 1.4-2.1 ms. 64 KiB still dropped a few when
+/// the machine was loaded. The `webrtc` crate's client, which swung
+/// between 31 and 165 MiB/s with the old window (its own socket overflowed
+/// too), gets a steady ~120 MiB/s.
+///
+/// It is also what a keystroke's echo on one pane may queue behind (all
+/// panes of a peer share one association), and, over a path with a round
+/// trip of R, a pane's output is at most 48 KiB per R (1.6 MiB/s at
+/// 30 ms; 192 KiB per R before).
+const SEND_BUFFER: usize = 16 * 1024;
+
+/// Largest message [`Channel::send_stream`] sends. With [`SEND_BUFFER`] it
+/// bounds what a channel has in flight (16 + 32 KiB). The same bound split
+/// the other way round (32 KiB buffer, 16 KiB messages) cost more per byte,
+/// in wakeups and messages: in the same runs the server's CPU per 100 MiB
+/// into Chromium was 30-50 % higher and the `webrtc` crate's client got
+/// 49-54 MiB/s where this split got 66-85.
+const STREAM_PIECE: usize = 32 * 1024;
 
 /// Longest a closing channel waits for its sent messages to be
 /// acknowledged.
@@ -536,6 +566,17 @@ impl Channel {
             .send(BytesMut::from(data))
             .await
             .map_err(|_| Error::ChannelClosed)
+    }
+
+    /// Sends a byte stream's next bytes (a pane's output), as binary
+    /// messages of at most [`STREAM_PIECE`] bytes: where the stream is cut
+    /// means nothing to its reader. Waits as [`Channel::send`] does; if
+    /// dropped while waiting, a prefix of `data` may have been sent.
+    pub(crate) async fn send_stream(&self, data: &[u8]) -> Result<(), Error> {
+        for piece in data.chunks(STREAM_PIECE) {
+            self.send(piece).await?;
+        }
+        Ok(())
     }
 
     /// Closes the channel (both directions) once what was sent has been
