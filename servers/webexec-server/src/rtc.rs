@@ -69,8 +69,8 @@ const SEND_BUFFER: usize = 16 * 1024;
 /// 49-54 MiB/s where this split got 66-85.
 const STREAM_PIECE: usize = 32 * 1024;
 
-/// Longest a closing channel waits for its sent messages to be
-/// acknowledged.
+/// How long a closing channel waits for the client to acknowledge any
+/// more of what was sent before it gives up on the rest.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Least time between our opening a channel and closing it. A browser
@@ -580,17 +580,24 @@ impl Channel {
     }
 
     /// Closes the channel (both directions) once what was sent has been
-    /// acknowledged, or after [`LINGER`]: the stack drops queued messages
-    /// when a channel closes, and a pane's last output or a refusal's
-    /// reason must arrive before the close that follows it.
+    /// acknowledged: the stack drops queued messages when a channel closes,
+    /// and a pane's last output or a refusal's reason must arrive before
+    /// the close that follows it. Waits as long as the client keeps
+    /// acknowledging; gives up after [`LINGER`] without progress (a client
+    /// that stopped reading, or is gone), so a slow client still gets every
+    /// byte where a fixed deadline would cut its tail.
     pub(crate) async fn close(&self) {
-        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut deadline = tokio::time::Instant::now() + LINGER;
         // The stack has no event for "all acknowledged" that does not go
         // through `recv`'s queue: look at the counter.
-        while self.dc.outstanding_bytes().await.unwrap_or(0) > 0
-            && tokio::time::Instant::now() < deadline
-        {
+        let mut outstanding = self.dc.outstanding_bytes().await.unwrap_or(0);
+        while outstanding > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
+            let now = self.dc.outstanding_bytes().await.unwrap_or(0);
+            if now < outstanding {
+                deadline = tokio::time::Instant::now() + LINGER;
+            }
+            outstanding = now;
         }
         if let Some(at) = self.close_not_before {
             tokio::time::sleep_until(at).await;
