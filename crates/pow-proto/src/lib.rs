@@ -249,23 +249,32 @@ impl LineBuffer {
     }
 
     /// Adds output.
+    ///
+    /// Where a long line is cut depends only on the output, never on how
+    /// it was split into reads: a line of exactly the longest length whose
+    /// newline comes in the next read is one line, not that line and an
+    /// empty one.
     pub fn push(&mut self, mut data: &[u8]) {
+        // A kept line plus its newline must still fit the byte bound.
+        let longest = self.max_bytes.saturating_sub(1).max(1);
         while !data.is_empty() {
-            // A cut line plus its newline must still fit the byte bound.
-            let room = self.max_bytes.saturating_sub(1 + self.partial.len()).max(1);
-            match data.iter().position(|&b| b == b'\n') {
-                Some(nl) if nl <= room => {
+            let room = longest.saturating_sub(self.partial.len());
+            // A newline right after `room` bytes still ends the line whole.
+            match data.iter().take(room + 1).position(|&b| b == b'\n') {
+                Some(nl) => {
                     self.partial
                         .extend_from_slice(data.get(..nl).unwrap_or_default());
                     self.complete_line();
                     data = data.get(nl + 1..).unwrap_or_default();
                 }
-                _ if data.len() < room => {
+                None if data.len() <= room => {
                     self.partial.extend_from_slice(data);
                     data = &[];
                 }
-                _ => {
-                    // A line as long as the whole buffer: cut it here.
+                None => {
+                    // A line longer than the bound: cut it here. `partial`
+                    // is then `longest` bytes, never empty, so this makes
+                    // progress even when `room` is 0.
                     self.partial
                         .extend_from_slice(data.get(..room).unwrap_or_default());
                     self.complete_line();
@@ -409,6 +418,22 @@ mod tests {
         assert_eq!(b.text(), "one\ntwo\n");
         b.push(b"ee\r\nfour\nfive");
         assert_eq!(b.text(), "two\nthree\nfour\n");
+    }
+
+    /// Found by the `pow_line_buffer` fuzz target: a line of exactly the
+    /// longest kept length, whose newline came in the next read, was kept as
+    /// that line and an extra empty one.
+    #[test]
+    fn line_buffer_does_not_depend_on_how_reads_are_cut() {
+        for (output, kept) in [(&b"abc\n"[..], "abc\n"), (b"abcdef\n", "def\n")] {
+            for cut in 1..=output.len() {
+                let mut b = LineBuffer::new(10, 4);
+                for chunk in output.chunks(cut) {
+                    b.push(chunk);
+                }
+                assert_eq!(b.text(), kept, "{output:?} in reads of {cut} bytes");
+            }
+        }
     }
 
     #[test]
