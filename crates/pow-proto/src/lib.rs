@@ -389,6 +389,19 @@ mod tests {
         assert!(Outcome::decode(br#"{"status":"maybe"}"#).is_err());
     }
 
+    /// Found by the `pow_rest_bodies` fuzz target: serde_json's default,
+    /// faster float parsing read `1.03e50` one unit off, so a result value
+    /// changed on its way through the server.
+    #[test]
+    fn numbers_in_values_arrive_exactly() {
+        let outcome = Outcome::decode(br#"{"status":"fulfilled","value":1.03e50}"#).unwrap();
+        let Outcome::Fulfilled { value } = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(value.as_f64(), Some(1.03e50));
+        assert_eq!(Outcome::decode(&outcome.encode()).unwrap(), outcome);
+    }
+
     #[test]
     fn status_vectors() {
         let pending = Status {
