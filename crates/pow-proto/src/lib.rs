@@ -47,6 +47,19 @@ pub enum DecodeError {
     /// A signal this protocol does not define.
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),
+    /// JSON, but not an object.
+    #[error("a message must be a JSON object")]
+    NotAnObject,
+}
+
+/// Only a JSON object is a message: serde's derived decoders also take an
+/// array of the fields in order (`["echo",["a"]]`, `["close"]`), which no
+/// client sends and the reference (Go's `encoding/json`) refuses.
+fn object<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, DecodeError> {
+    match bytes.trim_ascii_start().first() {
+        Some(b'{') | None => Ok(serde_json::from_slice(bytes)?),
+        Some(_) => Err(DecodeError::NotAnObject),
+    }
 }
 
 /// A request to run a named process: the first binary frame of a WebSocket
@@ -73,7 +86,7 @@ struct RawCall {
 impl Call {
     /// Decodes a call; parameters must all be strings.
     pub fn decode(bytes: &[u8]) -> Result<Call, DecodeError> {
-        let raw: RawCall = serde_json::from_slice(bytes)?;
+        let raw: RawCall = object(bytes)?;
         let params = raw
             .params
             .unwrap_or_default()
@@ -113,7 +126,7 @@ struct RawSignal {
 impl Signal {
     /// Decodes `{"signal":"close"}` or `{"signal":"cancel"}`.
     pub fn decode(bytes: &[u8]) -> Result<Signal, DecodeError> {
-        let raw: RawSignal = serde_json::from_slice(bytes)?;
+        let raw: RawSignal = object(bytes)?;
         match raw.signal.as_str() {
             "close" => Ok(Signal::Close),
             "cancel" => Ok(Signal::Cancel),
@@ -157,7 +170,7 @@ pub enum Outcome {
 impl Outcome {
     /// Decodes a result frame.
     pub fn decode(bytes: &[u8]) -> Result<Outcome, DecodeError> {
-        Ok(serde_json::from_slice(bytes)?)
+        object(bytes)
     }
 
     /// Encodes the result frame.
@@ -342,6 +355,24 @@ mod tests {
         for bad in [&b"nope"[..], b"{}", b"{\"call\":5}", b"[]", b""] {
             assert!(Call::decode(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Seen while writing the fuzz targets: serde reads an array as a struct's
+    /// fields in order, so these decoded.
+    #[test]
+    fn arrays_are_not_messages() {
+        assert!(matches!(
+            Call::decode(br#"["echo",["a"]]"#),
+            Err(DecodeError::NotAnObject)
+        ));
+        assert!(matches!(
+            Signal::decode(br#" ["cancel"]"#),
+            Err(DecodeError::NotAnObject)
+        ));
+        assert!(matches!(
+            Outcome::decode(br#"["rejected","x"]"#),
+            Err(DecodeError::NotAnObject)
+        ));
     }
 
     #[test]
