@@ -47,6 +47,19 @@ pub enum DecodeError {
     /// A signal this protocol does not define.
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),
+    /// JSON, but not an object.
+    #[error("a message must be a JSON object")]
+    NotAnObject,
+}
+
+/// Only a JSON object is a message: serde's derived decoders also take an
+/// array of the fields in order (`["echo",["a"]]`, `["close"]`), which no
+/// client sends and the reference (Go's `encoding/json`) refuses.
+fn object<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, DecodeError> {
+    match bytes.trim_ascii_start().first() {
+        Some(b'{') | None => Ok(serde_json::from_slice(bytes)?),
+        Some(_) => Err(DecodeError::NotAnObject),
+    }
 }
 
 /// A request to run a named process: the first binary frame of a WebSocket
@@ -73,7 +86,7 @@ struct RawCall {
 impl Call {
     /// Decodes a call; parameters must all be strings.
     pub fn decode(bytes: &[u8]) -> Result<Call, DecodeError> {
-        let raw: RawCall = serde_json::from_slice(bytes)?;
+        let raw: RawCall = object(bytes)?;
         let params = raw
             .params
             .unwrap_or_default()
@@ -113,7 +126,7 @@ struct RawSignal {
 impl Signal {
     /// Decodes `{"signal":"close"}` or `{"signal":"cancel"}`.
     pub fn decode(bytes: &[u8]) -> Result<Signal, DecodeError> {
-        let raw: RawSignal = serde_json::from_slice(bytes)?;
+        let raw: RawSignal = object(bytes)?;
         match raw.signal.as_str() {
             "close" => Ok(Signal::Close),
             "cancel" => Ok(Signal::Cancel),
@@ -157,7 +170,7 @@ pub enum Outcome {
 impl Outcome {
     /// Decodes a result frame.
     pub fn decode(bytes: &[u8]) -> Result<Outcome, DecodeError> {
-        Ok(serde_json::from_slice(bytes)?)
+        object(bytes)
     }
 
     /// Encodes the result frame.
@@ -249,23 +262,32 @@ impl LineBuffer {
     }
 
     /// Adds output.
+    ///
+    /// Where a long line is cut depends only on the output, never on how
+    /// it was split into reads: a line of exactly the longest length whose
+    /// newline comes in the next read is one line, not that line and an
+    /// empty one.
     pub fn push(&mut self, mut data: &[u8]) {
+        // A kept line plus its newline must still fit the byte bound.
+        let longest = self.max_bytes.saturating_sub(1).max(1);
         while !data.is_empty() {
-            // A cut line plus its newline must still fit the byte bound.
-            let room = self.max_bytes.saturating_sub(1 + self.partial.len()).max(1);
-            match data.iter().position(|&b| b == b'\n') {
-                Some(nl) if nl <= room => {
+            let room = longest.saturating_sub(self.partial.len());
+            // A newline right after `room` bytes still ends the line whole.
+            match data.iter().take(room + 1).position(|&b| b == b'\n') {
+                Some(nl) => {
                     self.partial
                         .extend_from_slice(data.get(..nl).unwrap_or_default());
                     self.complete_line();
                     data = data.get(nl + 1..).unwrap_or_default();
                 }
-                _ if data.len() < room => {
+                None if data.len() <= room => {
                     self.partial.extend_from_slice(data);
                     data = &[];
                 }
-                _ => {
-                    // A line as long as the whole buffer: cut it here.
+                None => {
+                    // A line longer than the bound: cut it here. `partial`
+                    // is then `longest` bytes, never empty, so this makes
+                    // progress even when `room` is 0.
                     self.partial
                         .extend_from_slice(data.get(..room).unwrap_or_default());
                     self.complete_line();
@@ -335,6 +357,24 @@ mod tests {
         }
     }
 
+    /// Seen while writing the fuzz targets: serde reads an array as a struct's
+    /// fields in order, so these decoded.
+    #[test]
+    fn arrays_are_not_messages() {
+        assert!(matches!(
+            Call::decode(br#"["echo",["a"]]"#),
+            Err(DecodeError::NotAnObject)
+        ));
+        assert!(matches!(
+            Signal::decode(br#" ["cancel"]"#),
+            Err(DecodeError::NotAnObject)
+        ));
+        assert!(matches!(
+            Outcome::decode(br#"["rejected","x"]"#),
+            Err(DecodeError::NotAnObject)
+        ));
+    }
+
     #[test]
     fn signal_vectors() {
         assert_eq!(
@@ -380,6 +420,19 @@ mod tests {
         assert!(Outcome::decode(br#"{"status":"maybe"}"#).is_err());
     }
 
+    /// Found by the `pow_rest_bodies` fuzz target: serde_json's default,
+    /// faster float parsing read `1.03e50` one unit off, so a result value
+    /// changed on its way through the server.
+    #[test]
+    fn numbers_in_values_arrive_exactly() {
+        let outcome = Outcome::decode(br#"{"status":"fulfilled","value":1.03e50}"#).unwrap();
+        let Outcome::Fulfilled { value } = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(value.as_f64(), Some(1.03e50));
+        assert_eq!(Outcome::decode(&outcome.encode()).unwrap(), outcome);
+    }
+
     #[test]
     fn status_vectors() {
         let pending = Status {
@@ -409,6 +462,22 @@ mod tests {
         assert_eq!(b.text(), "one\ntwo\n");
         b.push(b"ee\r\nfour\nfive");
         assert_eq!(b.text(), "two\nthree\nfour\n");
+    }
+
+    /// Found by the `pow_line_buffer` fuzz target: a line of exactly the
+    /// longest kept length, whose newline came in the next read, was kept as
+    /// that line and an extra empty one.
+    #[test]
+    fn line_buffer_does_not_depend_on_how_reads_are_cut() {
+        for (output, kept) in [(&b"abc\n"[..], "abc\n"), (b"abcdef\n", "def\n")] {
+            for cut in 1..=output.len() {
+                let mut b = LineBuffer::new(10, 4);
+                for chunk in output.chunks(cut) {
+                    b.push(chunk);
+                }
+                assert_eq!(b.text(), kept, "{output:?} in reads of {cut} bytes");
+            }
+        }
     }
 
     #[test]

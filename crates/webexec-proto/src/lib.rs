@@ -28,6 +28,17 @@ fn json_err(e: serde_json::Error) -> DecodeError {
     DecodeError::Json(e.to_string())
 }
 
+/// Reads a JSON object. Only an object is a message or a body: serde's
+/// derived decoders also take an array of the fields in order
+/// (`[0,1,"mark",{}]`), which no client sends and the reference (Go's
+/// `encoding/json`) refuses.
+fn object<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, DecodeError> {
+    match bytes.trim_ascii_start().first() {
+        Some(b'{') | None => serde_json::from_slice(bytes).map_err(json_err),
+        Some(_) => Err(DecodeError::Json("expected a JSON object".into())),
+    }
+}
+
 /// `{"time":..,"message_id":..,"type":..,"args":{..}}`, both ways.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -124,7 +135,7 @@ pub struct Incoming {
 /// envelope at all is an error; a bad or unknown request inside one
 /// decodes to `Err(description)` so the server can nack it by id.
 pub fn decode_control(bytes: &[u8]) -> Result<Incoming, DecodeError> {
-    let envelope: Envelope = serde_json::from_slice(bytes).map_err(json_err)?;
+    let envelope: Envelope = object(bytes)?;
     let args = match envelope.args {
         Value::Object(map) => map,
         Value::Null => Map::new(),
@@ -455,7 +466,7 @@ pub fn decode_connect(body: &[u8]) -> Result<ConnectRequest, DecodeError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| DecodeError::Offer("not UTF-8".into()))?
         .trim_start();
-    if let Ok(raw) = serde_json::from_str::<RawConnect>(text) {
+    if let Ok(raw) = object::<RawConnect>(text.as_bytes()) {
         return Ok(ConnectRequest {
             sdp: decode_offer(&raw.offer)?,
             fingerprint: raw.fingerprint,
@@ -484,7 +495,7 @@ fn decode_offer(text: &str) -> Result<String, DecodeError> {
             .decode(text)
             .map_err(|e| DecodeError::Offer(format!("neither SDP, JSON nor base64: {e}")))?
     };
-    let desc: SessionDescription = serde_json::from_slice(&json).map_err(json_err)?;
+    let desc: SessionDescription = object(&json)?;
     if desc.kind != "offer" {
         return Err(DecodeError::Offer(format!(
             "type is {:?}, not offer",
@@ -523,7 +534,7 @@ pub struct Candidate {
 
 /// Decodes a candidate body.
 pub fn decode_candidate(body: &[u8]) -> Result<Candidate, DecodeError> {
-    serde_json::from_slice(body).map_err(json_err)
+    object(body)
 }
 
 /// The client's certificate fingerprint in an SDP (`a=fingerprint:sha-256

@@ -351,3 +351,13 @@ fn terminal7_clipboard_replies() {
     let v: Value = serde_json::from_str(&Notice::GetClipboard.encode(6, 7)).unwrap();
     assert_eq!(v["type"], "get_clipboard");
 }
+
+/// Seen while writing the fuzz targets: serde reads an array as a struct's
+/// fields in order, so these decoded.
+#[test]
+fn arrays_are_not_messages() {
+    assert!(decode_control(br#"[1,5,"mark",{}]"#).is_err());
+    assert!(decode_candidate(br#"["candidate:1 1 udp 1 127.0.0.1 5000 typ host"]"#).is_err());
+    let offer = base64::engine::general_purpose::STANDARD.encode(json!(["offer", SDP]).to_string());
+    assert!(decode_connect(offer.as_bytes()).is_err());
+}

@@ -46,6 +46,9 @@ pub enum DecodeError {
     /// A `start` without a command.
     #[error("start message without a command")]
     MissingCommand,
+    /// The header is JSON but not an object.
+    #[error("the header is not a JSON object")]
+    NotAnObject,
 }
 
 /// What a `start` asks to run.
@@ -207,6 +210,16 @@ fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
+/// Reads a header. Only a JSON object is one: serde's derived decoders
+/// also take an array of the fields in order (`["stdin"]`), which no client
+/// sends and the reference (Go's `encoding/json`) refuses.
+fn header(bytes: &[u8]) -> Result<Header, DecodeError> {
+    match bytes.trim_ascii_start().first() {
+        Some(b'{') | None => Ok(serde_json::from_slice(bytes)?),
+        Some(_) => Err(DecodeError::NotAnObject),
+    }
+}
+
 /// Splits a message at its first `\n` into header and body.
 fn split(frame: &Bytes) -> Result<(&[u8], Bytes), DecodeError> {
     if frame.len() > MAX_MESSAGE_SIZE {
@@ -221,8 +234,8 @@ fn split(frame: &Bytes) -> Result<(&[u8], Bytes), DecodeError> {
 impl ClientMsg {
     /// Decodes one WebSocket message (text or binary) from a client.
     pub fn decode(frame: &Bytes) -> Result<ClientMsg, DecodeError> {
-        let (header, body) = split(frame)?;
-        let h: Header = serde_json::from_slice(header)?;
+        let (head, body) = split(frame)?;
+        let h = header(head)?;
         Ok(match h.kind.as_str() {
             "start" => ClientMsg::Start(start_from(h)?),
             "stdin" => ClientMsg::Stdin(body),
@@ -332,8 +345,8 @@ fn with_body(header: &[u8], body: &[u8]) -> Vec<u8> {
 impl ServerMsg {
     /// Decodes one message from a server.
     pub fn decode(frame: &Bytes) -> Result<ServerMsg, DecodeError> {
-        let (header, body) = split(frame)?;
-        let h: Header = serde_json::from_slice(header)?;
+        let (head, body) = split(frame)?;
+        let h = header(head)?;
         Ok(match h.kind.as_str() {
             "pid" => ServerMsg::Pid(h.pid.unwrap_or(0)),
             "stdout" => ServerMsg::Stdout(body),
@@ -517,6 +530,10 @@ mod tests {
             b"{\"type\":\"resize\",\"rows\":70000}",
             b"[1,2]",
             b"{\"type\":5}",
+            // Seen while writing the fuzz targets: serde reads an array as the
+            // header's fields in order, so these decoded as messages.
+            b"[\"stdin\"]\nbody",
+            b" [\"start\",\"\",\"cat\"]",
         ] {
             assert!(
                 ClientMsg::decode(&Bytes::copy_from_slice(bad)).is_err(),
