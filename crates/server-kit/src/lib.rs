@@ -31,6 +31,8 @@ pub use flags::{Flags, LogFormat, Spec, Started, loopback, loopback6, url};
 pub use logging::init_logging;
 pub use metrics::{Metrics, Open, Probe};
 pub use origin::{Origin, OriginPolicy, Refusal, check_origin};
-pub use serve::{Listeners, Peer, Sessions, serve_app, serve_router, shutdown_signal};
+pub use serve::{
+    Listeners, Peer, Sessions, per_listener, serve_app, serve_router, shutdown_signal,
+};
 pub use tls::{Io, Listener, Tls};
 pub use ws::{WsRx, WsTransport, WsTx};

@@ -138,6 +138,30 @@ impl From<Vec<TcpListener>> for Listeners {
     }
 }
 
+/// One app per listener, each behind the origin rule for its own address
+/// (the rule's Host check depends on it) and on TLS when `tls` is given:
+/// what [`serve_app`] takes.
+pub fn per_listener(
+    listeners: Listeners,
+    app: &Router,
+    allowed: &[crate::Origin],
+    auth: bool,
+    tls: Option<&crate::Tls>,
+    probe: &crate::Probe,
+) -> std::io::Result<Vec<(Listener, Router)>> {
+    let mut served = Vec::new();
+    for listener in listeners.0 {
+        let origins =
+            crate::OriginPolicy::new(allowed, auth, listener.local_addr()?).counted(probe);
+        let app = app.clone().layer(axum::middleware::from_fn_with_state(
+            origins,
+            crate::check_origin,
+        ));
+        served.push((Listener::new(listener, tls, probe), app));
+    }
+    Ok(served)
+}
+
 /// Serves each app on its listener until `shutdown` completes (one app
 /// per listener, since the origin rule depends on the address). Then
 /// `sessions.cancel` fires (so WebSocket sessions, which the HTTP server

@@ -29,8 +29,7 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use server_kit::{
-    AccessToken, Listener, Listeners, Metrics, Origin, OriginPolicy, Sessions, Tls, TokenGate,
-    WsTransport, check_origin, require_token,
+    AccessToken, Listeners, Metrics, Origin, Sessions, Tls, TokenGate, WsTransport, require_token,
 };
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -182,19 +181,14 @@ pub async fn serve(
     }
     .merge(config.metrics.route().layer(auth))
     .fallback_service(websocket);
-    let mut served = Vec::new();
-    for listener in listeners.into().0 {
-        let origins = OriginPolicy::new(
-            &config.allowed_origins,
-            config.token.is_some(),
-            listener.local_addr()?,
-        )
-        .counted(&probe);
-        let app = app
-            .clone()
-            .layer(axum::middleware::from_fn_with_state(origins, check_origin));
-        served.push((Listener::new(listener, config.tls.as_ref(), &probe), app));
-    }
+    let served = server_kit::per_listener(
+        listeners.into(),
+        &app,
+        &config.allowed_origins,
+        config.token.is_some(),
+        config.tls.as_ref(),
+        &probe,
+    )?;
     server_kit::serve_app(served, PROTOCOL, shutdown, sessions).await?;
     Ok(())
 }

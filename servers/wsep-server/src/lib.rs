@@ -22,8 +22,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use exec_core::PaneRegistry;
 use server_kit::{
-    AccessToken, Listener, Listeners, Metrics, Origin, OriginPolicy, Probe, Sessions, Tls,
-    TokenGate, WsTransport, check_origin, require_token,
+    AccessToken, Listeners, Metrics, Origin, Probe, Sessions, Tls, TokenGate, WsTransport,
+    require_token,
 };
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -137,19 +137,14 @@ pub async fn serve(
             TokenGate::new(config.token.clone(), &probe),
             require_token,
         ));
-    let mut served = Vec::new();
-    for listener in listeners.into().0 {
-        let origins = OriginPolicy::new(
-            &config.allowed_origins,
-            config.token.is_some(),
-            listener.local_addr()?,
-        )
-        .counted(&probe);
-        let app = app
-            .clone()
-            .layer(axum::middleware::from_fn_with_state(origins, check_origin));
-        served.push((Listener::new(listener, config.tls.as_ref(), &probe), app));
-    }
+    let served = server_kit::per_listener(
+        listeners.into(),
+        &app,
+        &config.allowed_origins,
+        config.token.is_some(),
+        config.tls.as_ref(),
+        &probe,
+    )?;
     // Named terminal sessions outlive connections: end them with the server.
     let registry = state.shared.registry.clone();
     let stopping = sessions.cancel.clone();
