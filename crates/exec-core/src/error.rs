@@ -33,6 +33,9 @@ pub enum Error {
     /// Delivering a signal failed.
     #[error("signal: {0}")]
     Signal(#[source] io::Error),
+    /// A session already holds an entry of this name.
+    #[error("the name {0:?} is taken")]
+    NameTaken(String),
     /// An I/O error on the process's pipes or terminal.
     #[error(transparent)]
     Io(#[from] io::Error),

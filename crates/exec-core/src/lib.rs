@@ -27,16 +27,20 @@ mod pane;
 mod process;
 mod replay;
 mod screen;
+mod session;
 mod stdin;
 mod text;
 mod transport;
 
 pub use command::{Command, ExitStatus, PtySize};
 pub use error::{Error, TransportError};
-pub use pane::{Attachment, Pane, PaneConfig, PaneEvent, PaneRegistry, Replay};
+pub use pane::{Attachment, Pane, PaneConfig, PaneEvent, Replay};
 pub use process::{
     DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin,
     raise_open_files_limit,
+};
+pub use session::{
+    EndReason, Entry, Lease, Listed, Marker, PaneId, Payload, Session, SessionConfig,
 };
 pub use stdin::StdinWriter;
 pub use text::{Decoded, TextDecoder};

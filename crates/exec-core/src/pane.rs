@@ -13,7 +13,7 @@
 //! process runs freely and the ring keeps the most recent output.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,16 +43,12 @@ pub struct PaneConfig {
     /// Bytes of recent output kept for clients that fall behind or resume
     /// from an offset.
     pub replay_bytes: usize,
-    /// When set, the pane's process is ended this long after its last client
-    /// detached, unless a client attaches again before.
-    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for PaneConfig {
     fn default() -> Self {
         PaneConfig {
             replay_bytes: 1 << 20,
-            idle_timeout: None,
         }
     }
 }
@@ -109,7 +105,8 @@ struct PaneInner {
     /// holds back only the clients typing into it, never its output.
     stdin: Option<StdinWriter>,
     control: ProcessControl,
-    config: PaneConfig,
+    /// The terminal size clients last set; `None` without a terminal.
+    size: Mutex<Option<PtySize>>,
 }
 
 impl std::fmt::Debug for PaneInner {
@@ -125,8 +122,6 @@ struct PaneState {
     /// Attached readers: id -> offset of the next byte each will read.
     readers: HashMap<u64, u64>,
     next_reader: u64,
-    /// Bumped on every attach, so an idle timer knows it was superseded.
-    generation: u64,
     exit: Option<ExitStatus>,
     on_exit: Vec<Box<dyn FnOnce() + Send>>,
 }
@@ -174,7 +169,6 @@ impl Pane {
                 ring: ReplayRing::new(config.replay_bytes),
                 readers: HashMap::new(),
                 next_reader: 0,
-                generation: 0,
                 exit: None,
                 on_exit: Vec::new(),
             }),
@@ -182,7 +176,7 @@ impl Pane {
             space: Notify::new(),
             stdin,
             control,
-            config,
+            size: Mutex::new(cmd.pty_size()),
         });
         Ok((Pane { inner }, Events::new(process)))
     }
@@ -214,7 +208,6 @@ impl Pane {
         };
         let id = state.next_reader;
         state.next_reader += 1;
-        state.generation += 1;
         state.readers.insert(id, offset);
         drop(state);
         // The pump waits for the screen lock, so `end` is still the ring's end.
@@ -256,11 +249,22 @@ impl Pane {
 
     /// Resizes the terminal and the pane's screen.
     pub fn resize(&self, size: PtySize) -> Result<(), Error> {
+        let mut current = lock(&self.inner.size);
+        if current.is_none() {
+            return Err(Error::NoTerminal);
+        }
         self.inner.control.resize(size)?;
+        *current = Some(size);
         if let Some(screen) = lock(&self.inner.screen).as_mut() {
             screen.resize(size.rows, size.cols);
         }
         Ok(())
+    }
+
+    /// The terminal's size (the last one set), `None` for a pane without a
+    /// terminal.
+    pub fn size(&self) -> Option<PtySize> {
+        *lock(&self.inner.size)
     }
 
     /// The process's control handle (signals).
@@ -461,107 +465,8 @@ impl Attachment {
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        let mut state = lock(&self.inner.state);
-        state.readers.remove(&self.id);
-        let idle = state.readers.is_empty() && state.exit.is_none();
-        let generation = state.generation;
-        drop(state);
+        lock(&self.inner.state).readers.remove(&self.id);
+        // The pump may be waiting for this reader to make room.
         self.inner.space.notify_one();
-        let Some(timeout) = self.inner.config.idle_timeout.filter(|_| idle) else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.inner.control.kill_group();
-            return;
-        };
-        let weak: Weak<PaneInner> = Arc::downgrade(&self.inner);
-        runtime.spawn(async move {
-            tokio::time::sleep(timeout).await;
-            let Some(inner) = weak.upgrade() else { return };
-            let state = lock(&inner.state);
-            if state.readers.is_empty() && state.generation == generation && state.exit.is_none() {
-                drop(state);
-                tracing::debug!(pid = inner.control.pid(), "idle pane timed out");
-                inner.control.terminate(KILL_GRACE);
-            }
-        });
-    }
-}
-
-/// Panes by name, for protocols whose clients re-attach by id (wsep's
-/// session `id`). An ended pane leaves the registry by itself.
-#[derive(Debug, Clone, Default)]
-pub struct PaneRegistry {
-    panes: Arc<Mutex<HashMap<String, Pane>>>,
-}
-
-impl PaneRegistry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The live pane named `name`, or a new one running `cmd`. The flag is
-    /// true when the pane was created by this call.
-    pub fn get_or_spawn(
-        &self,
-        name: &str,
-        cmd: &Command,
-        config: PaneConfig,
-    ) -> Result<(Pane, bool), Error> {
-        let mut panes = self.panes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pane) = panes.get(name)
-            && pane.exit_status().is_none()
-        {
-            return Ok((pane.clone(), false));
-        }
-        let pane = Pane::spawn(cmd, config)?;
-        panes.insert(name.to_owned(), pane.clone());
-        drop(panes);
-        let registry = Arc::downgrade(&self.panes);
-        let key = name.to_owned();
-        let this = pane.clone();
-        pane.on_exit(move || {
-            if let Some(panes) = registry.upgrade() {
-                let mut panes = panes.lock().unwrap_or_else(|e| e.into_inner());
-                if panes.get(&key).is_some_and(|p| p.ptr_eq(&this)) {
-                    panes.remove(&key);
-                }
-            }
-        });
-        Ok((pane, true))
-    }
-
-    /// The live pane named `name`.
-    pub fn get(&self, name: &str) -> Option<Pane> {
-        let panes = self.panes.lock().unwrap_or_else(|e| e.into_inner());
-        panes
-            .get(name)
-            .filter(|p| p.exit_status().is_none())
-            .cloned()
-    }
-
-    /// Number of panes held.
-    pub fn len(&self) -> usize {
-        self.panes.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// True when no pane is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Ends every pane (server shutdown).
-    pub fn terminate_all(&self) {
-        let panes: Vec<Pane> = self
-            .panes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for pane in panes {
-            pane.terminate();
-        }
     }
 }

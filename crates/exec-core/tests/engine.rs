@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use exec_core::{Command, Event, Events, Pane, PaneConfig, PaneEvent, Process, PtySize, Replay};
+use exec_core::{
+    Command, Event, Events, Pane, PaneConfig, PaneEvent, Process, PtySize, Replay, Session,
+    SessionConfig,
+};
 
 async fn run(cmd: Command) -> (Vec<u8>, Vec<u8>, exec_core::ExitStatus) {
     let mut events = Events::new(Process::spawn(&cmd).unwrap());
@@ -157,7 +160,6 @@ async fn shared_pane_fans_out_and_slow_client_does_not_stall_others() {
         .pty(PtySize { rows: 24, cols: 80 });
     let config = PaneConfig {
         replay_bytes: 64 * 1024,
-        idle_timeout: None,
     };
     let pane = Pane::spawn(&cmd, config).unwrap();
     let mut fast = pane.attach(Replay::Live);
@@ -181,7 +183,6 @@ async fn single_slow_client_applies_backpressure_without_loss() {
     let cmd = sh("head -c 2000000 /dev/urandom | od -An -v -tx1 | head -c 3000000");
     let config = PaneConfig {
         replay_bytes: 64 * 1024,
-        idle_timeout: None,
     };
     let pane = Pane::spawn(&cmd, config).unwrap();
     let mut a = pane.attach(Replay::Screen);
@@ -206,7 +207,6 @@ async fn client_attached_at_spawn_gets_the_first_byte_however_late_it_reads() {
     let cmd = sh("seq 1 300000");
     let config = PaneConfig {
         replay_bytes: 64 * 1024,
-        idle_timeout: None,
     };
     let (_pane, mut a) = Pane::spawn_attached(&cmd, config).unwrap();
     // Room for the process to run ahead, were it not held back.
@@ -230,19 +230,26 @@ async fn client_attached_at_spawn_gets_the_first_byte_however_late_it_reads() {
 
 #[tokio::test]
 async fn idle_pane_is_ended_after_its_timeout() {
-    let config = PaneConfig {
-        replay_bytes: 1024,
+    let session = Session::<Pane>::new(SessionConfig {
         idle_timeout: Some(Duration::from_millis(50)),
-    };
-    let pane = Pane::spawn(&Command::new("sleep").arg("30"), config).unwrap();
-    let a = pane.attach(Replay::Live);
-    drop(a);
+    });
+    let config = PaneConfig { replay_bytes: 1024 };
+    let (id, attachment, lease) = session
+        .spawn(
+            &Command::new("sleep").arg("30"),
+            config,
+            Some("idle".into()),
+        )
+        .unwrap();
+    let pane = attachment.pane();
+    drop((attachment, lease));
     let (tx, rx) = tokio::sync::oneshot::channel();
     pane.on_exit(move || {
         let _ = tx.send(());
     });
     rx.await.unwrap();
     assert_eq!(pane.exit_status().unwrap().signal, Some(1));
+    assert!(session.get(id).is_none() && session.by_name("idle").is_none());
 }
 
 #[tokio::test]

@@ -2,22 +2,20 @@
 //! the payload clients share, output markers, the peers to broadcast to,
 //! and who is authorized.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use exec_core::{Attachment, Command, Pane, PaneConfig, PtySize};
+use bytes::Bytes;
+use exec_core::{Attachment, Command, Pane, PaneConfig, PtySize, Session};
 use serde_json::Value;
 use server_kit::{AccessToken, Probe, TokenCheck};
 use tokio::sync::{mpsc, oneshot};
 use webexec_proto::{Notice, Size};
 
 use crate::Error;
-
-/// Markers kept; `mark` beyond this forgets the oldest.
-const MAX_MARKERS: usize = 64;
 
 /// Notices queued for one peer's control channel before more are dropped
 /// (a peer that does not read its control channel loses broadcasts, never
@@ -117,18 +115,17 @@ impl TokenCheck for Authorized {
     }
 }
 
-/// A pane and the size its clients last gave it.
+/// A pane, with the number clients know it by.
 #[derive(Debug)]
 pub(crate) struct PaneEntry {
     pub(crate) id: u64,
     pub(crate) pane: Pane,
-    size: Mutex<Option<PtySize>>,
 }
 
 impl PaneEntry {
     /// The terminal size, for a PTY pane.
     pub(crate) fn size(&self) -> Option<Size> {
-        lock(&self.size).map(|s| Size {
+        self.pane.size().map(|s| Size {
             rows: s.rows,
             cols: s.cols,
         })
@@ -136,14 +133,7 @@ impl PaneEntry {
 
     /// Resizes a PTY pane; fails for a pane without a terminal.
     pub(crate) fn resize(&self, rows: u16, cols: u16) -> Result<(), Error> {
-        let mut size = lock(&self.size);
-        if size.is_none() {
-            return Err(Error::Exec(exec_core::Error::NoTerminal));
-        }
-        let new = PtySize::or_default(rows, cols);
-        self.pane.resize(new)?;
-        *size = Some(new);
-        Ok(())
+        Ok(self.pane.resize(PtySize::or_default(rows, cols))?)
     }
 }
 
@@ -167,22 +157,13 @@ pub(crate) struct Host {
     pub(crate) probe: Probe,
     pub(crate) authorized: Authorized,
     defaults: PaneDefaults,
-    panes: Mutex<BTreeMap<u64, Arc<PaneEntry>>>,
-    next_pane: AtomicU64,
-    payload: Mutex<Value>,
-    markers: Mutex<Markers>,
+    /// The panes, their markers and the payload.
+    session: Session,
     peers: Mutex<HashMap<u64, mpsc::Sender<ToPeer>>>,
     next_peer: AtomicU64,
     /// The peer that sent something last (0: none): the one whose user is
     /// at the keyboard, which `webexec-server copy`/`paste` talk to.
     active_peer: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Markers {
-    next: u64,
-    /// marker -> (pane id -> output offset when it was made); oldest first.
-    list: VecDeque<(u64, HashMap<u64, u64>)>,
 }
 
 impl Host {
@@ -191,10 +172,7 @@ impl Host {
             probe,
             authorized,
             defaults,
-            panes: Mutex::new(BTreeMap::new()),
-            next_pane: AtomicU64::new(1),
-            payload: Mutex::new(Value::Null),
-            markers: Mutex::new(Markers::default()),
+            session: Session::default(),
             peers: Mutex::new(HashMap::new()),
             next_peer: AtomicU64::new(1),
             active_peer: AtomicU64::new(0),
@@ -233,91 +211,71 @@ impl Host {
         if let Some(pty) = pty {
             cmd = cmd.pty(pty);
         }
-        let (pane, attachment) = Pane::spawn_attached(
+        // Panes outlive their peers until they exit: no idle timeout, so
+        // the lease the session hands out has nothing to hold back.
+        let (id, attachment, _lease) = self.session.spawn(
             &cmd,
             PaneConfig {
                 replay_bytes: self.defaults.replay_bytes,
-                idle_timeout: None,
             },
+            None,
         )?;
-        let id = self.next_pane.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(PaneEntry {
-            id,
-            pane: pane.clone(),
-            size: Mutex::new(pty),
-        });
-        lock(&self.panes).insert(id, entry.clone());
-        let host = Arc::downgrade(self);
+        let pane = attachment.pane();
         let counted = (self.probe.pane(), self.probe.process());
-        pane.on_exit(move || {
-            drop(counted);
-            if let Some(host) = host.upgrade() {
-                lock(&host.panes).remove(&id);
-            }
-        });
+        pane.on_exit(move || drop(counted));
+        let entry = Arc::new(PaneEntry { id: id.get(), pane });
         Ok((entry, attachment))
     }
 
     /// The live pane `id`.
     pub(crate) fn pane(&self, id: u64) -> Option<Arc<PaneEntry>> {
-        lock(&self.panes).get(&id).cloned()
+        let (id, pane) = self.session.find(id)?;
+        Some(Arc::new(PaneEntry { id: id.get(), pane }))
     }
 
     /// Number of live panes.
     pub(crate) fn pane_count(&self) -> usize {
-        lock(&self.panes).len()
+        self.session.len()
     }
 
     /// Ends every pane (server shutdown).
     pub(crate) fn terminate_all(&self) {
-        let panes: Vec<_> = lock(&self.panes).values().cloned().collect();
-        for entry in panes {
-            entry.pane.terminate();
-        }
+        self.session.end_all();
     }
 
     /// The payload as the current reference sends it: a JSON string (the
     /// payload itself when it is a string, else its JSON), none when unset.
     pub(crate) fn payload(&self) -> Option<String> {
-        match &*lock(&self.payload) {
-            Value::Null => None,
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
+        let json = self.session.payload()?;
+        match serde_json::from_slice::<Value>(&json) {
+            Ok(Value::Null) | Err(_) => None,
+            Ok(Value::String(s)) => Some(s),
+            Ok(other) => Some(other.to_string()),
         }
     }
 
     /// Stores a payload and sends it to every peer but `from`.
     pub(crate) fn set_payload(&self, from: u64, payload: Value) {
-        *lock(&self.payload) = payload.clone();
+        self.session
+            .set_payload(Bytes::from(payload.to_string()), from);
         self.broadcast(from, &Notice::SetPayload { payload });
     }
 
     /// A marker: the current output offset of every live pane.
     pub(crate) fn mark(&self) -> u64 {
-        let offsets = lock(&self.panes)
-            .iter()
-            .map(|(id, e)| (*id, e.pane.output_offset()))
-            .collect();
-        let mut markers = lock(&self.markers);
-        markers.next += 1;
-        let marker = markers.next;
-        markers.list.push_back((marker, offsets));
-        while markers.list.len() > MAX_MARKERS {
-            markers.list.pop_front();
-        }
-        marker
+        self.session.mark().get()
     }
 
     /// True when `marker` is known.
     pub(crate) fn has_marker(&self, marker: u64) -> bool {
-        lock(&self.markers).list.iter().any(|(m, _)| *m == marker)
+        self.session.marker(marker).is_some()
     }
 
     /// Pane `pane`'s output offset at `marker`, when both are known.
     pub(crate) fn marker_offset(&self, marker: u64, pane: u64) -> Option<u64> {
-        let markers = lock(&self.markers);
-        let (_, offsets) = markers.list.iter().find(|(m, _)| *m == marker)?;
-        offsets.get(&pane).copied()
+        let marker = self.session.marker(marker)?;
+        let (id, _) = self.session.find(pane)?;
+        self.session.marker_offset(marker, id)
     }
 
     /// Registers a peer for broadcasts: its id and its notices.

@@ -20,7 +20,7 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use exec_core::PaneRegistry;
+use exec_core::{Session, SessionConfig};
 use server_kit::{
     AccessToken, Listeners, Metrics, Origin, Probe, Sessions, Tls, TokenGate, WsTransport,
     require_token,
@@ -120,8 +120,9 @@ pub async fn serve(
     let sessions = Sessions::new(config.shutdown_grace);
     let state = AppState {
         shared: session::Shared {
-            registry: PaneRegistry::new(),
-            session_timeout: config.session_timeout,
+            registry: Session::new(SessionConfig {
+                idle_timeout: Some(config.session_timeout),
+            }),
             start_timeout: config.start_timeout,
             replay_bytes: config.replay_bytes,
             shutdown: sessions.cancel.clone(),
@@ -150,7 +151,7 @@ pub async fn serve(
     let stopping = sessions.cancel.clone();
     tokio::spawn(async move {
         stopping.cancelled().await;
-        registry.terminate_all();
+        registry.end_all();
     });
     server_kit::serve_app(served, PROTOCOL, shutdown, sessions).await?;
     Ok(())

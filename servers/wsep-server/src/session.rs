@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use exec_core::{
-    Attachment, Command, Event, Events, ExitStatus, Message, Pane, PaneConfig, PaneEvent,
-    PaneRegistry, Process, ProcessControl, PtySize, Replay, StdinWriter, Transport, TransportError,
+    Attachment, Command, Event, Events, ExitStatus, Lease, Message, Pane, PaneConfig, PaneEvent,
+    Process, ProcessControl, PtySize, Replay, Session, StdinWriter, Transport, TransportError,
     TransportRx, TransportTx,
 };
 use server_kit::{Open, Probe};
@@ -37,8 +37,9 @@ mod close {
 /// What every session of one server shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
-    pub(crate) registry: PaneRegistry,
-    pub(crate) session_timeout: Duration,
+    /// Terminal sessions with an `id`, ended once nobody was attached for
+    /// the session timeout.
+    pub(crate) registry: Session,
     pub(crate) start_timeout: Duration,
     pub(crate) replay_bytes: usize,
     pub(crate) shutdown: CancellationToken,
@@ -92,6 +93,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         input,
         control,
         counted,
+        lease,
         ..
     } = running;
     let out_task = tokio::spawn(
@@ -102,6 +104,8 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     // The output loop has closed the connection (or is about to): let it finish.
     let _ = out_task.await;
     drop(counted);
+    // The named session's idle timeout starts once its last client is gone.
+    drop(lease);
 }
 
 /// A reason to end a connection with an error close.
@@ -195,6 +199,8 @@ struct Running {
     /// A plain command counts as running while its output is read (it is
     /// killed when that ends); a terminal's count goes with its pane.
     counted: Option<Open>,
+    /// The claim on a named session that keeps its idle timeout off.
+    lease: Option<Lease>,
 }
 
 enum OutputSource {
@@ -263,22 +269,18 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
             input,
             control,
             counted,
+            lease: None,
         });
     }
-    let (pane, replay, owned) = if start.id.is_empty() {
-        let config = PaneConfig {
-            replay_bytes: shared.replay_bytes,
-            idle_timeout: None,
-        };
+    let config = PaneConfig {
+        replay_bytes: shared.replay_bytes,
+    };
+    let (pane, owned, lease) = if start.id.is_empty() {
         let pane = Pane::spawn(&cmd, config)?;
         count_pane(&pane, &shared.probe);
-        (pane, Replay::Screen, true)
+        (pane, true, None)
     } else {
-        let config = PaneConfig {
-            replay_bytes: shared.replay_bytes,
-            idle_timeout: Some(shared.session_timeout),
-        };
-        let (pane, created) = shared.registry.get_or_spawn(&start.id, &cmd, config)?;
+        let (_, pane, lease, created) = shared.registry.get_or_spawn(&start.id, &cmd, config)?;
         if created {
             count_pane(&pane, &shared.probe);
         }
@@ -286,14 +288,15 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
             // The newest client's window decides the size, as with screen -x.
             pane.resize(PtySize::or_default(start.rows, start.cols))?;
         }
-        (pane, Replay::Screen, false)
+        (pane, false, Some(lease))
     };
-    let attachment = pane.attach(replay);
+    let attachment = pane.attach(Replay::Screen);
     Ok(Running {
         pid: pane.pid(),
         control: pane.control().clone(),
         output: OutputSource::Pane { attachment, owned },
         input: InputSink::Pane(pane),
+        lease,
         counted: None,
     })
 }
@@ -515,12 +518,13 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use exec_core::memory_pair;
+    use exec_core::{SessionConfig, memory_pair};
 
     fn shared() -> Shared {
         Shared {
-            registry: PaneRegistry::new(),
-            session_timeout: Duration::from_secs(60),
+            registry: Session::new(SessionConfig {
+                idle_timeout: Some(Duration::from_secs(60)),
+            }),
             start_timeout: Duration::from_secs(5),
             replay_bytes: 1 << 16,
             shutdown: CancellationToken::new(),

@@ -1,0 +1,713 @@
+//! Sessions: what a server keeps for its clients between their
+//! connections — panes (or other processes) by id and name, output markers,
+//! a shared payload, and how long an entry nobody uses is kept.
+//!
+//! Every protocol has such a table: wsep's named sessions, webexec's panes
+//! with their markers and payload, pow's REST processes that expire when no
+//! request touches them. [`Session`] is that table once, so the rules
+//! (ids nobody can guess into existence, an idle timeout that starts when
+//! the last client leaves, everything ended on shutdown) hold for all.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::command::Command;
+use crate::error::Error;
+use crate::pane::{Attachment, Pane, PaneConfig};
+
+/// Markers a session keeps; making one more forgets the oldest.
+const MAX_MARKERS: usize = 64;
+
+/// The id of an entry of a [`Session`].
+///
+/// Only the session hands ids out, and only for entries it holds: a number
+/// from the wire becomes an id through [`Session::find`], which fails for
+/// anything not live. There is deliberately no `From<u64>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PaneId(NonZeroU64);
+
+impl PaneId {
+    /// The number to put on the wire.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for PaneId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A point in the output of every entry of a session, to resume from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Marker(NonZeroU64);
+
+impl Marker {
+    /// The number to put on the wire.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for Marker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a session ends an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Nobody used it for the session's idle timeout.
+    Idle,
+    /// The session is shutting down ([`Session::end_all`]).
+    Shutdown,
+}
+
+/// What a [`Session`] can hold: anything it can end.
+pub trait Entry: Clone + Send + Sync + 'static {
+    /// Ends the entry (kills its process group, cancels its work). Called
+    /// once, after the session has forgotten it.
+    fn end(&self, why: EndReason);
+
+    /// The offset one past its newest output byte, for markers; `None`
+    /// for entries without replayable output.
+    fn output_offset(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Entry for Pane {
+    fn end(&self, _why: EndReason) {
+        self.terminate();
+    }
+
+    fn output_offset(&self) -> Option<u64> {
+        Some(Pane::output_offset(self))
+    }
+}
+
+/// Limits and lifetimes of a session's entries.
+#[derive(Debug, Clone, Default)]
+pub struct SessionConfig {
+    /// When set, an entry is ended and forgotten this long after its last
+    /// [`Lease`] was dropped (or after it was inserted, if nobody leased
+    /// it), unless it is leased again before.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The payload clients share, and who set it last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload {
+    /// The payload; `None` until a client sets one.
+    pub data: Option<Bytes>,
+    /// The tag the setter gave ([`Session::set_payload`]), so it can skip
+    /// the echo of its own change.
+    pub from: u64,
+}
+
+/// One entry of a [`Session::list`].
+#[derive(Debug, Clone)]
+pub struct Listed<T> {
+    /// Its id.
+    pub id: PaneId,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// When it was inserted.
+    pub started: SystemTime,
+    /// Clients holding a [`Lease`] on it.
+    pub leases: usize,
+    /// The entry.
+    pub entry: T,
+}
+
+/// Entries (panes, by default) by an id and an optional name, with markers,
+/// a shared payload and an idle timeout. Cloning shares the session.
+#[derive(Debug)]
+pub struct Session<T: Entry = Pane> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Entry> Clone for Session<T> {
+    fn clone(&self) -> Self {
+        Session {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner<T> {
+    state: Mutex<State<T>>,
+    payload: watch::Sender<Payload>,
+    config: SessionConfig,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    entries: BTreeMap<PaneId, Slot<T>>,
+    names: HashMap<String, PaneId>,
+    next_id: u64,
+    markers: VecDeque<(Marker, HashMap<PaneId, u64>)>,
+    next_marker: u64,
+}
+
+#[derive(Debug)]
+struct Slot<T> {
+    entry: T,
+    name: Option<String>,
+    started: SystemTime,
+    leases: usize,
+    /// Bumped whenever a lease is taken, so an idle timer knows it was
+    /// superseded.
+    generation: u64,
+}
+
+impl<T: Entry> Default for Session<T> {
+    fn default() -> Self {
+        Session::new(SessionConfig::default())
+    }
+}
+
+impl<T: Entry> Session<T> {
+    /// An empty session.
+    pub fn new(config: SessionConfig) -> Self {
+        Session {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    entries: BTreeMap::new(),
+                    names: HashMap::new(),
+                    next_id: 1,
+                    markers: VecDeque::new(),
+                    next_marker: 1,
+                }),
+                payload: watch::Sender::new(Payload::default()),
+                config,
+            }),
+        }
+    }
+
+    /// Adds `entry` under a new id (and `name`, which must be free). Its
+    /// idle timer, if the session has one, starts now.
+    pub fn insert(&self, entry: T, name: Option<String>) -> Result<PaneId, Error> {
+        let mut state = self.lock();
+        if let Some(name) = &name
+            && state.names.contains_key(name)
+        {
+            return Err(Error::NameTaken(name.clone()));
+        }
+        let id = state.new_id();
+        if let Some(name) = &name {
+            state.names.insert(name.clone(), id);
+        }
+        state.entries.insert(
+            id,
+            Slot {
+                entry,
+                name,
+                started: SystemTime::now(),
+                leases: 0,
+                generation: 0,
+            },
+        );
+        drop(state);
+        self.arm_idle(id, 0);
+        Ok(id)
+    }
+
+    /// The entry `id`, while the session holds it.
+    pub fn get(&self, id: PaneId) -> Option<T> {
+        self.lock().entries.get(&id).map(|s| s.entry.clone())
+    }
+
+    /// The live entry with the wire number `number`.
+    pub fn find(&self, number: u64) -> Option<(PaneId, T)> {
+        let id = PaneId(NonZeroU64::new(number)?);
+        self.get(id).map(|entry| (id, entry))
+    }
+
+    /// The entry named `name`.
+    pub fn by_name(&self, name: &str) -> Option<(PaneId, T)> {
+        let state = self.lock();
+        let id = *state.names.get(name)?;
+        state.entries.get(&id).map(|s| (id, s.entry.clone()))
+    }
+
+    /// Forgets `id` without ending it (it ended by itself, or its owner
+    /// ends it).
+    pub fn remove(&self, id: PaneId) -> Option<T> {
+        let mut state = self.lock();
+        let slot = state.entries.remove(&id)?;
+        if let Some(name) = &slot.name {
+            state.names.remove(name);
+        }
+        Some(slot.entry)
+    }
+
+    /// Counts a client of `id` until the lease is dropped: the idle
+    /// timeout waits for the last lease to go.
+    pub fn lease(&self, id: PaneId) -> Option<Lease> {
+        let mut state = self.lock();
+        let slot = state.entries.get_mut(&id)?;
+        slot.leases += 1;
+        slot.generation += 1;
+        drop(state);
+        Some(Lease {
+            release: Some(Box::new(Releaser {
+                session: Arc::downgrade(&self.inner),
+                id,
+            })),
+        })
+    }
+
+    /// Every entry, in id order.
+    pub fn list(&self) -> Vec<Listed<T>> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|(id, slot)| Listed {
+                id: *id,
+                name: slot.name.clone(),
+                started: slot.started,
+                leases: slot.leases,
+                entry: slot.entry.clone(),
+            })
+            .collect()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True when the session holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets and ends every entry (server shutdown).
+    pub fn end_all(&self) {
+        let entries: Vec<T> = {
+            let mut state = self.lock();
+            state.names.clear();
+            std::mem::take(&mut state.entries)
+                .into_values()
+                .map(|slot| slot.entry)
+                .collect()
+        };
+        for entry in entries {
+            entry.end(EndReason::Shutdown);
+        }
+    }
+
+    /// A marker: the output offset of every entry now. The session keeps
+    /// the newest 64.
+    pub fn mark(&self) -> Marker {
+        let mut state = self.lock();
+        let offsets = state
+            .entries
+            .iter()
+            .filter_map(|(id, slot)| Some((*id, slot.entry.output_offset()?)))
+            .collect();
+        let marker = Marker(NonZeroU64::MIN.saturating_add(state.next_marker - 1));
+        state.next_marker += 1;
+        state.markers.push_back((marker, offsets));
+        while state.markers.len() > MAX_MARKERS {
+            state.markers.pop_front();
+        }
+        marker
+    }
+
+    /// The marker with the wire number `number`, while it is kept.
+    pub fn marker(&self, number: u64) -> Option<Marker> {
+        self.lock()
+            .markers
+            .iter()
+            .map(|(m, _)| *m)
+            .find(|m| m.get() == number)
+    }
+
+    /// The output offset of `id` when `marker` was made; `None` when the
+    /// entry did not exist then or the marker was forgotten.
+    pub fn marker_offset(&self, marker: Marker, id: PaneId) -> Option<u64> {
+        let state = self.lock();
+        let (_, offsets) = state.markers.iter().find(|(m, _)| *m == marker)?;
+        offsets.get(&id).copied()
+    }
+
+    /// Stores the shared payload and wakes every [`Session::watch_payload`]
+    /// receiver; `from` tags the change so its setter can ignore it.
+    pub fn set_payload(&self, data: Bytes, from: u64) {
+        self.inner.payload.send_replace(Payload {
+            data: Some(data),
+            from,
+        });
+    }
+
+    /// The shared payload, if one was set.
+    pub fn payload(&self) -> Option<Bytes> {
+        self.inner.payload.borrow().data.clone()
+    }
+
+    /// A receiver that wakes on every payload change.
+    pub fn watch_payload(&self) -> watch::Receiver<Payload> {
+        self.inner.payload.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        lock(&self.inner.state)
+    }
+
+    /// Starts the idle timer of `id` if the session has one: it ends the
+    /// entry unless a lease was taken since (`generation` moved) or is held.
+    fn arm_idle(&self, id: PaneId, generation: u64) {
+        arm_idle(&self.inner, id, generation);
+    }
+}
+
+impl<T: Entry> State<T> {
+    fn new_id(&mut self) -> PaneId {
+        let id = PaneId(NonZeroU64::MIN.saturating_add(self.next_id - 1));
+        self.next_id += 1;
+        id
+    }
+}
+
+fn arm_idle<T: Entry>(inner: &Arc<Inner<T>>, id: PaneId, generation: u64) {
+    let Some(timeout) = inner.config.idle_timeout else {
+        return;
+    };
+    let weak = Arc::downgrade(inner);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let expired = {
+            let mut state = lock(&inner.state);
+            let idle = state
+                .entries
+                .get(&id)
+                .is_some_and(|s| s.leases == 0 && s.generation == generation);
+            match idle {
+                true => state.entries.remove(&id).inspect(|slot| {
+                    if let Some(name) = &slot.name {
+                        state.names.remove(name);
+                    }
+                }),
+                false => None,
+            }
+        };
+        if let Some(slot) = expired {
+            tracing::debug!(id = %id, "idle entry timed out");
+            slot.entry.end(EndReason::Idle);
+        }
+    });
+}
+
+/// A client's claim on an entry: while any lease is held, the idle timeout
+/// does not run. Dropping the last one starts it.
+pub struct Lease {
+    release: Option<Box<dyn Release>>,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease").finish_non_exhaustive()
+    }
+}
+
+/// Type erasure for [`Lease`], so it does not carry the entry type.
+trait Release: Send + Sync {
+    fn release(&self);
+}
+
+struct Releaser<T> {
+    session: Weak<Inner<T>>,
+    id: PaneId,
+}
+
+impl<T: Entry> Release for Releaser<T> {
+    fn release(&self) {
+        let Some(inner) = self.session.upgrade() else {
+            return;
+        };
+        let mut state = lock(&inner.state);
+        let Some(slot) = state.entries.get_mut(&self.id) else {
+            return;
+        };
+        slot.leases = slot.leases.saturating_sub(1);
+        let (leases, generation) = (slot.leases, slot.generation);
+        drop(state);
+        if leases == 0 {
+            arm_idle(&inner, self.id, generation);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release.release();
+        }
+    }
+}
+
+impl Session<Pane> {
+    /// Starts `cmd` as a new pane of this session (named `name`, which
+    /// must be free), with a client attached from its first byte (see
+    /// [`Pane::spawn_attached`]) and leasing it. The pane leaves the
+    /// session when its process ends.
+    pub fn spawn(
+        &self,
+        cmd: &Command,
+        config: PaneConfig,
+        name: Option<String>,
+    ) -> Result<(PaneId, Attachment, Lease), Error> {
+        let mut state = self.lock();
+        if let Some(name) = &name
+            && state.names.contains_key(name)
+        {
+            return Err(Error::NameTaken(name.clone()));
+        }
+        let (pane, attachment) = Pane::spawn_attached(cmd, config)?;
+        let id = state.new_id();
+        if let Some(name) = &name {
+            state.names.insert(name.clone(), id);
+        }
+        state.entries.insert(
+            id,
+            Slot {
+                entry: pane.clone(),
+                name,
+                started: SystemTime::now(),
+                leases: 1,
+                generation: 1,
+            },
+        );
+        drop(state);
+        let session = Arc::downgrade(&self.inner);
+        pane.on_exit(move || {
+            if let Some(inner) = session.upgrade() {
+                Session { inner }.remove(id);
+            }
+        });
+        let lease = Lease {
+            release: Some(Box::new(Releaser {
+                session: Arc::downgrade(&self.inner),
+                id,
+            })),
+        };
+        Ok((id, attachment, lease))
+    }
+
+    /// The live pane named `name` with a new lease on it, or a new pane of
+    /// that name running `cmd` (see [`Session::spawn`]). The flag is true
+    /// when the pane was started by this call.
+    pub fn get_or_spawn(
+        &self,
+        name: &str,
+        cmd: &Command,
+        config: PaneConfig,
+    ) -> Result<(PaneId, Pane, Lease, bool), Error> {
+        if let Some((id, pane)) = self.by_name(name)
+            && pane.exit_status().is_none()
+            && let Some(lease) = self.lease(id)
+        {
+            return Ok((id, pane, lease, false));
+        }
+        let (id, attachment, lease) = self.spawn(cmd, config, Some(name.to_owned()))?;
+        Ok((id, attachment.pane(), lease, true))
+    }
+}
+
+/// The lock guards short, non-panicking sections: recover from poison.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// An entry that counts how it was ended.
+    #[derive(Clone, Default)]
+    struct Counted {
+        ended: Arc<Mutex<Vec<EndReason>>>,
+        offset: Arc<AtomicUsize>,
+    }
+
+    impl Entry for Counted {
+        fn end(&self, why: EndReason) {
+            lock(&self.ended).push(why);
+        }
+        fn output_offset(&self) -> Option<u64> {
+            Some(self.offset.load(Ordering::Relaxed) as u64)
+        }
+    }
+
+    fn with_idle(secs: u64) -> Session<Counted> {
+        Session::new(SessionConfig {
+            idle_timeout: Some(Duration::from_secs(secs)),
+        })
+    }
+
+    #[test]
+    fn ids_come_only_from_the_session() {
+        let session = Session::<Counted>::default();
+        let a = session.insert(Counted::default(), None).unwrap();
+        let b = session
+            .insert(Counted::default(), Some("work".into()))
+            .unwrap();
+        assert_ne!(a, b);
+        assert_eq!(session.find(a.get()).unwrap().0, a);
+        assert!(session.find(0).is_none());
+        assert!(session.find(b.get() + 1).is_none());
+        assert_eq!(session.by_name("work").unwrap().0, b);
+        assert!(matches!(
+            session.insert(Counted::default(), Some("work".into())),
+            Err(Error::NameTaken(name)) if name == "work"
+        ));
+        session.remove(b);
+        assert!(session.by_name("work").is_none());
+        assert!(session.find(b.get()).is_none());
+        // A removed id is never handed out again.
+        let c = session.insert(Counted::default(), None).unwrap();
+        assert!(c.get() > b.get());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_entries_end_after_the_last_lease() {
+        let session = with_idle(10);
+        let entry = Counted::default();
+        let id = session.insert(entry.clone(), None).unwrap();
+        let lease = session.lease(id).unwrap();
+        let second = session.lease(id).unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(session.get(id).is_some(), "leased entries never expire");
+        drop(lease);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(session.get(id).is_some(), "one lease is still held");
+        drop(second);
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        // Leasing again within the timeout restarts it.
+        drop(session.lease(id).unwrap());
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(session.get(id).is_some());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(session.get(id).is_none());
+        assert_eq!(*lock(&entry.ended), [EndReason::Idle]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_nobody_leases_expires_from_its_insertion() {
+        let session = with_idle(5);
+        let entry = Counted::default();
+        let id = session
+            .insert(entry.clone(), Some("pending".into()))
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(session.get(id).is_none());
+        assert!(session.by_name("pending").is_none());
+        assert_eq!(*lock(&entry.ended), [EndReason::Idle]);
+    }
+
+    #[tokio::test]
+    async fn end_all_ends_everything_once() {
+        let session = Session::<Counted>::default();
+        let entries: Vec<Counted> = (0..3).map(|_| Counted::default()).collect();
+        for e in &entries {
+            session.insert(e.clone(), None).unwrap();
+        }
+        session.end_all();
+        session.end_all();
+        assert!(session.is_empty());
+        for e in &entries {
+            assert_eq!(*lock(&e.ended), [EndReason::Shutdown]);
+        }
+    }
+
+    #[test]
+    fn markers_hold_offsets_and_the_newest_64() {
+        let session = Session::<Counted>::default();
+        let entry = Counted::default();
+        let id = session.insert(entry.clone(), None).unwrap();
+        entry.offset.store(7, Ordering::Relaxed);
+        let first = session.mark();
+        entry.offset.store(9, Ordering::Relaxed);
+        let later = session.insert(Counted::default(), None).unwrap();
+        let second = session.mark();
+        assert_eq!(session.marker_offset(first, id), Some(7));
+        assert_eq!(session.marker_offset(second, id), Some(9));
+        assert_eq!(session.marker_offset(first, later), None);
+        assert_eq!(session.marker(first.get()), Some(first));
+        assert_eq!(session.marker(0), None);
+        for _ in 0..MAX_MARKERS {
+            session.mark();
+        }
+        assert_eq!(session.marker(first.get()), None, "the oldest is forgotten");
+        assert_eq!(
+            session.marker(second.get() + 1).map(|m| m.get()),
+            Some(second.get() + 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn payload_changes_reach_watchers_with_their_setter() {
+        let session = Session::<Counted>::default();
+        let mut watcher = session.watch_payload();
+        assert_eq!(session.payload(), None);
+        session.set_payload(Bytes::from_static(b"{\"a\":1}"), 3);
+        watcher.changed().await.unwrap();
+        let seen = watcher.borrow_and_update().clone();
+        assert_eq!(seen.data.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(seen.from, 3);
+        assert_eq!(session.payload().as_deref(), Some(&b"{\"a\":1}"[..]));
+    }
+
+    #[tokio::test]
+    async fn panes_leave_the_session_when_their_process_ends() {
+        let session = Session::<Pane>::default();
+        let cmd = Command::new("sh").args(["-c", "echo hi"]);
+        let (id, mut attachment, lease) = session
+            .spawn(&cmd, PaneConfig::default(), Some("job".into()))
+            .unwrap();
+        while attachment.next().await.is_some() {}
+        drop(lease);
+        // The exit hook ran before the attachment saw the exit.
+        assert!(session.get(id).is_none());
+        assert!(session.by_name("job").is_none());
+    }
+
+    #[tokio::test]
+    async fn get_or_spawn_reattaches_by_name() {
+        let session = Session::<Pane>::default();
+        let cmd = Command::new("cat");
+        let (id, pane, lease, created) = session
+            .get_or_spawn("w", &cmd, PaneConfig::default())
+            .unwrap();
+        assert!(created);
+        let (again, same, second, created) = session
+            .get_or_spawn("w", &cmd, PaneConfig::default())
+            .unwrap();
+        assert!(!created);
+        assert_eq!(id, again);
+        assert!(pane.ptr_eq(&same));
+        assert_eq!(session.list()[0].leases, 2);
+        drop((lease, second));
+        session.end_all();
+        assert!(session.is_empty());
+    }
+}
