@@ -160,7 +160,7 @@ pub async fn serve(
         base: config.base(),
     };
     let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout, &probe);
-    tokio::spawn(rest.clone().reap(sessions.cancel.clone()));
+    tokio::spawn(rest.clone().end_on(sessions.cancel.clone()));
     // REST routes by name, the docs beside them, and a WebSocket upgrade on
     // any other path under the base. Everything but the docs needs the token;
     // everything, the docs too, is subject to the origin rule.

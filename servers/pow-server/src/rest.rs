@@ -2,10 +2,10 @@
 //!
 //! `POST /new` starts a process and answers its id; `GET /status/{id}`
 //! shows the last complete lines of output and the result (pending while it
-//! runs); `/input`, `/closeInput` and `/cancel` drive it. A session that no
-//! request touched for the configured time is cancelled and forgotten.
+//! runs); `/input`, `/closeInput` and `/cancel` drive it. The processes live
+//! in an [`exec_core::Session`] keyed by their uuid: one that no request
+//! used for the configured time is cancelled and forgotten.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,10 +15,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use exec_core::{EndReason, Entry, Lease, Session, SessionConfig};
 use pow_proto::{Call, LineBuffer, Outcome, ResultState, Status};
 use server_kit::{Open, Probe};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::process::{Cancel, CancelCause, Handler, io_pair};
@@ -31,19 +31,46 @@ const STATUS_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub(crate) struct Rest {
     handler: Arc<dyn Handler>,
-    sessions: Arc<Mutex<HashMap<Uuid, Arc<Session>>>>,
-    timeout: Duration,
+    /// The processes by uuid (their name in the session).
+    processes: Session<RestProcess>,
     probe: Probe,
 }
 
-struct Session {
+/// One process started by `/new`, as the session holds it.
+#[derive(Clone)]
+struct RestProcess(Arc<ProcessState>);
+
+struct ProcessState {
     input: tokio::sync::Mutex<Option<mpsc::Sender<bytes::Bytes>>>,
     cancel: Cancel,
     buffer: Mutex<LineBuffer>,
     result: watch::Sender<Option<Outcome>>,
-    last_used: Mutex<Instant>,
     /// A REST process is a session while the server remembers it.
     _counted: Open,
+}
+
+impl Entry for RestProcess {
+    fn end(&self, why: EndReason) {
+        self.0.cancel.cancel(match why {
+            EndReason::Idle => CancelCause::Timeout,
+            EndReason::Shutdown => CancelCause::Shutdown,
+        });
+    }
+}
+
+/// A process while a request uses it: the lease holds its idle timeout
+/// off, which starts again when the request is done.
+struct InUse {
+    process: RestProcess,
+    _lease: Lease,
+}
+
+impl std::ops::Deref for InUse {
+    type Target = ProcessState;
+
+    fn deref(&self) -> &ProcessState {
+        &self.process.0
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,8 +85,9 @@ impl Rest {
     pub(crate) fn new(handler: Arc<dyn Handler>, timeout: Duration, probe: &Probe) -> Self {
         Rest {
             handler,
-            sessions: Arc::default(),
-            timeout,
+            processes: Session::new(SessionConfig {
+                idle_timeout: Some(timeout),
+            }),
             probe: probe.clone(),
         }
     }
@@ -75,41 +103,21 @@ impl Rest {
             .with_state(self)
     }
 
-    /// Cancels and forgets sessions idle for longer than the timeout; runs
-    /// until the server stops.
-    pub(crate) async fn reap(self, stop: tokio_util::sync::CancellationToken) {
-        let period = (self.timeout / 4).max(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(period) => {}
-                () = stop.cancelled() => {
-                    for session in lock(&self.sessions).drain().map(|(_, s)| s) {
-                        session.cancel.cancel(CancelCause::Shutdown);
-                    }
-                    return;
-                }
-            }
-            let now = Instant::now();
-            let expired: Vec<Arc<Session>> = {
-                let mut sessions = lock(&self.sessions);
-                let ids: Vec<Uuid> = sessions
-                    .iter()
-                    .filter(|(_, s)| now.duration_since(*lock(&s.last_used)) > self.timeout)
-                    .map(|(id, _)| *id)
-                    .collect();
-                ids.iter().filter_map(|id| sessions.remove(id)).collect()
-            };
-            for session in expired {
-                session.cancel.cancel(CancelCause::Timeout);
-            }
-        }
+    /// Cancels every process when the server stops.
+    pub(crate) async fn end_on(self, stop: tokio_util::sync::CancellationToken) {
+        stop.cancelled().await;
+        self.processes.end_all();
     }
 
-    fn session(&self, id: &str) -> Option<Arc<Session>> {
+    fn process(&self, id: &str) -> Option<InUse> {
+        // Only ids of the uuid form were ever handed out.
         let id = Uuid::parse_str(id).ok()?;
-        let session = lock(&self.sessions).get(&id).cloned()?;
-        *lock(&session.last_used) = Instant::now();
-        Some(session)
+        let (key, process) = self.processes.by_name(&id.to_string())?;
+        let lease = self.processes.lease(key)?;
+        Some(InUse {
+            process,
+            _lease: lease,
+        })
     }
 }
 
@@ -143,16 +151,25 @@ async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
         }
     };
     let (io, input, mut output) = io_pair(8, 8);
-    let session = Arc::new(Session {
+    let session = Arc::new(ProcessState {
         input: tokio::sync::Mutex::new(Some(input)),
         cancel: io.cancel.clone(),
         buffer: Mutex::new(LineBuffer::new(STATUS_LINES, STATUS_BYTES)),
         result: watch::Sender::new(None),
-        last_used: Mutex::new(Instant::now()),
         _counted: rest.probe.session(),
     });
     let id = Uuid::new_v4();
-    lock(&rest.sessions).insert(id, session.clone());
+    let inserted = rest
+        .processes
+        .insert(RestProcess(session.clone()), Some(id.to_string()));
+    if let Err(e) = inserted {
+        // A uuid collision: practically impossible, but not a panic.
+        tracing::error!(error = %e, "cannot register the process");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot register the process\n",
+        );
+    }
     // Unknown names and refusals show in /status, as in the reference.
     let process = rest.handler.get(&call.call, &call.params).await;
     let probe = rest.probe.clone();
@@ -203,7 +220,7 @@ async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
     ),
 )]
 async fn status(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
-    let Some(session) = rest.session(&id) else {
+    let Some(session) = rest.process(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
     };
     let result = match session.result.borrow().clone() {
@@ -237,7 +254,7 @@ async fn status(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
     ),
 )]
 async fn input(State(rest): State<Rest>, Path(id): Path<String>, body: Bytes) -> Response {
-    let Some(session) = rest.session(&id) else {
+    let Some(session) = rest.process(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
     };
     let sender = session.input.lock().await.clone();
@@ -264,7 +281,7 @@ async fn input(State(rest): State<Rest>, Path(id): Path<String>, body: Bytes) ->
     ),
 )]
 async fn close_input(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
-    let Some(session) = rest.session(&id) else {
+    let Some(session) = rest.process(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
     };
     *session.input.lock().await = None;
@@ -286,7 +303,7 @@ async fn close_input(State(rest): State<Rest>, Path(id): Path<String>) -> Respon
     ),
 )]
 async fn cancel(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
-    let Some(session) = rest.session(&id) else {
+    let Some(session) = rest.process(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
     };
     session.cancel.cancel(CancelCause::ClientCancel);
