@@ -1,8 +1,9 @@
 use std::ffi::OsString;
-use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::signal::Signal;
 
 /// The size of a terminal, in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,26 +36,19 @@ impl Default for PtySize {
 /// How a process ended.
 ///
 /// Exactly one of `code` and `signal` is set for a process that ended on its
-/// own or was killed; see [`ExitStatus::code_or_minus_one`] for protocols that
-/// carry a single integer.
+/// own or was killed; neither when the engine could not learn it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {
     /// The exit code, when the process called `exit`.
     pub code: Option<i32>,
-    /// The signal number, when a signal ended the process.
-    pub signal: Option<i32>,
+    /// The signal, when a signal ended the process.
+    pub signal: Option<Signal>,
 }
 
 impl ExitStatus {
     /// True when the process exited with code 0.
     pub fn success(&self) -> bool {
         self.code == Some(0)
-    }
-
-    /// The exit code, or -1 when a signal ended the process (the convention
-    /// of Go's `os.ProcessState.ExitCode`, which the wsep reference uses).
-    pub fn code_or_minus_one(&self) -> i32 {
-        self.code.unwrap_or(-1)
     }
 }
 
@@ -63,39 +57,9 @@ impl From<std::process::ExitStatus> for ExitStatus {
         use std::os::unix::process::ExitStatusExt;
         ExitStatus {
             code: status.code(),
-            signal: status.signal(),
+            signal: status.signal().map(Signal::reported),
         }
     }
-}
-
-impl fmt::Display for ExitStatus {
-    /// Formats like Go's `exec.ExitError` ("exit status 2", "signal: killed"),
-    /// which is what wsep clients show to users.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.code, self.signal) {
-            (Some(code), _) => write!(f, "exit status {code}"),
-            (None, Some(sig)) => write!(f, "signal: {}", signal_name(sig)),
-            (None, None) => f.write_str("exit status unknown"),
-        }
-    }
-}
-
-/// Go's names for the common signals (`syscall.Signal.String`).
-fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        1 => "hangup",
-        2 => "interrupt",
-        3 => "quit",
-        4 => "illegal instruction",
-        6 => "aborted",
-        9 => "killed",
-        11 => "segmentation fault",
-        13 => "broken pipe",
-        14 => "alarm clock",
-        15 => "terminated",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_owned()
 }
 
 /// What to run: argv, environment, working directory, and whether it gets a
@@ -224,21 +188,6 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_status_text_matches_go() {
-        let exited = ExitStatus {
-            code: Some(2),
-            signal: None,
-        };
-        assert_eq!(exited.to_string(), "exit status 2");
-        let killed = ExitStatus {
-            code: None,
-            signal: Some(9),
-        };
-        assert_eq!(killed.to_string(), "signal: killed");
-        assert_eq!(killed.code_or_minus_one(), -1);
-    }
 
     #[test]
     fn zero_sizes_become_defaults_per_axis() {

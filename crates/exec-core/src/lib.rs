@@ -28,6 +28,7 @@ mod process;
 mod replay;
 mod screen;
 mod session;
+mod signal;
 mod stdin;
 mod text;
 mod transport;
@@ -42,6 +43,7 @@ pub use process::{
 pub use session::{
     EndReason, Entry, Lease, Listed, Marker, PaneId, Payload, Session, SessionConfig,
 };
+pub use signal::Signal;
 pub use stdin::StdinWriter;
 pub use text::{Decoded, TextDecoder};
 pub use transport::{

@@ -21,14 +21,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::command::{Command, ExitStatus, PtySize};
 use crate::error::Error;
-use crate::process::{Event, Events, Process, ProcessControl, VEOF};
+use crate::process::{Event, Events, MAX_CHUNK, Process, ProcessControl, VEOF};
 use crate::replay::{ReadFrom, ReplayRing};
 use crate::screen::Screen;
 use crate::stdin::StdinWriter;
-
-/// Most bytes one [`PaneEvent::Output`] carries: a reader that fell behind
-/// gets its backlog in pieces this large (it fits one wsep message).
-const READ_MAX: usize = crate::process::MAX_CHUNK;
 
 /// How long the group gets between `SIGHUP`/`SIGTERM` and `SIGKILL`.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -43,12 +39,17 @@ pub struct PaneConfig {
     /// Bytes of recent output kept for clients that fall behind or resume
     /// from an offset.
     pub replay_bytes: usize,
+    /// Most bytes one [`PaneEvent::Output`] carries (a reader that fell
+    /// behind gets its backlog in pieces this large): the output a
+    /// protocol's largest message holds, at most [`MAX_CHUNK`].
+    pub chunk: usize,
 }
 
 impl Default for PaneConfig {
     fn default() -> Self {
         PaneConfig {
             replay_bytes: 1 << 20,
+            chunk: MAX_CHUNK,
         }
     }
 }
@@ -107,6 +108,8 @@ struct PaneInner {
     control: ProcessControl,
     /// The terminal size clients last set; `None` without a terminal.
     size: Mutex<Option<PtySize>>,
+    /// [`PaneConfig::chunk`].
+    chunk: usize,
 }
 
 impl std::fmt::Debug for PaneInner {
@@ -163,6 +166,7 @@ impl Pane {
             .map(|s| StdinWriter::new(s, INPUT_QUEUE));
         let control = process.control();
         let screen = cmd.pty_size().map(|size| Screen::new(size.rows, size.cols));
+        let chunk = config.chunk.clamp(1, MAX_CHUNK);
         let inner = Arc::new(PaneInner {
             screen: Mutex::new(screen),
             state: Mutex::new(PaneState {
@@ -177,8 +181,12 @@ impl Pane {
             stdin,
             control,
             size: Mutex::new(cmd.pty_size()),
+            chunk,
         });
-        Ok((Pane { inner }, Events::new(process)))
+        Ok((
+            Pane { inner },
+            Events::with_prefixes(process, &[], &[], chunk),
+        ))
     }
 
     /// Starts moving the process's output into the ring.
@@ -401,7 +409,7 @@ impl Attachment {
             self.changed.borrow_and_update();
             {
                 let mut state = lock(&self.inner.state);
-                match state.ring.read_from(self.offset, READ_MAX) {
+                match state.ring.read_from(self.offset, self.inner.chunk) {
                     ReadFrom::Data(bytes) => {
                         self.offset += bytes.len() as u64;
                         state.readers.insert(self.id, self.offset);

@@ -21,11 +21,10 @@ use tokio_util::sync::CancellationToken;
 use crate::command::{Command, ExitStatus, PtySize};
 use crate::error::Error;
 
-/// Largest chunk one read of a process's output returns.
-///
-/// Sized so a chunk plus a small protocol header fits a 64000-byte wsep
-/// message, while staying near the 64 KiB pipe buffer so one read drains it.
-pub const MAX_CHUNK: usize = 62 * 1024;
+/// Largest chunk one read of a process's output returns: the default pipe
+/// buffer, so one read drains it. A protocol with smaller messages says so
+/// with [`Output::set_prefix`] or [`Events::with_prefixes`].
+pub const MAX_CHUNK: usize = 64 * 1024;
 
 /// How long output may keep flowing after the leader exited before the rest
 /// of its group (background jobs holding the pipe open) is killed.
@@ -137,15 +136,15 @@ impl ProcessControl {
         rustix::termios::tcsetwinsize(fd.as_fd(), winsize).map_err(|e| Error::Io(e.into()))
     }
 
-    /// Sends signal number `sig` to the whole process group.
-    pub fn signal(&self, sig: i32) -> Result<(), Error> {
-        let signal = Signal::from_named_raw(sig).ok_or_else(|| {
+    /// Sends `signal` to the whole process group.
+    pub fn signal(&self, signal: crate::Signal) -> Result<(), Error> {
+        let raw = Signal::from_named_raw(signal.number()).ok_or_else(|| {
             Error::Signal(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("unknown signal {sig}"),
+                format!("cannot send {signal}"),
             ))
         })?;
-        self.signal_group(signal)
+        self.signal_group(raw)
     }
 
     fn signal_group(&self, signal: Signal) -> Result<(), Error> {
@@ -372,6 +371,8 @@ pub struct Output {
     want: usize,
     /// Bytes every chunk starts with (see [`Output::set_prefix`]).
     prefix: &'static [u8],
+    /// Most output bytes in one chunk, after the prefix.
+    limit: usize,
 }
 
 impl Output {
@@ -426,17 +427,21 @@ impl Output {
             buf: BytesMut::new(),
             want: FIRST_READ,
             prefix: &[],
+            limit: MAX_CHUNK,
         }
     }
 
-    /// Makes every chunk start with `prefix`, the data following it: a
-    /// protocol whose messages are a fixed header and the output bytes gets
-    /// them ready-made, without copying the output behind its header.
-    pub fn set_prefix(&mut self, prefix: &'static [u8]) {
+    /// Makes every chunk start with `prefix`, the data following it, and be
+    /// at most `max_message` bytes long with it: a protocol whose messages
+    /// are a fixed header and the output bytes gets them ready-made, within
+    /// its size limit, without copying the output behind its header.
+    pub fn set_prefix(&mut self, prefix: &'static [u8], max_message: usize) {
         self.prefix = prefix;
+        self.limit = max_message.saturating_sub(prefix.len()).clamp(1, MAX_CHUNK);
+        self.want = self.want.min(self.limit);
     }
 
-    /// The next chunk (at most [`MAX_CHUNK`] bytes), or `None` at end of
+    /// The next chunk (at most [`MAX_CHUNK`] bytes of output), or `None` at end of
     /// stream. For a terminal, the end comes when every process holding it has
     /// closed it.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, Error> {
@@ -445,7 +450,7 @@ impl Output {
         // until they are all dropped, then it is reused.
         let frame = self.prefix.len() + self.want;
         if self.buf.capacity() < frame {
-            let batch = if self.want >= MAX_CHUNK { 4 } else { 1 };
+            let batch = if self.want >= self.limit { 4 } else { 1 };
             self.buf.reserve(batch * frame);
         }
         // A read cancelled by `select!` leaves the prefix in place for the next.
@@ -460,17 +465,17 @@ impl Output {
             // A terminal hands out at most a few KiB per read: take what else
             // is already waiting (never waiting for more), so bulk output
             // moves in large chunks and interactive output is not delayed.
-            while n < MAX_CHUNK {
+            while n < self.limit {
                 self.buf.reserve(4096);
-                match self.read_once(MAX_CHUNK - n).now_or_never() {
+                match self.read_once(self.limit - n).now_or_never() {
                     Some(Ok(more)) if more > 0 => n += more,
                     _ => break,
                 }
             }
         }
-        if n >= self.want * 3 / 4 && self.want < MAX_CHUNK {
-            self.want = (self.want * 4).min(MAX_CHUNK);
-            if self.want == MAX_CHUNK {
+        if n >= self.want * 3 / 4 && self.want < self.limit {
+            self.want = (self.want * 4).min(self.limit);
+            if self.want == self.limit {
                 self.grow_pipe();
             }
         }
@@ -511,24 +516,26 @@ impl Events {
     /// Takes over `process`'s output streams and its exit. Take stdin and
     /// [`Process::control`] first.
     pub fn new(process: Process) -> Self {
-        Self::with_prefixes(process, &[], &[])
+        Self::with_prefixes(process, &[], &[], MAX_CHUNK)
     }
 
     /// Like [`Events::new`], but every [`Event::Stdout`] chunk starts with
     /// `stdout_prefix` and every [`Event::Stderr`] chunk with
-    /// `stderr_prefix` (see [`Output::set_prefix`]).
+    /// `stderr_prefix`, each at most `max_message` bytes long (see
+    /// [`Output::set_prefix`]).
     pub fn with_prefixes(
         mut process: Process,
         stdout_prefix: &'static [u8],
         stderr_prefix: &'static [u8],
+        max_message: usize,
     ) -> Self {
         let mut stdout = process.take_stdout();
         let mut stderr = process.take_stderr();
         if let Some(out) = stdout.as_mut() {
-            out.set_prefix(stdout_prefix);
+            out.set_prefix(stdout_prefix, max_message);
         }
         if let Some(err) = stderr.as_mut() {
-            err.set_prefix(stderr_prefix);
+            err.set_prefix(stderr_prefix, max_message);
         }
         Events {
             process,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use exec_core::{
     Command, Event, Events, Pane, PaneConfig, PaneEvent, Process, PtySize, Replay, Session,
-    SessionConfig,
+    SessionConfig, Signal,
 };
 
 async fn run(cmd: Command) -> (Vec<u8>, Vec<u8>, exec_core::ExitStatus) {
@@ -47,7 +47,7 @@ async fn env_and_cwd() {
 #[tokio::test]
 async fn killed_by_signal() {
     let (_, _, status) = run(sh("kill -9 $$")).await;
-    assert_eq!(status.signal, Some(9));
+    assert_eq!(status.signal, Some(Signal::KILL));
     assert_eq!(status.code, None);
 }
 
@@ -160,6 +160,7 @@ async fn shared_pane_fans_out_and_slow_client_does_not_stall_others() {
         .pty(PtySize { rows: 24, cols: 80 });
     let config = PaneConfig {
         replay_bytes: 64 * 1024,
+        ..PaneConfig::default()
     };
     let pane = Pane::spawn(&cmd, config).unwrap();
     let mut fast = pane.attach(Replay::Live);
@@ -183,6 +184,7 @@ async fn single_slow_client_applies_backpressure_without_loss() {
     let cmd = sh("head -c 2000000 /dev/urandom | od -An -v -tx1 | head -c 3000000");
     let config = PaneConfig {
         replay_bytes: 64 * 1024,
+        ..PaneConfig::default()
     };
     let pane = Pane::spawn(&cmd, config).unwrap();
     let mut a = pane.attach(Replay::Screen);
@@ -207,6 +209,7 @@ async fn client_attached_at_spawn_gets_the_first_byte_however_late_it_reads() {
     let cmd = sh("seq 1 300000");
     let config = PaneConfig {
         replay_bytes: 64 * 1024,
+        ..PaneConfig::default()
     };
     let (_pane, mut a) = Pane::spawn_attached(&cmd, config).unwrap();
     // Room for the process to run ahead, were it not held back.
@@ -233,7 +236,10 @@ async fn idle_pane_is_ended_after_its_timeout() {
     let session = Session::<Pane>::new(SessionConfig {
         idle_timeout: Some(Duration::from_millis(50)),
     });
-    let config = PaneConfig { replay_bytes: 1024 };
+    let config = PaneConfig {
+        replay_bytes: 1024,
+        ..PaneConfig::default()
+    };
     let (id, attachment, lease) = session
         .spawn(
             &Command::new("sleep").arg("30"),
@@ -248,14 +254,14 @@ async fn idle_pane_is_ended_after_its_timeout() {
         let _ = tx.send(());
     });
     rx.await.unwrap();
-    assert_eq!(pane.exit_status().unwrap().signal, Some(1));
+    assert_eq!(pane.exit_status().unwrap().signal, Some(Signal::HUP));
     assert!(session.get(id).is_none() && session.by_name("idle").is_none());
 }
 
 #[tokio::test]
 async fn prefixed_chunks_carry_the_prefix_then_the_data() {
     let p = Process::spawn(&sh("printf abc; printf xyz >&2")).unwrap();
-    let mut events = Events::with_prefixes(p, b"OUT:", b"ERR:");
+    let mut events = Events::with_prefixes(p, b"OUT:", b"ERR:", 64);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     loop {
         match events.next().await.unwrap().unwrap() {

@@ -13,10 +13,12 @@
 //! what happens in a [`Probe`] of its protocol.
 //!
 //! It knows no wire protocol and no process: those are the servers' and
-//! exec-core's.
+//! exec-core's. The one exception is shared wording: how a process ended,
+//! in the Go text the wsep and pow-1 references print ([`go_exit_text`]).
 
 mod auth;
 mod error;
+mod exit;
 mod flags;
 mod logging;
 mod metrics;
@@ -27,6 +29,7 @@ mod ws;
 
 pub use auth::{AccessToken, TokenCheck, TokenGate, check_exposure, request_token, require_token};
 pub use error::Error;
+pub use exit::{go_exit_code, go_exit_text};
 pub use flags::{Flags, LogFormat, Spec, Started, loopback, loopback6, url};
 pub use logging::init_logging;
 pub use metrics::{Metrics, Open, Probe};

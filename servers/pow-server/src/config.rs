@@ -261,8 +261,9 @@ impl PowProcess for CommandProcess {
         if !status.success() {
             let stderr = String::from_utf8_lossy(&stderr_tail);
             let stderr = stderr.trim();
+            let status = server_kit::go_exit_text(&status);
             return Err(if stderr.is_empty() {
-                status.to_string()
+                status
             } else {
                 format!("{status}: {stderr}")
             });

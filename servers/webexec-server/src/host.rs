@@ -217,6 +217,7 @@ impl Host {
             &cmd,
             PaneConfig {
                 replay_bytes: self.defaults.replay_bytes,
+                ..PaneConfig::default()
             },
             None,
         )?;

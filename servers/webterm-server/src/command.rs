@@ -479,10 +479,12 @@ impl Reporter {
             end: completed.then(|| humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
             status,
             exit_code: completed.then(|| match exit {
-                Some(s) => s.code.unwrap_or_else(|| 128 + s.signal.unwrap_or(0)),
+                Some(s) => s
+                    .code
+                    .unwrap_or_else(|| 128 + s.signal.map_or(0, |sig| sig.number())),
                 None => -1,
             }),
-            signal: exit.and_then(|s| s.signal),
+            signal: exit.and_then(|s| s.signal).map(|sig| sig.number()),
         };
         self.out
             .send(Reply::Update(Box::new(update)).encode())

@@ -303,8 +303,10 @@ impl Connection {
         Ok(())
     }
 
-    fn signal(&mut self, server_id: u64, signal: i32) -> Result<(), String> {
+    fn signal(&mut self, server_id: u64, number: i32) -> Result<(), String> {
         let entry = self.entry(server_id)?;
+        let signal = exec_core::Signal::from_number(number)
+            .ok_or_else(|| format!("signal {number} to command {server_id}: unknown signal"))?;
         entry
             .control
             .signal(signal)

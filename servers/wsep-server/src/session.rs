@@ -265,6 +265,7 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
                 process,
                 wsep_proto::STDOUT_HEADER,
                 wsep_proto::STDERR_HEADER,
+                wsep_proto::MAX_MESSAGE_SIZE,
             ))),
             input,
             control,
@@ -274,6 +275,8 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
     }
     let config = PaneConfig {
         replay_bytes: shared.replay_bytes,
+        // Each output event fits one message behind its header.
+        chunk: wsep_proto::MAX_OUTPUT_BODY,
     };
     let (pane, owned, lease) = if start.id.is_empty() {
         let pane = Pane::spawn(&cmd, config)?;
@@ -312,13 +315,12 @@ fn encode(msg: &ServerMsg) -> Message {
 }
 
 fn exit_message(status: ExitStatus) -> Message {
-    let error = if status.success() {
-        String::new()
-    } else {
-        status.to_string()
+    let error = match status.success() {
+        true => String::new(),
+        false => server_kit::go_exit_text(&status),
     };
     encode(&ServerMsg::ExitCode {
-        code: status.code_or_minus_one(),
+        code: server_kit::go_exit_code(&status),
         error,
     })
 }

@@ -50,8 +50,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use exec_core::{
-    Command, Event, Events, ExitStatus, Pane, PaneConfig, PaneEvent, PaneRegistry, Process,
-    ProcessControl, PtySize, Replay, Stdin,
+    Command, Event, Events, ExitStatus, Lease, Pane, PaneConfig, PaneEvent, Process,
+    ProcessControl, PtySize, Replay, Session, SessionConfig, Stdin,
 };
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
@@ -77,7 +77,9 @@ const FAILED: &str = "failed to serve execer";
 
 /// Serves every connection on `listener` until `shutdown` completes.
 pub(crate) async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let sessions = PaneRegistry::new();
+    let sessions: Session = Session::new(SessionConfig {
+        idle_timeout: Some(SESSION_TIMEOUT),
+    });
     let accepting = async {
         loop {
             if let Ok((stream, _)) = listener.accept().await {
@@ -89,7 +91,7 @@ pub(crate) async fn serve(listener: TcpListener, shutdown: impl Future<Output = 
         () = accepting => {}
         () = shutdown => {}
     }
-    sessions.terminate_all();
+    sessions.end_all();
 }
 
 /// How `Serve` ended.
@@ -119,20 +121,20 @@ enum Started {
         stdin: Stdin,
         control: ProcessControl,
     },
-    /// A named session.
-    Session { pane: Pane },
+    /// A named session; the lease holds its idle timeout off.
+    Session { pane: Pane, _lease: Lease },
     /// `close_stdin` closed the terminal.
     HungUp,
 }
 
 struct Connection {
     out: mpsc::Sender<Message>,
-    sessions: PaneRegistry,
+    sessions: Session,
     started: Option<Started>,
     output: Option<JoinHandle<()>>,
 }
 
-async fn connection(stream: TcpStream, sessions: PaneRegistry) {
+async fn connection(stream: TcpStream, sessions: Session) {
     let config = WebSocketConfig::default()
         .max_message_size(Some(READ_LIMIT))
         .max_frame_size(Some(READ_LIMIT));
@@ -280,16 +282,23 @@ impl Connection {
         let cmd = local_command(&c);
         let (pid, started, output) = if c.tty && !start.id.is_empty() {
             let config = PaneConfig {
-                idle_timeout: Some(SESSION_TIMEOUT),
+                chunk: wsep_proto::MAX_OUTPUT_BODY,
                 ..PaneConfig::default()
             };
-            let (pane, _) = self
+            let (_, pane, lease, _) = self
                 .sessions
                 .get_or_spawn(&start.id, &cmd, config)
                 .map_err(failed)?;
             let attachment = pane.attach(Replay::Screen);
             let output = tokio::spawn(pump_session(attachment, self.out.clone()));
-            (pane.pid(), Started::Session { pane }, output)
+            (
+                pane.pid(),
+                Started::Session {
+                    pane,
+                    _lease: lease,
+                },
+                output,
+            )
         } else {
             let mut process = Process::spawn(&cmd).map_err(|e| failed(format!("start: {e}")))?;
             let pid = process.pid();
@@ -303,6 +312,7 @@ impl Connection {
                 process,
                 wsep_proto::STDOUT_HEADER,
                 wsep_proto::STDERR_HEADER,
+                wsep_proto::MAX_MESSAGE_SIZE,
             );
             (
                 pid,
@@ -334,7 +344,7 @@ impl Connection {
                 cols: size.cols,
             }),
             // The pane's screen model needs a size; screen has one too.
-            Started::Session { pane } => pane.resize(PtySize::or_default(size.rows, size.cols)),
+            Started::Session { pane, .. } => pane.resize(PtySize::or_default(size.rows, size.cols)),
             Started::Pipes { .. } | Started::HungUp => Ok(()),
         };
         result.map_err(|e| failed(format!("resize: {e}")))
@@ -350,7 +360,7 @@ impl Connection {
             Started::Pipes { stdin: Some(stdin) } | Started::Terminal { stdin, .. } => {
                 stdin.write_all(&body).await
             }
-            Started::Session { pane } => pane.write(body).await,
+            Started::Session { pane, .. } => pane.write(body).await,
             Started::Pipes { stdin: None } => {
                 return Err(failed("read stdin: stdin is not enabled for this command"));
             }
@@ -428,9 +438,9 @@ fn exit_message(status: ExitStatus) -> Message {
     let error = if status.success() {
         String::new()
     } else {
-        status.to_string()
+        server_kit::go_exit_text(&status)
     };
-    exit_code(status.code_or_minus_one(), &error)
+    exit_code(server_kit::go_exit_code(&status), &error)
 }
 
 /// Output, then the exit code, then nothing.
