@@ -100,52 +100,71 @@ async fn read_until<S: Session>(session: &mut S, needle: &str) -> String {
     String::from_utf8_lossy(&seen).into_owned()
 }
 
-/// Fails unless the session ended without more output and, where the
-/// protocol reports it, with exit code 0.
-async fn ends_cleanly<S: Session>(session: &mut S) {
-    let rest = finish(session).await;
-    assert!(
-        rest.stdout.is_empty() && rest.stderr.is_empty(),
-        "output after the end: {rest:?}"
-    );
-    assert!(matches!(rest.exit, None | Some(0)), "{rest:?}");
-}
-
-/// Input the pipe scenarios send in one message: what a webexec data
+/// Input the filter scenarios send in one message: what a webexec data
 /// channel takes by default (the other protocols take more).
 const PIECE: usize = 64 * 1024;
 
 /// Input sent ahead of the output that came back. Webterm has no flow
-/// control for input (it refuses input beyond 4 MiB waiting), so the
-/// scenarios keep their own window, the same for every protocol.
-const WINDOW: usize = 1 << 20;
+/// control for input (by default it refuses input beyond 4 MiB waiting
+/// for the process), so the scenarios keep their own window, the same for
+/// every protocol: below that limit by more than a [`PIECE`], and large
+/// enough that the slowest client (webexec's, unoptimized in tests) is
+/// not held up by it.
+const WINDOW: usize = 3 << 20;
 
-/// Feeds filter frames `frames` to a filter that echoes every byte (`cat`,
-/// `head -c`), checking the output as it comes, at most [`WINDOW`] bytes
-/// ahead of it.
-async fn feed<S: Session>(
-    session: &mut S,
-    frames: std::ops::Range<usize>,
-    check: &mut FilterCheck,
-    sent: &mut usize,
-) {
-    for k in frames {
-        let frame = filter_frame(k, FILTER_FRAME);
-        for piece in frame.as_bytes().chunks(PIECE) {
-            while *sent - check.received() > WINDOW {
-                take_output(session, check).await;
-            }
-            session.send(piece).await;
-            *sent += piece.len();
-        }
-    }
+/// A filter that echoes every byte of its input (`head -c`, which then
+/// ends), fed filter frames while its output is checked as it comes.
+struct Filter<S> {
+    session: S,
+    check: FilterCheck,
+    sent: usize,
 }
 
-/// Checks the next output of a filter.
-async fn take_output<S: Session>(session: &mut S, check: &mut FilterCheck) {
-    match session.next().await {
-        Some(Event::Stdout(b)) => check.push(&b),
-        other => panic!("{other:?} after {} bytes of output", check.received()),
+impl<S: Session> Filter<S> {
+    /// Starts `head -c` for `frames` filter frames.
+    async fn start(server: &execwire_tests::TestServer, frames: usize) -> Self {
+        let script = format!("exec head -c {}", frames * FILTER_FRAME);
+        Filter {
+            session: S::start(server, &script).await,
+            check: FilterCheck::new(frames, FILTER_FRAME),
+            sent: 0,
+        }
+    }
+
+    /// Sends `frames`, at most [`WINDOW`] bytes ahead of the output.
+    async fn feed(&mut self, frames: std::ops::Range<usize>) {
+        for k in frames {
+            let frame = filter_frame(k, FILTER_FRAME);
+            for piece in frame.as_bytes().chunks(PIECE) {
+                while self.sent - self.check.received() > WINDOW {
+                    self.take_output().await;
+                }
+                self.session.send(piece).await;
+                self.sent += piece.len();
+            }
+        }
+    }
+
+    /// Checks the next output.
+    async fn take_output(&mut self) {
+        match self.session.next().await {
+            Some(Event::Stdout(b)) => self.check.push(&b),
+            other => panic!("{other:?} after {} bytes of output", self.check.received()),
+        }
+    }
+
+    /// Reads the rest of the output, every byte of the input, and then the
+    /// end: no more output, exit code 0 where the protocol has one.
+    async fn ends_with_all_output(mut self) {
+        while !self.check.complete() {
+            self.take_output().await;
+        }
+        let rest = finish(&mut self.session).await;
+        assert!(
+            rest.stdout.is_empty() && rest.stderr.is_empty(),
+            "output after the end: {rest:?}"
+        );
+        assert!(matches!(rest.exit, None | Some(0)), "{rest:?}");
     }
 }
 
@@ -198,17 +217,10 @@ async fn stdin_round_trip_with_close<S: CloseStdin + ExitCode>() {
 /// 10 MiB through `head -c` (which ends after exactly that much) comes
 /// back intact and in order, compared byte for byte as it arrives.
 async fn ten_mib_intact<S: Session>() {
-    const FRAMES: usize = 10;
     let server = S::server().await;
-    let script = format!("exec head -c {}", FRAMES * FILTER_FRAME);
-    let mut session = S::start(&server, &script).await;
-    let mut check = FilterCheck::new(FRAMES, FILTER_FRAME);
-    let mut sent = 0;
-    feed(&mut session, 0..FRAMES, &mut check, &mut sent).await;
-    while !check.complete() {
-        take_output(&mut session, &mut check).await;
-    }
-    ends_cleanly(&mut session).await;
+    let mut filter = Filter::<S>::start(&server, 10).await;
+    filter.feed(0..10).await;
+    filter.ends_with_all_output().await;
 }
 
 /// An interactive shell on a terminal: it runs what is typed, `stty size`
@@ -260,20 +272,13 @@ async fn reattach_with_redraw<S: Reattach>() {
 /// Input the protocol refuses is answered with its error, while a session
 /// of the same server runs on and gets every byte of its output.
 async fn bad_input_answered_while_another_runs<S: Session>() {
-    const FRAMES: usize = 2;
     let server = S::server().await;
-    let script = format!("exec head -c {}", FRAMES * FILTER_FRAME);
-    let mut session = S::start(&server, &script).await;
-    let mut check = FilterCheck::new(FRAMES, FILTER_FRAME);
-    let mut sent = 0;
-    feed(&mut session, 0..1, &mut check, &mut sent).await;
-    let error = session.refused().await;
+    let mut filter = Filter::<S>::start(&server, 2).await;
+    filter.feed(0..1).await;
+    let error = filter.session.refused().await;
     assert!(!error.is_empty(), "an error without a word");
-    feed(&mut session, 1..FRAMES, &mut check, &mut sent).await;
-    while !check.complete() {
-        take_output(&mut session, &mut check).await;
-    }
-    ends_cleanly(&mut session).await;
+    filter.feed(1..2).await;
+    filter.ends_with_all_output().await;
 }
 
 matrix!(echo: wsep, pow, webterm, webexec);

@@ -7,7 +7,6 @@
     clippy::indexing_slicing
 )]
 
-
 use execwire_tests::webterm::Client;
 use execwire_tests::{
     FILTER_FRAME, FILTER_FRAMES, FILTER_NET, FilterCheck, TestServer, filter_frame, wait_gone,

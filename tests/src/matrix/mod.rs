@@ -13,6 +13,8 @@
 //! Every adapter speaks its protocol's own wire over real sockets to the
 //! real server, started with [`TestServer`] on `127.0.0.1:0`.
 
+use std::collections::VecDeque;
+
 use async_trait::async_trait;
 
 use crate::TestServer;
@@ -37,6 +39,25 @@ pub enum Event {
     Stderr(Vec<u8>),
     /// The exit code, where the protocol reports one: last.
     Exit(i32),
+}
+
+/// What an adapter read ahead of the scenario (one message may carry
+/// output of both streams and the exit) and whether the session ended.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    ready: VecDeque<Event>,
+    ended: bool,
+}
+
+impl ReadAhead {
+    /// What [`Session::next`] returns without reading: `Some(Some(_))` an
+    /// event read ahead, `Some(None)` the end; `None` when it must read.
+    fn take(&mut self) -> Option<Option<Event>> {
+        match self.ready.pop_front() {
+            Some(event) => Some(Some(event)),
+            None => self.ended.then_some(None),
+        }
+    }
 }
 
 /// One command on one server, through that server's protocol.

@@ -2,7 +2,6 @@
 //! parameter is the script (a test configuration: the shipped one runs no
 //! shell).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,7 +9,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use pow_proto::{Outcome, Signal};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{CloseStdin, Event, ExitCode, Session};
+use super::{CloseStdin, Event, ExitCode, ReadAhead, Session};
 use crate::pow::{assert_clean_close, call, connect, outcome, signal};
 use crate::{TestServer, Ws};
 
@@ -21,9 +20,7 @@ const PROCESSES: &str = "[process.sh]\nargv = [\"sh\", \"-c\", \"{0}\"]\nparams 
 #[derive(Debug)]
 pub struct Pow {
     ws: Ws,
-    /// Events read but not yet handed out.
-    ready: VecDeque<Event>,
-    ended: bool,
+    ahead: ReadAhead,
     url: String,
     token: String,
 }
@@ -54,8 +51,7 @@ impl Session for Pow {
         ws.send(call("sh", &[script])).await.unwrap();
         Pow {
             ws,
-            ready: VecDeque::new(),
-            ended: false,
+            ahead: ReadAhead::default(),
             url: server.url(),
             token: server.token.clone(),
         }
@@ -71,11 +67,8 @@ impl Session for Pow {
     /// close, 1000 with an empty reason, answered before the stream ends.
     async fn next(&mut self) -> Option<Event> {
         loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Some(event);
-            }
-            if self.ended {
-                return None;
+            if let Some(next) = self.ahead.take() {
+                return next;
             }
             match self
                 .ws
@@ -85,13 +78,14 @@ impl Session for Pow {
             {
                 Ok(Message::Text(t)) => return Some(Event::Stdout(t.as_bytes().to_vec())),
                 Ok(Message::Binary(b)) => {
-                    self.ready
+                    self.ahead
+                        .ready
                         .push_back(Event::Exit(exit_code(&Outcome::decode(&b).unwrap())));
                 }
                 Ok(Message::Close(frame)) => {
                     assert_clean_close(frame);
                     assert!(self.ws.next().await.is_none(), "data after the close");
-                    self.ended = true;
+                    self.ahead.ended = true;
                 }
                 Ok(_) => {}
                 Err(e) => panic!("connection failed: {e}"),

@@ -1,13 +1,11 @@
 //! Web-Terminal v3: one authenticated connection per session, the script
 //! as the command line (the server runs it with `/bin/sh`).
 
-use std::collections::VecDeque;
-
 use async_trait::async_trait;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{CloseStdin, Event, ExitCode, Session, Stderr};
+use super::{CloseStdin, Event, ExitCode, ReadAhead, Session, Stderr};
 use crate::TestServer;
 use crate::webterm::Client;
 
@@ -16,9 +14,7 @@ use crate::webterm::Client;
 pub struct Webterm {
     client: Client,
     id: u64,
-    /// Events read but not yet handed out.
-    ready: VecDeque<Event>,
-    ended: bool,
+    ahead: ReadAhead,
 }
 
 /// The bytes of stream `name` in an update's output: `raw` (base64) where
@@ -48,8 +44,7 @@ impl Session for Webterm {
         Webterm {
             client,
             id,
-            ready: VecDeque::new(),
-            ended: false,
+            ahead: ReadAhead::default(),
         }
     }
 
@@ -61,11 +56,8 @@ impl Session for Webterm {
 
     async fn next(&mut self) -> Option<Event> {
         loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Some(event);
-            }
-            if self.ended {
-                return None;
+            if let Some(next) = self.ahead.take() {
+                return next;
             }
             let update = self.client.update(self.id).await;
             let p = &update["payload"];
@@ -75,16 +67,17 @@ impl Session for Webterm {
             ] {
                 let bytes = bytes_of(&p["output"], name);
                 if !bytes.is_empty() {
-                    self.ready.push_back(event(bytes));
+                    self.ahead.ready.push_back(event(bytes));
                 }
             }
             if p["status"] == "completed" {
                 let code = p["exitCode"]
                     .as_i64()
                     .expect("a completed command's exit code");
-                self.ready
+                self.ahead
+                    .ready
                     .push_back(Event::Exit(i32::try_from(code).unwrap()));
-                self.ended = true;
+                self.ahead.ended = true;
             }
         }
     }
