@@ -18,8 +18,37 @@ use server_kit::AccessToken;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod matrix;
+pub mod pow;
 pub mod tls;
 pub mod webexec;
+pub mod webterm;
+pub mod wsep;
+
+/// A plain WebSocket client connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `url`, with `token` as a bearer header and
+/// offering `subprotocol` when given.
+pub async fn ws_connect(
+    url: &str,
+    token: Option<&str>,
+    subprotocol: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = url.into_client_request()?;
+    let headers = request.headers_mut();
+    if let Some(token) = token {
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    if let Some(p) = subprotocol {
+        headers.insert("sec-websocket-protocol", p.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
 
 /// The servers, for scenarios that run over each of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use execwire_tests::webexec::{Client, ConnectError, Signaling};
-use execwire_tests::{Kind, TestServer};
+use execwire_tests::{Kind, TestServer, Ws};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -96,9 +96,6 @@ fn ws_request(
     }
     request
 }
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_connect(request: tungstenite::handshake::client::Request) -> Result<Ws, Outcome> {
     match tokio_tungstenite::connect_async(request).await {

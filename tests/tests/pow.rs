@@ -11,20 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use execwire_tests::pow::{call, connect, outcome, signal};
 use execwire_tests::{
-    FILTER_FRAME, FILTER_FRAMES, FILTER_LINE, FILTER_NET, FilterCheck, TestServer, alive,
+    FILTER_FRAME, FILTER_FRAMES, FILTER_LINE, FILTER_NET, FilterCheck, TestServer, Ws, alive,
     filter_frame, filter_line_position, filter_sha256, wait_gone,
 };
 use futures_util::{SinkExt, StreamExt};
-use pow_proto::{Call, Outcome, Signal};
+use pow_proto::{Outcome, Signal};
 use pow_server::{CancelCause, Echo, GetError, Io, PowProcess, Registry};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// What the test process reports.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,65 +94,6 @@ async fn server(config: pow_server::Config) -> (TestServer, mpsc::UnboundedRecei
         }
     });
     (TestServer::pow_with(config, Arc::new(registry)).await, seen)
-}
-
-async fn connect(server: &TestServer, subprotocol: Option<&str>) -> Result<Ws, tungstenite::Error> {
-    let mut request = server.url().into_client_request().unwrap();
-    let headers = request.headers_mut();
-    headers.insert(
-        "authorization",
-        format!("Bearer {}", server.token).parse().unwrap(),
-    );
-    if let Some(p) = subprotocol {
-        headers.insert("sec-websocket-protocol", p.parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(request)
-        .await
-        .map(|(ws, _)| ws)
-}
-
-fn call(name: &str, params: &[&str]) -> Message {
-    let call = Call {
-        call: name.into(),
-        params: params.iter().map(|s| s.to_string()).collect(),
-    };
-    Message::Binary(call.encode().into())
-}
-
-fn signal(s: Signal) -> Message {
-    Message::Binary(s.encode().into())
-}
-
-/// Everything until the close: text output, the result, and the close frame.
-async fn outcome(ws: &mut Ws) -> (String, Outcome) {
-    let mut text = String::new();
-    let mut result = None;
-    while let Some(msg) = ws.next().await {
-        match msg.unwrap() {
-            Message::Text(t) => {
-                assert!(result.is_none(), "output after the result");
-                text.push_str(&t);
-            }
-            Message::Binary(b) => {
-                assert!(result.is_none(), "two results");
-                result = Some(Outcome::decode(&b).unwrap());
-            }
-            Message::Close(frame) => {
-                let frame = frame.expect("a close frame with a code");
-                assert_eq!(u16::from(frame.code), 1000);
-                assert_eq!(
-                    frame.reason.as_str(),
-                    "",
-                    "the reference client wants an empty reason"
-                );
-                break;
-            }
-            _ => {}
-        }
-    }
-    // The handshake completes: the stream ends cleanly after our reply.
-    assert!(ws.next().await.is_none());
-    (text, result.expect("a result before the close"))
 }
 
 fn rejected(reason: &str) -> Outcome {

@@ -7,9 +7,7 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
+use execwire_tests::webterm::Client;
 use execwire_tests::{
     FILTER_FRAME, FILTER_FRAMES, FILTER_NET, FilterCheck, TestServer, filter_frame, wait_gone,
 };
@@ -17,183 +15,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A safety net so a broken server fails the test instead of hanging it;
-/// never reached when things work.
-const NET: Duration = Duration::from_secs(60);
-
 async fn server() -> TestServer {
     TestServer::webterm_with(webterm_server::Config {
         shell: "/bin/sh".into(),
         ..webterm_server::Config::default()
     })
     .await
-}
-
-struct Client {
-    ws: Ws,
-    token: String,
-    /// Messages read while waiting for something else.
-    queued: Vec<Value>,
-}
-
-/// What one command produced, its updates put together.
-#[derive(Debug, Default)]
-struct Run {
-    stdout: String,
-    stderr: String,
-    combined: String,
-    breakpoints: BTreeMap<u64, (String, String, String)>,
-    exit_code: Option<i64>,
-    signal: Option<i64>,
-    updates: Vec<Value>,
-}
-
-impl Client {
-    async fn connect(server: &TestServer, query: &str) -> Client {
-        let url = format!("ws://{}/{query}", server.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        Client {
-            ws,
-            token: server.token.clone(),
-            queued: Vec::new(),
-        }
-    }
-
-    async fn authed(server: &TestServer) -> Client {
-        let mut c = Client::connect(server, "").await;
-        let token = c.token.clone();
-        let reply = c
-            .request(json!({"type":"authentication","payload":{"token":token}}))
-            .await;
-        assert_eq!(reply["payload"]["result"], "ok", "{reply}");
-        c
-    }
-
-    async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.unwrap();
-    }
-
-    /// The next text message, or None when the connection closed.
-    async fn next(&mut self) -> Option<Value> {
-        loop {
-            let msg = tokio::time::timeout(NET, self.ws.next())
-                .await
-                .expect("server went silent");
-            match msg? {
-                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Sends `v` and returns the next message that is not an update.
-    async fn request(&mut self, v: Value) -> Value {
-        self.send(v).await;
-        loop {
-            let msg = self.next().await.expect("connection closed");
-            if msg["type"] == "update" && msg["payload"].get("status").is_some() {
-                self.queued.push(msg);
-            } else {
-                return msg;
-            }
-        }
-    }
-
-    /// Starts a command; returns its serverId.
-    async fn run(&mut self, line: &str, client_id: Value, breakpoints: &[u64]) -> u64 {
-        let mut payload = json!({"command": line, "clientId": client_id});
-        if !breakpoints.is_empty() {
-            payload["breakpoints"] = json!(breakpoints);
-        }
-        let ack = self
-            .request(json!({"type":"command","payload":payload}))
-            .await;
-        assert_eq!(ack["type"], "command");
-        assert_eq!(ack["payload"]["result"], "ok", "{ack}");
-        assert_eq!(ack["payload"]["clientId"], client_id);
-        assert_eq!(ack["payload"]["command"], line);
-        ack["payload"]["serverId"].as_u64().unwrap()
-    }
-
-    async fn stdin(&mut self, id: u64, input: &str, eof: bool) {
-        self.send(json!({"type":"update","payload":{"type":"stdin","serverId":id,"input":input,"eof":eof}}))
-            .await;
-    }
-
-    /// Updates of command `id`, until it completes.
-    async fn finish(&mut self, id: u64) -> Run {
-        let mut run = Run::default();
-        loop {
-            let msg = match self
-                .queued
-                .iter()
-                .position(|m| m["payload"]["serverId"] == id)
-            {
-                Some(i) => self.queued.remove(i),
-                None => match self.next().await {
-                    Some(m) => m,
-                    None => panic!("connection closed before command {id} completed"),
-                },
-            };
-            if msg["type"] != "update" || msg["payload"]["serverId"] != id {
-                self.queued.push(msg);
-                continue;
-            }
-            if absorb(&mut run, msg) {
-                return run;
-            }
-        }
-    }
-
-    /// Updates of command `id` until its stdout so far contains `needle`.
-    async fn until_stdout(&mut self, id: u64, needle: &str) -> Run {
-        let mut run = Run::default();
-        while !run.stdout.contains(needle) {
-            let msg = self.next().await.expect("connection closed");
-            if msg["type"] == "update" && msg["payload"]["serverId"] == id {
-                assert!(!absorb(&mut run, msg), "completed before {needle:?}");
-            } else {
-                self.queued.push(msg);
-            }
-        }
-        run
-    }
-}
-
-/// Adds an update to `run`; true when it was the last.
-fn absorb(run: &mut Run, msg: Value) -> bool {
-    let p = &msg["payload"];
-    let out = &p["output"];
-    run.stdout += out["stdout"].as_str().unwrap();
-    run.stderr += out["stderr"].as_str().unwrap();
-    run.combined += out["combined"].as_str().unwrap();
-    if let Some(bps) = out.get("breakpoints") {
-        for bp in bps.as_array().unwrap() {
-            let e = run
-                .breakpoints
-                .entry(bp["location"].as_u64().unwrap())
-                .or_default();
-            e.0 += bp["stdout"].as_str().unwrap();
-            e.1 += bp["stderr"].as_str().unwrap();
-            e.2 += bp["combined"].as_str().unwrap();
-        }
-    }
-    assert!(p["begin"].as_str().unwrap().ends_with('Z'));
-    let done = p["status"] == "completed";
-    if done {
-        assert!(p["end"].as_str().unwrap().contains('T'));
-        run.exit_code = p["exitCode"].as_i64();
-        run.signal = p["signal"].as_i64();
-    } else {
-        assert_eq!(p["status"], "running");
-        assert!(p["end"].is_null());
-    }
-    run.updates.push(msg);
-    done
 }
 
 #[tokio::test]

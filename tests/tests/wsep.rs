@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use execwire_tests::wsep::{close_of, raw, start_frame};
 use execwire_tests::{
     FILTER_FRAME, FILTER_FRAMES, FILTER_NET, FilterCheck, TestServer, alive, filter_frame,
     wait_gone,
@@ -122,43 +123,6 @@ async fn exit_codes() {
 }
 
 #[tokio::test]
-async fn stdout_and_stderr_stay_apart() {
-    let server = TestServer::wsep().await;
-    let ran = run(
-        &server,
-        sh("echo out1; echo err1 >&2; echo out2; echo err2 >&2"),
-    )
-    .await;
-    assert_eq!(ran.stdout, b"out1\nout2\n");
-    assert_eq!(ran.stderr, b"err1\nerr2\n");
-}
-
-#[tokio::test]
-async fn cat_round_trip_with_newlines_in_bodies() {
-    let server = TestServer::wsep().await;
-    let (mut input, mut out) = open(&server, cmd("cat", &[])).await;
-    assert!(out.pid() > 0);
-    input.write(b"line one\nline two\n\nend").await.unwrap();
-    let echoed = read_until(&mut out, "end").await;
-    assert_eq!(echoed, "line one\nline two\n\nend");
-    input.close_stdin().await.unwrap();
-    let rest = collect(out).await;
-    assert!(rest.stdout.is_empty());
-    assert_eq!(rest.code, 0);
-}
-
-#[tokio::test]
-async fn one_mebibyte_of_output_is_intact_and_in_order() {
-    let server = TestServer::wsep().await;
-    // Numbered lines make reordering or loss visible.
-    let ran = run(&server, sh("seq 1 200000")).await;
-    let expected: String = (1..=200000).map(|i| format!("{i}\n")).collect();
-    assert!(expected.len() > 1 << 20);
-    assert_eq!(ran.stdout.len(), expected.len());
-    assert!(ran.stdout == expected.as_bytes(), "output differs");
-}
-
-#[tokio::test]
 async fn large_input_round_trip() {
     let server = TestServer::wsep().await;
     let (mut input, out) = open(&server, cmd("sha256sum", &[])).await;
@@ -233,28 +197,6 @@ async fn disconnect_while_stdin_is_full_ends_the_command() {
     drop(out);
     wait_gone(pid).await;
     assert!(!alive(pid));
-}
-
-#[tokio::test]
-async fn tty_echo_and_resize() {
-    let server = TestServer::wsep().await;
-    let (mut input, mut out) = open(&server, tty("sh", &[], "")).await;
-    input
-        .write(b"echo tty-$((6*7)); stty size; tty\n")
-        .await
-        .unwrap();
-    // `tty` prints last; one read may carry all three answers.
-    let seen = read_until(&mut out, "/dev/pts/").await;
-    assert!(
-        seen.contains("tty-42") && seen.contains("24 80"),
-        "{seen:?}"
-    );
-    input.resize(33, 111).await.unwrap();
-    input.write(b"stty size\n").await.unwrap();
-    read_until(&mut out, "33 111").await;
-    input.write(b"echo $WSEP_TTY; exit 5\n").await.unwrap();
-    let ran = collect(out).await;
-    assert_eq!(ran.code, 5);
 }
 
 #[tokio::test]
@@ -429,43 +371,6 @@ async fn auth_refused_and_accepted() {
         .unwrap();
     input.close_stdin().await.unwrap();
     assert_eq!(collect(out).await.code, 0);
-}
-
-/// A raw WebSocket without the client library's limits, for what the
-/// library would never send.
-async fn raw(server: &TestServer) -> wsep_client_raw::Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = server.url().into_client_request().unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", server.token).parse().unwrap(),
-    );
-    tokio_tungstenite::connect_async(request).await.unwrap().0
-}
-
-mod wsep_client_raw {
-    pub(crate) type Ws = tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >;
-}
-
-/// Reads until the server's close frame; returns its code and reason.
-async fn close_of(ws: &mut wsep_client_raw::Ws) -> (u16, String) {
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Close(Some(frame))) => {
-                return (frame.code.into(), frame.reason.to_string());
-            }
-            Ok(Message::Close(None)) => return (1005, String::new()),
-            Ok(_) => continue,
-            Err(e) => panic!("connection failed before a close frame: {e}"),
-        }
-    }
-    panic!("connection ended without a close frame")
-}
-
-fn start_frame(start: &StartCommand) -> Message {
-    Message::Binary(wsep_proto::ClientMsg::Start(start.clone()).encode().into())
 }
 
 #[tokio::test]
