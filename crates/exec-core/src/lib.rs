@@ -2,8 +2,21 @@
 //!
 //! `exec-core` runs commands (with pipes or under a pseudo terminal) and
 //! shares their output with network clients. It knows nothing of any wire
-//! protocol: protocol servers translate their messages into these words —
-//! [`Command`], [`Process`], [`Event`], [`Pane`], [`Transport`] — and back.
+//! protocol: protocol servers translate their messages into these words and
+//! back:
+//! - [`Command`] → [`Process`] (stdin, stdout/stderr as [`Output`], a
+//!   [`ProcessControl`] for [`Signal`]s and resizes), read as one ordered
+//!   stream of [`Event`]s ending in an [`ExitStatus`];
+//! - [`Pane`]: a process that outlives its clients, whose output fans out to
+//!   any number of [`Attachment`]s, with replay by byte offset and a screen
+//!   redraw for clients that fell behind;
+//! - [`Session`]: the table a server keeps between connections — panes (or
+//!   any [`Entry`]) by a [`PaneId`] only the session hands out, optional
+//!   names, [`Marker`]s, a shared [`Payload`], an idle timeout that starts
+//!   when the last [`Lease`] goes, and [`Session::end_all`] on shutdown;
+//! - [`Transport`]: how messages reach a client (a WebSocket, a WebRTC data
+//!   channel, [`memory_pair`] in tests), so the engine can be driven over
+//!   anything message-shaped.
 //!
 //! What it promises:
 //! - every child leads its own process group, and the group is killed when
@@ -14,6 +27,10 @@
 //! - input is written by a task of its own ([`StdinWriter`]) behind a queue
 //!   bounded in bytes, so a process that does not read its input never keeps
 //!   its output from being read, nor a cancel from being seen.
+//!
+//! Its contract: it runs inside a tokio runtime (multi-threaded or not;
+//! spawning uses the current runtime), on Linux (process groups, `/proc`,
+//! pseudo terminals through `pty-process`).
 //!
 //! It is not a sandbox: commands run with the server's privileges unless a
 //! uid/gid is given. Nor is it a server: who may connect, over what (HTTP,
