@@ -18,6 +18,7 @@ use server_kit::AccessToken;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod deploy;
 pub mod matrix;
 pub mod pow;
 pub mod tls;

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -82,6 +83,20 @@ pub struct Flags {
     /// Log lines as text or JSON (one object per line), on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Send a WebSocket ping on every connection each SECS seconds (0:
+    /// never), so that a proxy that cuts idle connections (nginx after
+    /// 60 s by default) keeps an idle session.
+    #[arg(
+        long = "ws-ping",
+        global = true,
+        value_name = "SECS",
+        default_value_t = crate::ws::DEFAULT_WS_PING.as_secs()
+    )]
+    pub ws_ping: u64,
+    /// Serve under this path prefix (e.g. /host-a/wsep/), for a reverse
+    /// proxy that passes the path on as it is.
+    #[arg(long, global = true, value_name = "PATH", default_value = "/")]
+    pub base_path: String,
 }
 
 impl Spec {
@@ -120,6 +135,11 @@ pub struct Started {
 }
 
 impl Flags {
+    /// How often to ping WebSocket clients: `None` for `--ws-ping 0`.
+    pub fn ws_ping(&self) -> Option<Duration> {
+        (self.ws_ping > 0).then(|| Duration::from_secs(self.ws_ping))
+    }
+
     /// The addresses to listen on: `--listen`, else the server's defaults.
     pub fn addresses(&self, spec: &Spec) -> Vec<SocketAddr> {
         if self.listen.is_empty() {
@@ -271,6 +291,11 @@ mod tests {
         assert_eq!(args.flags.listen.len(), 2);
         assert!(args.flags.tls_self_signed);
         assert_eq!(args.flags.log_format, LogFormat::Json);
+        assert_eq!(args.flags.ws_ping(), Some(crate::ws::DEFAULT_WS_PING));
+        assert_eq!(args.flags.base_path, "/");
+        let args = Args::try_parse_from(["x", "--ws-ping", "0", "--base-path", "/a/b/"]).unwrap();
+        assert_eq!(args.flags.ws_ping(), None);
+        assert_eq!(args.flags.base_path, "/a/b/");
         assert!(Args::try_parse_from(["x", "--tls-cert", "c.pem"]).is_err());
         assert!(Args::try_parse_from(["x", "--no-auth", "--token", "t"]).is_err());
         assert!(

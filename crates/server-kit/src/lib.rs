@@ -1,7 +1,8 @@
 //! What every execwire server shares, so that each server is only its
 //! protocol: the common flags, logging, the token and the origin rule, TLS,
-//! metrics, the WebSocket [`Transport`](exec_core::Transport) adapter, and
-//! serving with a graceful shutdown.
+//! metrics, the WebSocket [`Transport`](exec_core::Transport) adapter (with
+//! its keep-alive pings), serving under a base path, and serving with a
+//! graceful shutdown.
 //!
 //! A server's `main.rs` flattens [`Flags`] into its own arguments, parses
 //! them with its [`Spec`], calls [`init_logging`] and [`Flags::start`]
@@ -17,6 +18,7 @@
 //! in the Go text the wsep and pow-1 references print ([`go_exit_text`]).
 
 mod auth;
+mod base;
 mod error;
 mod exit;
 mod flags;
@@ -28,6 +30,7 @@ mod tls;
 mod ws;
 
 pub use auth::{AccessToken, TokenCheck, TokenGate, check_exposure, request_token, require_token};
+pub use base::{base_prefix, under_base};
 pub use error::Error;
 pub use exit::{go_exit_code, go_exit_text};
 pub use flags::{Flags, LogFormat, Spec, Started, loopback, loopback6, url};
@@ -38,4 +41,4 @@ pub use serve::{
     Listeners, Peer, Sessions, per_listener, serve_app, serve_router, shutdown_signal,
 };
 pub use tls::{Io, Listener, Tls};
-pub use ws::{WsRx, WsTransport, WsTx};
+pub use ws::{DEFAULT_WS_PING, WsRx, WsTransport, WsTx};

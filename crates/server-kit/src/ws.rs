@@ -3,6 +3,16 @@
 //! The engine defines the transport; this adapter lives with the servers
 //! because only they speak HTTP. Pings are answered by tungstenite itself
 //! and never reach a session.
+//!
+//! With [`WsTransport::ping_every`] the server also pings the client itself
+//! while the connection lives. Reverse proxies end a connection on which
+//! nothing came from the server for a while (nginx's `proxy_read_timeout`,
+//! 60 s by default), and a terminal left idle is exactly such a connection:
+//! the ping is traffic the proxy sees, and the client's pong is its answer
+//! in the other direction.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::{self, WebSocket};
@@ -13,8 +23,18 @@ use exec_core::{
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::Mutex;
 
 use crate::metrics::Probe;
+
+/// How often servers ping by default: half of nginx's default
+/// `proxy_read_timeout` (60 s), so one late ping does not lose the
+/// connection.
+pub const DEFAULT_WS_PING: Duration = Duration::from_secs(30);
+
+/// The sending half, shared by the session's sends and the pinger. The
+/// lock is uncontended but for a ping every interval.
+type Sink = Arc<Mutex<SplitSink<WebSocket, ws::Message>>>;
 
 /// An upgraded WebSocket as a [`Transport`]; message payloads are counted
 /// in the probe's `received`/`sent` bytes.
@@ -22,6 +42,7 @@ use crate::metrics::Probe;
 pub struct WsTransport {
     socket: WebSocket,
     probe: Probe,
+    ping: Option<Duration>,
 }
 
 impl WsTransport {
@@ -30,15 +51,46 @@ impl WsTransport {
         WsTransport {
             socket,
             probe: probe.clone(),
+            ping: None,
         }
+    }
+
+    /// Pings the client every `interval` (`None`: never) from when the
+    /// transport is split until its sending half is dropped or the
+    /// connection fails.
+    pub fn ping_every(mut self, interval: Option<Duration>) -> WsTransport {
+        self.ping = interval.filter(|i| !i.is_zero());
+        self
     }
 }
 
 /// Sending half of a [`WsTransport`].
 #[derive(Debug)]
 pub struct WsTx {
-    sink: SplitSink<WebSocket, ws::Message>,
+    sink: Sink,
     probe: Probe,
+}
+
+/// Sends a ping every `interval` while the sending half lives. It holds
+/// the sink only weakly, so the session's end (dropping [`WsTx`]) ends it
+/// too; a ping the client does not take within an interval (its side is
+/// full, so the connection is not idle) is given up, not queued behind.
+async fn pinger(sink: Weak<Mutex<SplitSink<WebSocket, ws::Message>>>, interval: Duration) {
+    let start = tokio::time::Instant::now() + interval;
+    let mut ticks = tokio::time::interval_at(start, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(sink) = sink.upgrade() else { return };
+        let ping = async {
+            let mut sink = sink.lock().await;
+            sink.send(ws::Message::Ping(Bytes::new())).await
+        };
+        match tokio::time::timeout(interval, ping).await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(_)) => return,
+        }
+    }
 }
 
 /// Receiving half of a [`WsTransport`].
@@ -54,6 +106,10 @@ impl Transport for WsTransport {
     type Rx = WsRx;
     fn split(self) -> (WsTx, WsRx) {
         let (sink, stream) = StreamExt::split(self.socket);
+        let sink = Arc::new(Mutex::new(sink));
+        if let Some(interval) = self.ping {
+            tokio::spawn(pinger(Arc::downgrade(&sink), interval));
+        }
         (
             WsTx {
                 sink,
@@ -88,7 +144,7 @@ impl TransportTx for WsTx {
                     .map_err(|_| TransportError::Other("text message is not UTF-8".into()))?,
             ),
         };
-        self.sink.send(msg).await.map_err(ws_error)?;
+        self.sink.lock().await.send(msg).await.map_err(ws_error)?;
         self.probe.sent(len);
         Ok(())
     }
@@ -96,6 +152,8 @@ impl TransportTx for WsTx {
     async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError> {
         let reason = truncate_reason(reason, MAX_CLOSE_REASON);
         self.sink
+            .lock()
+            .await
             .send(ws::Message::Close(Some(ws::CloseFrame {
                 code,
                 reason: reason.into(),

@@ -81,6 +81,10 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Where the server counts what happens (`GET /metrics`).
     pub metrics: Metrics,
+    /// Ping each WebSocket client this often (`None`: never), so a process
+    /// that prints nothing for a while keeps its connection through
+    /// proxies that cut silent ones.
+    pub ws_ping: Option<Duration>,
 }
 
 impl Default for Config {
@@ -96,6 +100,7 @@ impl Default for Config {
             base_path: "/".into(),
             tls: None,
             metrics: Metrics::new(),
+            ws_ping: Some(server_kit::DEFAULT_WS_PING),
         }
     }
 }
@@ -104,12 +109,7 @@ impl Config {
     /// The base path as routes see it: without its trailing slash, and
     /// empty for `/` (`/api/v1/pow/` -> `/api/v1/pow`).
     pub fn base(&self) -> String {
-        let trimmed = self.base_path.trim_matches('/');
-        if trimmed.is_empty() {
-            String::new()
-        } else {
-            format!("/{trimmed}")
-        }
+        server_kit::base_prefix(&self.base_path)
     }
 }
 
@@ -131,6 +131,7 @@ struct AppState {
     shared: ws::Shared,
     tracker: TaskTracker,
     max_message: usize,
+    ws_ping: Option<Duration>,
     /// The base path without its trailing slash ("" for `/`).
     base: String,
 }
@@ -157,6 +158,7 @@ pub async fn serve(
         },
         tracker: sessions.tracker.clone(),
         max_message: config.max_message,
+        ws_ping: config.ws_ping,
         base: config.base(),
     };
     let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout, &probe);
@@ -198,10 +200,7 @@ async fn upgrade(
     uri: axum::http::Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let under_base = uri
-        .path()
-        .strip_prefix(state.base.as_str())
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let under_base = server_kit::under_base(uri.path(), &state.base);
     let (true, Ok(ws)) = (under_base, ws) else {
         return (StatusCode::NOT_FOUND, "no such route\n").into_response();
     };
@@ -217,6 +216,7 @@ async fn upgrade(
         shared,
         tracker,
         max_message,
+        ws_ping,
         ..
     } = state;
     let span = tracing::Span::current();
@@ -229,7 +229,8 @@ async fn upgrade(
                 // Authenticated by the token check before the upgrade.
                 let probe = shared.probe.clone();
                 let _counted = (probe.connection(), probe.session());
-                ws::run(WsTransport::new(socket, &probe), shared).await;
+                let transport = WsTransport::new(socket, &probe).ping_every(ws_ping);
+                ws::run(transport, shared).await;
             };
             tracker.track_future(session.instrument(span))
         })

@@ -25,9 +25,6 @@ struct Args {
     /// TOML file of processes (default: the built-in set: echo, date, ls, wc).
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
-    /// Path prefix of the API, e.g. /api/v1/pow/.
-    #[arg(long, default_value = "/")]
-    base_path: String,
 }
 
 #[tokio::main]
@@ -52,10 +49,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let registry = pow_server::registry_from_toml(&text)?;
     let started = args.common.start(&SPEC).await?;
     let tls = started.tls.is_some();
+    let ws_ping = args.common.ws_ping();
     let config = pow_server::Config {
         token: started.token,
         allowed_origins: args.common.allow_origins,
-        base_path: args.base_path,
+        ws_ping,
+        base_path: args.common.base_path,
         tls: started.tls,
         ..pow_server::Config::default()
     };

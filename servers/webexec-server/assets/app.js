@@ -2,6 +2,10 @@
 // (POST /offer, candidates trickled with PATCH), the `%` control channel,
 // and one terminal pane in xterm.js. The pane outlives the page: a reload
 // reattaches to it (reconnect_pane) and gets its screen redrawn.
+// Every URL is relative to the page, so it works under any base path a
+// proxy puts the server at. The ICE servers (STUN, TURN with credentials
+// minted for this connection) come from the server; `#relay=1` in the URL
+// makes the browser use relayed candidates only (to try a TURN setup).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -129,7 +133,13 @@ async function connect() {
   status("connecting…");
   window.webexec.connectStart = performance.now();
   window.webexec.firstOutputMs = undefined;
-  const pc = new RTCPeerConnection();
+  const ice = await fetch("ice-servers", { headers: { Authorization: "Bearer " + token } });
+  if (!ice.ok) throw new Error(ice.status + " " + (await ice.text()).trim());
+  const { iceServers } = await ice.json();
+  const pc = new RTCPeerConnection({
+    iceServers,
+    iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
+  });
   window.webexec.pc = pc;
   const control = pc.createDataChannel("%");
   window.webexec.control = control;

@@ -1,6 +1,8 @@
 //! HTTP signaling: the seed's `POST /connect` and today's WHIP-like
-//! `POST /offer` with trickled candidates, CORS for browsers, and the demo
-//! page, and `GET /metrics` behind the token. Pages of other origins are
+//! `POST /offer` with trickled candidates, CORS for browsers, the demo
+//! page and the ICE servers it should use (`GET /ice-servers`, with
+//! freshly minted TURN credentials), all under the base path, and
+//! `GET /metrics` behind the token at the root. Pages of other origins are
 //! refused as [`server_kit::OriginPolicy`] says.
 
 use std::collections::HashMap;
@@ -42,6 +44,9 @@ pub(crate) struct AppState {
     pub(crate) sessions: Arc<Mutex<HashMap<Uuid, (Peer, Instant)>>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Where the routes live: `""` or e.g. `/host-a/webexec` (see
+    /// [`server_kit::base_prefix`]).
+    pub(crate) base: String,
 }
 
 /// The routes, for browsers too. `origins` is the rule of a TCP listener
@@ -66,15 +71,28 @@ pub(crate) fn router(
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION]);
-    let router = Router::new()
-        .route("/", get(page))
-        .route("/assets/{file}", get(asset))
-        .route("/connect", post(connect))
-        .route("/offer", post(offer))
+    let base = state.base.clone();
+    let at = |path: &str| format!("{base}{path}");
+    let mut router = Router::new()
+        .route(&at("/"), get(page))
+        .route(&at("/assets/{file}"), get(asset))
+        .route(&at("/ice-servers"), get(ice_servers))
+        .route(&at("/connect"), post(connect))
+        .route(&at("/offer"), post(offer))
         .route(
-            "/candidates/{id}",
+            &at("/candidates/{id}"),
             patch(add_candidate).delete(end_candidates),
-        )
+        );
+    if !base.is_empty() {
+        // The page's URLs are relative to its directory: send `/base` to
+        // `/base/` rather than load it where `assets/app.js` would miss.
+        let page_dir = at("/");
+        router = router.route(
+            &base,
+            get(move || async move { axum::response::Redirect::permanent(&page_dir) }),
+        );
+    }
+    let router = router
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(state.clone());
@@ -200,8 +218,16 @@ async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    let scheme = if state.tls { "https" } else { "http" };
-    let location = format!("{scheme}://{host}/candidates/{id}");
+    // Behind a proxy that ends TLS, the client's scheme is the proxy's
+    // (`X-Forwarded-Proto`): an `http://` URL would be blocked as mixed
+    // content on an `https://` page. The header only shapes the URL given
+    // back to the same client, so believing it grants nothing.
+    let forwarded = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| matches!(*v, "http" | "https"));
+    let scheme = forwarded.unwrap_or(if state.tls { "https" } else { "http" });
+    let location = format!("{scheme}://{host}{}/candidates/{id}", state.base);
     let mut response = (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/sdp")],
@@ -256,6 +282,44 @@ async fn end_candidates(State(state): State<AppState>, Path(id): Path<String>) -
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => text(StatusCode::NOT_FOUND, "no such session"),
     }
+}
+
+/// The ICE servers a client should use, as `RTCConfiguration.iceServers`:
+/// the configured STUN/TURN servers and TURN relays with credentials
+/// minted now. Relay credentials are worth keeping from strangers, so the
+/// request needs an authorized token, as an offer does.
+async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.trusted {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = server_kit::request_token(authorization, None);
+        if !state.host.authorized.allows(token.as_deref(), None) {
+            state.host.probe.auth_failed();
+            return text(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    let servers: Vec<serde_json::Value> = state
+        .rtc
+        .ice_servers()
+        .into_iter()
+        .map(|s| {
+            let mut server = serde_json::json!({ "urls": [s.url] });
+            if !s.username.is_empty() || !s.credential.is_empty() {
+                server["username"] = s.username.into();
+                server["credential"] = s.credential.into();
+            }
+            server
+        })
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        serde_json::json!({ "iceServers": servers }).to_string(),
+    )
+        .into_response()
 }
 
 async fn page() -> Response {

@@ -28,9 +28,11 @@ mod host;
 mod http;
 mod peer;
 mod rtc;
+mod turn;
 
 pub use host::Authorized;
 pub use rtc::{IceServer, PortRange, RtcConfig};
+pub use turn::TurnSecret;
 
 /// Errors of the webexec server.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,10 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Where the server counts what happens (`GET /metrics`).
     pub metrics: Metrics,
+    /// Serve the page and the signaling under this path (`/` or e.g.
+    /// `/host-a/webexec/`), for a reverse proxy that passes paths on as
+    /// they are. `/metrics` stays at the root.
+    pub base_path: String,
 }
 
 impl Default for Config {
@@ -119,6 +125,7 @@ impl Default for Config {
                 ice_servers: Vec::new(),
                 udp_ip: std::net::Ipv4Addr::LOCALHOST.into(),
                 udp_ports: PortRange::ANY,
+                turn: None,
             },
             certificate: None,
             shell: std::env::var("SHELL")
@@ -131,6 +138,7 @@ impl Default for Config {
             socket: None,
             tls: None,
             metrics: Metrics::new(),
+            base_path: "/".into(),
         }
     }
 }
@@ -151,6 +159,8 @@ pub struct Server {
     tls: Option<Tls>,
     metrics: Metrics,
     probe: Probe,
+    /// The base path as [`server_kit::base_prefix`] makes it.
+    base: String,
 }
 
 /// The protocol's name in metrics and logs.
@@ -195,6 +205,7 @@ impl Server {
             tls: config.tls,
             metrics: config.metrics,
             probe,
+            base: server_kit::base_prefix(&config.base_path),
         })
     }
 
@@ -226,6 +237,7 @@ impl Server {
                 sessions: self.sessions.clone(),
                 shutdown: self.shutdown.clone(),
                 tracker: self.tracker.clone(),
+                base: if tcp { self.base.clone() } else { String::new() },
             },
             origins,
             tcp.then_some(&self.metrics),

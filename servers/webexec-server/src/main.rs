@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use server_kit::{AccessToken, Flags, LogFormat, Spec};
 use webexec_server::daemon::{self, Paths};
-use webexec_server::{Authorized, Config, IceServer, PortRange, RtcConfig, Server};
+use webexec_server::{
+    Authorized, Config, IceServer, PortRange, RtcConfig, Server, TurnSecret,
+};
 
 const SPEC: Spec = Spec {
     name: "webexec-server",
@@ -52,6 +54,24 @@ struct Opts {
     /// STUN or TURN server (`stun:host:port`, `turn:user:pass@host:port`); repeatable.
     #[arg(long = "ice-server", global = true, value_name = "URL")]
     ice_servers: Vec<String>,
+    /// Secret shared with TURN relays (coturn's static-auth-secret): every
+    /// connection, the page's and the server's own, gets credentials
+    /// minted from it for each --turn-url.
+    #[arg(
+        long,
+        global = true,
+        env = "WEBEXEC_TURN_SECRET",
+        hide_env_values = true,
+        requires = "turn_urls"
+    )]
+    turn_secret: Option<String>,
+    /// TURN relay that knows --turn-secret (`turn:host:3478`,
+    /// `turns:host:5349`); repeatable.
+    #[arg(long = "turn-url", global = true, value_name = "URL", requires = "turn_secret")]
+    turn_urls: Vec<String>,
+    /// Seconds minted TURN credentials stay valid.
+    #[arg(long, global = true, default_value_t = 12 * 3600, value_name = "SECS")]
+    turn_ttl: u64,
     /// State directory: socket, certificate, authorized file, log
     /// [default: ~/.config/webexec].
     #[arg(long, global = true, value_name = "DIR")]
@@ -218,6 +238,16 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     for server in &opts.ice_servers {
         cmd.arg("--ice-server").arg(server);
     }
+    for url in &opts.turn_urls {
+        cmd.arg("--turn-url").arg(url);
+    }
+    cmd.arg("--turn-ttl").arg(opts.turn_ttl.to_string());
+    // The secret goes by environment, as the token does.
+    match &opts.turn_secret {
+        Some(secret) => cmd.env("WEBEXEC_TURN_SECRET", secret),
+        None => cmd.env_remove("WEBEXEC_TURN_SECRET"),
+    };
+    cmd.arg("--base-path").arg(&common.base_path);
     for origin in &common.allow_origins {
         cmd.arg("--allow-origin").arg(origin.to_string());
     }
@@ -269,6 +299,21 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         .map(|s| IceServer::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let udp_ports = PortRange::parse(&opts.udp_ports)?;
+    let turn = match opts.turn_secret.clone().filter(|s| !s.is_empty()) {
+        Some(secret) => {
+            for url in &opts.turn_urls {
+                // The same check as --ice-server's: a scheme and a host.
+                IceServer::parse(url)?;
+            }
+            Some(TurnSecret {
+                urls: opts.turn_urls.clone(),
+                secret,
+                ttl: Duration::from_secs(opts.turn_ttl),
+                user: "webexec".into(),
+            })
+        }
+        None => None,
+    };
     paths.ensure()?;
     let authorized_file = opts
         .authorized
@@ -303,10 +348,12 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
                 .first()
                 .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip()),
             udp_ports,
+            turn,
         },
         certificate: Some(paths.certificate()),
         socket: Some(paths.socket()),
         tls,
+        base_path: common.base_path.clone(),
         ..Config::default()
     };
     let server = Server::new(config)?;
@@ -319,8 +366,9 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         tcp.push(listener);
     }
     let mut pages = Vec::new();
+    let base = format!("{}/", server_kit::base_prefix(&common.base_path));
     for listener in &tcp {
-        let url = server_kit::url(listener.local_addr()?, https, false, "/");
+        let url = server_kit::url(listener.local_addr()?, https, false, &base);
         println!(
             "{} listening on {url} and {}",
             SPEC.name,

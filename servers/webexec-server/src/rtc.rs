@@ -172,6 +172,21 @@ pub struct RtcConfig {
     pub udp_ip: IpAddr,
     /// The UDP ports to use.
     pub udp_ports: PortRange,
+    /// A TURN secret to mint time-limited credentials with, for every
+    /// connection: the server's own and those handed to the demo page.
+    pub turn: Option<crate::TurnSecret>,
+}
+
+impl RtcConfig {
+    /// The ICE servers to use now: the configured ones, and the TURN
+    /// relays with credentials minted at this moment.
+    pub fn ice_servers_now(&self) -> Vec<IceServer> {
+        let mut servers = self.ice_servers.clone();
+        if let Some(turn) = &self.turn {
+            servers.extend(turn.mint(SystemTime::now()));
+        }
+        servers
+    }
 }
 
 /// Answers offers. Cheap to clone.
@@ -204,6 +219,12 @@ impl Rtc {
             certificate,
             next_port: Arc::new(std::sync::atomic::AtomicU32::new(0)),
         })
+    }
+
+    /// The ICE servers for a connection made now (see
+    /// [`RtcConfig::ice_servers_now`]).
+    pub(crate) fn ice_servers(&self) -> Vec<IceServer> {
+        self.config.ice_servers_now()
     }
 
     /// The server's certificate fingerprint (`sha-256 AA:BB:...`).
@@ -268,6 +289,17 @@ impl Rtc {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let attempts = if min == 0 { 1 } else { span };
         let mut last = None;
+        // A relay candidate of our own, when TURN is configured, reaches
+        // clients whose own relay or NAT the host candidates cannot.
+        let ice_servers: Vec<RTCIceServer> = self
+            .ice_servers()
+            .into_iter()
+            .map(|s| RTCIceServer {
+                urls: vec![s.url],
+                username: s.username,
+                credential: s.credential,
+            })
+            .collect();
         for i in 0..attempts {
             let port = if min == 0 {
                 0
@@ -278,17 +310,7 @@ impl Rtc {
             let builder = PeerConnectionBuilder::new()
                 .with_configuration(
                     RTCConfigurationBuilder::new()
-                        .with_ice_servers(
-                            self.config
-                                .ice_servers
-                                .iter()
-                                .map(|s| RTCIceServer {
-                                    urls: vec![s.url.clone()],
-                                    username: s.username.clone(),
-                                    credential: s.credential.clone(),
-                                })
-                                .collect(),
-                        )
+                        .with_ice_servers(ice_servers.clone())
                         .with_certificates(vec![self.certificate.clone()])
                         .build(),
                 )

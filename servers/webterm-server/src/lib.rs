@@ -69,6 +69,12 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Where the server counts what happens (`GET /metrics`).
     pub metrics: Metrics,
+    /// Ping each client this often (`None`: never), so an idle session
+    /// survives proxies that cut silent connections.
+    pub ws_ping: Option<Duration>,
+    /// Serve WebSockets only under this path (`/` or e.g.
+    /// `/host-a/webterm/`); elsewhere `404`. `/metrics` stays at the root.
+    pub base_path: String,
 }
 
 impl Default for Config {
@@ -84,6 +90,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             metrics: Metrics::new(),
+            ws_ping: Some(server_kit::DEFAULT_WS_PING),
+            base_path: "/".into(),
         }
     }
 }
@@ -111,6 +119,9 @@ struct AppState {
     tracker: TaskTracker,
     html_output: bool,
     max_message: usize,
+    ws_ping: Option<Duration>,
+    /// The base path as [`server_kit::base_prefix`] makes it.
+    base: String,
 }
 
 /// Serves webterm on every listener until `shutdown` completes; then stops
@@ -134,6 +145,8 @@ pub async fn serve(
         tracker: sessions.tracker.clone(),
         html_output: config.html_output,
         max_message: config.max_message,
+        ws_ping: config.ws_ping,
+        base: server_kit::base_prefix(&config.base_path),
     };
     // Clients authenticate in-band, so only the metrics take the token
     // over HTTP.
@@ -167,6 +180,9 @@ async fn upgrade(
     uri: axum::http::Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if !server_kit::under_base(uri.path(), &state.base) {
+        return (StatusCode::NOT_FOUND, "no such route\n").into_response();
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
@@ -197,6 +213,7 @@ async fn upgrade(
         shared,
         tracker,
         max_message,
+        ws_ping,
         ..
     } = state;
     let span = tracing::Span::current();
@@ -208,7 +225,8 @@ async fn upgrade(
             let session = async move {
                 let probe = shared.probe.clone();
                 let _connection = probe.connection();
-                session::run(WsTransport::new(socket, &probe), shared, html).await;
+                let transport = WsTransport::new(socket, &probe).ping_every(ws_ping);
+                session::run(transport, shared, html).await;
             };
             tracker.track_future(session.instrument(span))
         })

@@ -45,16 +45,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     server_kit::init_logging(args.common.log_format)?;
     exec_core::raise_open_files_limit();
     let started = args.common.start(&SPEC).await?;
+    let base = format!("{}/", server_kit::base_prefix(&args.common.base_path));
     for listener in &started.listeners {
-        let url = server_kit::url(listener.local_addr()?, started.tls.is_some(), true, "/");
+        let url = server_kit::url(listener.local_addr()?, started.tls.is_some(), true, &base);
         println!("{} listening on {url}", SPEC.name);
     }
+    let ws_ping = args.common.ws_ping();
     let config = webterm_server::Config {
         token: started.token,
         allowed_origins: args.common.allow_origins,
         html_output: args.html_output,
         shell: args.shell.unwrap_or_else(webterm_server::default_shell),
         tls: started.tls,
+        ws_ping,
+        base_path: args.common.base_path,
         ..webterm_server::Config::default()
     };
     webterm_server::serve(started.listeners, config, server_kit::shutdown_signal()).await?;

@@ -5,8 +5,9 @@
 //! `session` and talks to an [`exec_core::Transport`], so it runs over a real
 //! WebSocket here and over an in-memory pipe in unit tests.
 //!
-//! Every WebSocket path is served (the reference client connects to whatever
-//! URL it is given) but `/metrics`, the server's counters. Web pages of
+//! Every WebSocket path under [`Config::base_path`] is served (the reference
+//! client connects to whatever URL it is given) but `/metrics`, the
+//! server's counters, which stays at the root. Web pages of
 //! other origins are refused with `403` as [`server_kit::OriginPolicy`]
 //! says, then requests without the configured token with `401`, both
 //! before the upgrade. With [`Config::tls`] the server speaks `wss://`.
@@ -66,6 +67,12 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Where the server counts what happens (`GET /metrics`).
     pub metrics: Metrics,
+    /// Ping each client this often (`None`: never), so an idle session
+    /// survives proxies that cut silent connections.
+    pub ws_ping: Option<Duration>,
+    /// Serve WebSockets only under this path (`/` or e.g. `/host-a/wsep/`);
+    /// elsewhere `404`.
+    pub base_path: String,
 }
 
 impl Default for Config {
@@ -79,6 +86,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             metrics: Metrics::new(),
+            ws_ping: Some(server_kit::DEFAULT_WS_PING),
+            base_path: "/".into(),
         }
     }
 }
@@ -106,6 +115,9 @@ const PROTOCOL: &str = "wsep";
 struct AppState {
     shared: session::Shared,
     tracker: TaskTracker,
+    ws_ping: Option<Duration>,
+    /// The base path as [`server_kit::base_prefix`] makes it.
+    base: String,
 }
 
 /// Serves wsep on `listeners` (one, or a `Vec` of them) until `shutdown`
@@ -129,6 +141,8 @@ pub async fn serve(
             probe: probe.clone(),
         },
         tracker: sessions.tracker.clone(),
+        ws_ping: config.ws_ping,
+        base: server_kit::base_prefix(&config.base_path),
     };
     let app = config
         .metrics
@@ -159,8 +173,12 @@ pub async fn serve(
 
 async fn upgrade(
     State(state): State<AppState>,
+    uri: axum::http::Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if !server_kit::under_base(uri.path(), &state.base) {
+        return (StatusCode::NOT_FOUND, "no such route\n").into_response();
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
@@ -171,7 +189,12 @@ async fn upgrade(
                 .into_response();
         }
     };
-    let AppState { shared, tracker } = state;
+    let AppState {
+        shared,
+        tracker,
+        ws_ping,
+        ..
+    } = state;
     let span = tracing::Span::current();
     ws.read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_READ_MESSAGE)
@@ -183,7 +206,8 @@ async fn upgrade(
             let session = async move {
                 // Authenticated by the token check before the upgrade.
                 let _counted = (probe.connection(), probe.session());
-                session::run(WsTransport::new(socket, &probe), shared).await;
+                let transport = WsTransport::new(socket, &probe).ping_every(ws_ping);
+                session::run(transport, shared).await;
             };
             tracker.track_future(session.instrument(span))
         })

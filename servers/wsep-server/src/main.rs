@@ -42,18 +42,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let files = exec_core::raise_open_files_limit();
     tracing::debug!(files, "open-files limit");
     let started = args.common.start(&SPEC).await?;
+    let base = format!("{}/", server_kit::base_prefix(&args.common.base_path));
     for listener in &started.listeners {
-        let url = server_kit::url(listener.local_addr()?, started.tls.is_some(), true, "/");
+        let url = server_kit::url(listener.local_addr()?, started.tls.is_some(), true, &base);
         println!("{} listening on {url}", SPEC.name);
     }
     if started.token.is_none() {
         println!("authentication is off");
     }
+    let ws_ping = args.common.ws_ping();
     let config = wsep_server::Config {
         token: started.token,
         allowed_origins: args.common.allow_origins,
         session_timeout: Duration::from_secs(args.session_timeout),
         tls: started.tls,
+        ws_ping,
+        base_path: args.common.base_path,
         ..wsep_server::Config::default()
     };
     wsep_server::serve(started.listeners, config, server_kit::shutdown_signal()).await?;
