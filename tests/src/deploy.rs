@@ -9,7 +9,6 @@
 //! files and the tests cannot drift apart.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -215,7 +214,7 @@ impl Gateway {
         args(&mut cmd);
         use command_fds::{CommandFdExt as _, FdMapping};
         cmd.fd_mappings(vec![FdMapping {
-            parent_fd: listener.as_raw_fd().into(),
+            parent_fd: listener.into(),
             child_fd: 3,
         }])
         .unwrap();
@@ -259,7 +258,7 @@ pub struct Turn {
     /// The shared secret (what webexec-server's `--turn-secret` takes).
     pub secret: String,
     _turnserver: Group,
-    _dir: Scratch,
+    dir: Scratch,
 }
 
 impl Turn {
@@ -307,7 +306,7 @@ impl Turn {
             .arg(format!("--pidfile={}", d.join("turnserver.pid").display()))
             .arg(format!("--userdb={}", d.join("turndb").display()))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(d.join("turnserver.log")).unwrap())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
@@ -316,7 +315,7 @@ impl Turn {
             port,
             secret,
             _turnserver: Group(child),
-            _dir: dir,
+            dir,
         };
         turn.answers_stun().await;
         turn
@@ -336,7 +335,11 @@ impl Turn {
         let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
         request.extend_from_slice(b"execwire-tst");
         let mut reply = [0u8; 512];
+        // Until coturn binds, the system answers "port unreachable" at
+        // once: retransmit on the STUN client's schedule all the same.
+        let mut rounds = tokio::time::interval(Duration::from_millis(50));
         for _ in 0..200 {
+            rounds.tick().await;
             let _ = socket.send(&request).await;
             if let Ok(Ok(n)) =
                 tokio::time::timeout(Duration::from_millis(50), socket.recv(&mut reply)).await
@@ -347,6 +350,11 @@ impl Turn {
                 return;
             }
         }
-        panic!("coturn never answered on 127.0.0.1:{}", self.port);
+        let log = std::fs::read_to_string(self.dir.path().join("turnserver.log"));
+        panic!(
+            "coturn never answered on 127.0.0.1:{}; it said:\n{}",
+            self.port,
+            log.unwrap_or_default()
+        );
     }
 }

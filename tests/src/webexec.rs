@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
-    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 /// How the client signals.
@@ -74,6 +74,17 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// A TURN server and credentials for it.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// `turn:host:port?transport=udp`.
+    pub url: String,
+    /// The user name (REST API: `expiry:user`).
+    pub username: String,
+    /// The credential.
+    pub credential: String,
+}
+
 /// A connected client.
 pub struct Client {
     pc: Arc<dyn PeerConnection>,
@@ -121,12 +132,47 @@ impl Client {
         signaling: &Signaling,
         headers: &[(&str, &str)],
     ) -> Result<Client, ConnectError> {
+        Self::connect_inner(base, http, token, signaling, headers, None).await
+    }
+
+    /// Connects through the TURN server `relay` only (ICE transport policy
+    /// "relay", as a browser told so): what a host behind NAT is reached by.
+    pub async fn connect_relayed(
+        base: &str,
+        token: &str,
+        relay: &Relay,
+    ) -> Result<Client, ConnectError> {
+        crate::tls::install_provider();
+        let http = reqwest::Client::new();
+        Self::connect_inner(base, http, Some(token), &Signaling::Offer, &[], Some(relay)).await
+    }
+
+    async fn connect_inner(
+        base: &str,
+        http: reqwest::Client,
+        token: Option<&str>,
+        signaling: &Signaling,
+        headers: &[(&str, &str)],
+        relay: Option<&Relay>,
+    ) -> Result<Client, ConnectError> {
+        let configuration = match relay {
+            Some(relay) => RTCConfigurationBuilder::new()
+                .with_ice_servers(vec![RTCIceServer {
+                    urls: vec![relay.url.clone()],
+                    username: relay.username.clone(),
+                    credential: relay.credential.clone(),
+                }])
+                .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+                .build(),
+            None => RTCConfigurationBuilder::new().build(),
+        };
         let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
         let (channels_tx, server_channels) = mpsc::unbounded_channel();
         let (gathered_tx, mut gathered) = watch::channel(false);
         let (cand_tx, mut candidates) = mpsc::unbounded_channel();
         let (connected_tx, mut connected) = watch::channel(false);
         let pc = PeerConnectionBuilder::new()
+            .with_configuration(configuration)
             .with_handler(Arc::new(Handler {
                 channels: channels_tx,
                 gathered: gathered_tx,
