@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+pub mod webexec;
+
 /// The binary `name` beside the running benchmark (target/release).
 pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::current_exe()?

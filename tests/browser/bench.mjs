@@ -2,12 +2,16 @@
 // WebRTC, as the client of a running webexec-server. Prints figures and
 // asserts nothing, except that every byte arrived intact.
 //
-// Usage: node bench.mjs URL --file PATH [--runs N] [--echoes N]
+// Usage: node bench.mjs URL --file PATH [--runs N] [--echoes N] [--relay]
 //   URL   the server's page with the token: http://HOST:PORT/#token=T
 //   PATH  a file on the server's machine (the benchmark writes 100 MiB of
 //         random bytes): each run opens a pane channel `cat,PATH` (no PTY)
 //         and counts every byte it delivers, then compares the SHA-256 of
 //         what arrived with the file's.
+// With --relay, the connection may use relayed candidates only (the ICE
+// servers, TURN credentials included, come from the server's
+// `ice-servers`, as the demo page gets them): the figures through a TURN
+// relay.
 // Then, unless --echoes 0: 1-byte round trips through `cat` on a raw PTY,
 // idle and while another pane of the same connection streams PATH in a loop.
 //
@@ -30,8 +34,9 @@ const url = process.argv[2];
 const file = option("--file");
 const runs = Number(option("--runs", "3"));
 const echoes = Number(option("--echoes", "300"));
+const relay = process.argv.includes("--relay");
 if (!url || !url.includes("#token=") || !file || !(runs > 0) || !(echoes >= 0)) {
-  console.error("usage: node bench.mjs http://HOST:PORT/#token=T --file PATH [--runs N] [--echoes N]");
+  console.error("usage: node bench.mjs http://HOST:PORT/#token=T --file PATH [--runs N] [--echoes N] [--relay]");
   process.exit(2);
 }
 const base = url.slice(0, url.indexOf("#"));
@@ -63,8 +68,14 @@ const browser = await chromium.launch({
 const inPage = {
   // Connects as app.js does: POST /offer with the token, candidates
   // trickled with PATCH, the `%` channel open before the offer.
-  async connect(token) {
-    const pc = new RTCPeerConnection();
+  async connect(token, relay) {
+    let config = {};
+    if (relay) {
+      const ice = await fetch("/ice-servers", { headers: { Authorization: "Bearer " + token } });
+      if (!ice.ok) throw new Error(`GET /ice-servers: ${ice.status}`);
+      config = { iceServers: (await ice.json()).iceServers, iceTransportPolicy: "relay" };
+    }
+    const pc = new RTCPeerConnection(config);
     const control = pc.createDataChannel("%");
     let location = null;
     const early = [];
@@ -201,7 +212,10 @@ try {
   page.on("pageerror", (err) => console.error("page error:", err.message));
   await page.goto(base);
   await page.evaluate(`window.bench = { ${Object.entries(inPage).map(([k, f]) => f.toString()).join(",\n")} }`);
-  await page.evaluate((token) => window.bench.connect(token).then((pc) => (window.bench.pc = pc)), token);
+  await page.evaluate(
+    ([token, relay]) => window.bench.connect(token, relay).then((pc) => (window.bench.pc = pc)),
+    [token, relay],
+  );
   const speeds = [];
   for (let run = 1; run <= runs; run++) {
     const r = await page.evaluate(([file, size]) => window.bench.output(window.bench.pc, file, size), [file, size]);

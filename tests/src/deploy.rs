@@ -26,11 +26,7 @@ pub fn deploy_dir() -> PathBuf {
 /// where Debian puts nginx). Missing, it is `None` after saying so, so
 /// that the test passes, except under CI, where it fails: CI installs it.
 pub fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
+    let found = find(name);
     if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -39,6 +35,15 @@ pub fn tool(name: &str) -> Option<PathBuf> {
         eprintln!("skipped: no {name} (apt-get install nginx coturn)");
     }
     found
+}
+
+/// The program `name` in `PATH`, `/usr/sbin` or `/sbin`, if there.
+pub fn find(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// A fresh directory under the system's temporary one, removed when

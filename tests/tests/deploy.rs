@@ -70,10 +70,9 @@ fn wsep_config(base_path: &str, ws_ping: Option<Duration>) -> wsep_server::Confi
 async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
     let Some(nginx) = tool("nginx") else { return };
     let wsep = TestServer::wsep_with(wsep_config("/host-a/wsep/", None)).await;
-    let registry = pow_server::registry_from_toml(
-        "[process.say]\nargv = [\"echo\", \"{0}\"]\nparams = 1\n",
-    )
-    .unwrap();
+    let registry =
+        pow_server::registry_from_toml("[process.say]\nargv = [\"echo\", \"{0}\"]\nparams = 1\n")
+            .unwrap();
     let pow_config = pow_server::Config {
         base_path: "/host-a/pow/".into(),
         ..pow_server::Config::default()
@@ -94,7 +93,11 @@ async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
     assert_eq!(said, "via-42\n");
     // Outside its base path the server has nothing (and nginx no route).
     let direct = format!("ws://{}/elsewhere", wsep.addr);
-    assert!(wsep_client::start(&direct, Some(&wsep.token), sh("true")).await.is_err());
+    assert!(
+        wsep_client::start(&direct, Some(&wsep.token), sh("true"))
+            .await
+            .is_err()
+    );
 
     // pow's REST API and its docs, under the same gateway.
     let http = execwire_tests::tls::https_client(&gateway.tls);
@@ -150,7 +153,8 @@ async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
 #[tokio::test]
 async fn an_idle_session_outlives_the_proxy_timeout_when_the_server_pings() {
     let Some(nginx) = tool("nginx") else { return };
-    let pinging = TestServer::wsep_with(wsep_config("/host-a/wsep/", Some(Duration::from_secs(1)))).await;
+    let pinging =
+        TestServer::wsep_with(wsep_config("/host-a/wsep/", Some(Duration::from_secs(1)))).await;
     let silent = TestServer::wsep_with(wsep_config("/host-b/wsep/", None)).await;
     let gateway = Gateway::start(
         &nginx,
@@ -222,7 +226,8 @@ async fn the_demo_page_through_nginx_runs_a_command() {
     let webexec = TestServer::webexec_with(config).await;
     let gateway = Gateway::start(&nginx, &[("server 127.0.0.1:7777;", webexec.addr)], "1h");
     let url = gateway.https(&format!("/host-a/webexec/#token={}", webexec.token));
-    let pages = json!([{ "url": url, "type": "echo hello-from-$((6*7))", "expect": "hello-from-42" }]);
+    let pages =
+        json!([{ "url": url, "type": "echo hello-from-$((6*7))", "expect": "hello-from-42" }]);
     browse(&chromium, &dir, &pages).await;
 }
 
@@ -408,7 +413,10 @@ impl FleetHost {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_two_hosts_behind_one_gateway_each_answer_as_themselves() {
     let Some(nginx) = tool("nginx") else { return };
-    let token = server_kit::AccessToken::generate().unwrap().expose().to_owned();
+    let token = server_kit::AccessToken::generate()
+        .unwrap()
+        .expose()
+        .to_owned();
     let (a, b) = tokio::join!(
         FleetHost::start("host-a", &token),
         FleetHost::start("host-b", &token)

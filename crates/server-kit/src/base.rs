@@ -10,14 +10,14 @@
 /// Only the path's own segments count: empty ones (`//`) are dropped, so
 /// that what the operator typed and what the router nests agree.
 pub fn base_prefix(given: &str) -> String {
-    given
-        .split('/')
-        .filter(|segment| !segment.is_empty())
-        .fold(String::new(), |mut out, segment| {
+    given.split('/').filter(|segment| !segment.is_empty()).fold(
+        String::new(),
+        |mut out, segment| {
             out.push('/');
             out.push_str(segment);
             out
-        })
+        },
+    )
 }
 
 /// Whether `path` lies under `prefix` (as [`base_prefix`] made it): the

@@ -237,7 +237,11 @@ impl Server {
                 sessions: self.sessions.clone(),
                 shutdown: self.shutdown.clone(),
                 tracker: self.tracker.clone(),
-                base: if tcp { self.base.clone() } else { String::new() },
+                base: if tcp {
+                    self.base.clone()
+                } else {
+                    String::new()
+                },
             },
             origins,
             tcp.then_some(&self.metrics),

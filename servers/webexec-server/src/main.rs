@@ -8,9 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use server_kit::{AccessToken, Flags, LogFormat, Spec};
 use webexec_server::daemon::{self, Paths};
-use webexec_server::{
-    Authorized, Config, IceServer, PortRange, RtcConfig, Server, TurnSecret,
-};
+use webexec_server::{Authorized, Config, IceServer, PortRange, RtcConfig, Server, TurnSecret};
 
 const SPEC: Spec = Spec {
     name: "webexec-server",
@@ -67,7 +65,12 @@ struct Opts {
     turn_secret: Option<String>,
     /// TURN relay that knows --turn-secret (`turn:host:3478`,
     /// `turns:host:5349`); repeatable.
-    #[arg(long = "turn-url", global = true, value_name = "URL", requires = "turn_secret")]
+    #[arg(
+        long = "turn-url",
+        global = true,
+        value_name = "URL",
+        requires = "turn_secret"
+    )]
     turn_urls: Vec<String>,
     /// Seconds minted TURN credentials stay valid.
     #[arg(long, global = true, default_value_t = 12 * 3600, value_name = "SECS")]

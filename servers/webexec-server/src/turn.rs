@@ -64,10 +64,7 @@ impl TurnSecret {
 /// computes to check a REST-API user name. SHA-1 is the scheme's, not our
 /// choice; ring keeps it for such legacy uses.
 fn credential(secret: &str, username: &str) -> String {
-    let key = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        secret.as_bytes(),
-    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
     let tag = ring::hmac::sign(&key, username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }

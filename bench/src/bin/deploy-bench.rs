@@ -1,0 +1,311 @@
+//! Deployment benchmark: what the gateway and the relay of `deploy/` cost.
+//!
+//! - Through nginx with TLS (`deploy/nginx/execwire.conf`, wss:// to
+//!   nginx, ws:// behind it) against the same wsep server direct over
+//!   plain ws://, in the same run, rounds interleaved: output throughput
+//!   (`cat FILE`) and keystroke echo over a PTY (p50/p99, and what p99
+//!   the gateway adds).
+//! - Through coturn (`deploy/coturn/turnserver.conf`), the `webrtc`
+//!   crate's client allowed relayed candidates only, credentials minted by
+//!   the server from the shared secret: webexec output throughput and
+//!   echo, against the same client connected directly; then headless
+//!   Chromium relay-only (`tests/browser/bench.mjs --relay`) when it is
+//!   there.
+//!
+//! The servers run in this process (as the tests run them); nginx and
+//! coturn are the system's. Prints figures; asserts nothing but that every
+//! byte arrived. Targets (issue 14): through nginx >= 0.6 of direct, echo
+//! p99 + < 1 ms; through the relay >= 200 Mbit/s, echo p99 < 10 ms.
+//!
+//! `cargo build --release -p execwire-bench --bin deploy-bench &&
+//! ./target/release/deploy-bench` (`--mib N`, `--runs N`, `--echoes N`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use execwire_bench::webexec::{echoes, node, open_pane, settle};
+use execwire_bench::{cores, quantile, tempdir, write_random};
+use execwire_tests::TestServer;
+use execwire_tests::deploy::{Gateway, Turn};
+use execwire_tests::webexec::{Client, Relay, Signaling};
+use wsep_client::{Output, Trust};
+use wsep_proto::StartCommand;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Size of each throughput run, in MiB.
+    #[arg(long, default_value_t = 100)]
+    mib: usize,
+    /// Runs per throughput figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Keystrokes to time per path.
+    #[arg(long, default_value_t = 300)]
+    echoes: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempdir("deploy-bench")?;
+    let file = dir.join("data.bin");
+    write_random(&file, args.mib << 20)?;
+    let bytes = std::fs::metadata(&file)?.len();
+    println!(
+        "deploy-bench: {} cores, {} MiB per run, median of {}, {} echoes",
+        cores(),
+        args.mib,
+        args.runs,
+        args.echoes
+    );
+    match execwire_tests::deploy::find("nginx") {
+        Some(nginx) => gateway(&nginx, &file, bytes, &args).await?,
+        None => println!("nginx: skipped (not installed)"),
+    }
+    match execwire_tests::deploy::find("turnserver") {
+        Some(turnserver) => relay(&turnserver, &file, bytes, &args).await?,
+        None => println!("coturn: skipped (not installed)"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// wsep direct (ws://) against through nginx (wss:// to nginx).
+async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::Result<()> {
+    let config = wsep_server::Config {
+        base_path: "/host-a/wsep/".into(),
+        ..wsep_server::Config::default()
+    };
+    let server = TestServer::wsep_with(config).await;
+    let gateway = Gateway::start(nginx, &[("server 127.0.0.1:8080;", server.addr)], "1h");
+    let direct = (format!("ws://{}/host-a/wsep/", server.addr), Trust::System);
+    let proxied = (
+        gateway.wss("/host-a/wsep/"),
+        Trust::Ca(gateway.ca_file.clone()),
+    );
+    let script = format!("cat {}", file.display());
+    let (mut plain, mut tls) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs.max(1) {
+        plain.push(wsep_output(&direct, &server.token, &script, bytes).await?);
+        tls.push(wsep_output(&proxied, &server.token, &script, bytes).await?);
+    }
+    let mib = bytes as f64 / f64::from(1 << 20);
+    let (plain, tls) = (median(&mut plain), median(&mut tls));
+    println!("wsep through nginx with TLS (deploy/nginx), against direct plain ws://");
+    println!(
+        "  output, direct ws://                 {:>7.1} MiB/s",
+        mib / plain
+    );
+    println!(
+        "  output, wss:// through nginx         {:>7.1} MiB/s = {:.2} of direct (target >= 0.6)",
+        mib / tls,
+        plain / tls
+    );
+    let direct_echo = wsep_echoes(&direct, &server.token, args.echoes).await?;
+    let proxied_echo = wsep_echoes(&proxied, &server.token, args.echoes).await?;
+    print_latency("echo over a PTY, direct ws://", &direct_echo);
+    print_latency("echo over a PTY, through nginx", &proxied_echo);
+    println!(
+        "  p99 added by the gateway: {:.2} ms (target < 1 ms)",
+        quantile(&proxied_echo, 0.99) - quantile(&direct_echo, 0.99)
+    );
+    drop(gateway);
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Seconds to receive `cat FILE`'s `bytes` over wsep at `url`.
+async fn wsep_output(
+    (url, trust): &(String, Trust),
+    token: &str,
+    script: &str,
+    bytes: u64,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let command = StartCommand {
+        command: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..StartCommand::default()
+    };
+    let (mut input, mut out) =
+        wsep_client::start_trusting(url, Some(token), command, trust).await?;
+    input.close_stdin().await?;
+    let mut got = 0u64;
+    while let Some(event) = out.next().await? {
+        match event {
+            Output::Stdout(b) => got += b.len() as u64,
+            Output::Stderr(b) => bail!("stderr: {}", String::from_utf8_lossy(&b)),
+            Output::Exit { code, .. } if code != 0 => bail!("cat exited {code}"),
+            Output::Exit { .. } => {}
+        }
+    }
+    if got != bytes {
+        bail!("{url}: got {got} bytes of {bytes}");
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Round trips of one byte through `cat` on a raw terminal over wsep, in
+/// ms, sorted.
+async fn wsep_echoes(
+    (url, trust): &(String, Trust),
+    token: &str,
+    n: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let command = StartCommand {
+        command: "sh".into(),
+        args: vec!["-c".into(), "stty raw -echo; echo ready; exec cat".into()],
+        tty: true,
+        rows: 24,
+        cols: 80,
+        ..StartCommand::default()
+    };
+    let (mut input, mut out) =
+        wsep_client::start_trusting(url, Some(token), command, trust).await?;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        match out.next().await? {
+            Some(Output::Stdout(b)) => seen.extend_from_slice(&b),
+            other => bail!("echo session ended early: {other:?}"),
+        }
+    }
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let byte = b'a' + (i % 26) as u8;
+        let start = Instant::now();
+        input.write(&[byte]).await?;
+        loop {
+            match out.next().await? {
+                Some(Output::Stdout(b)) if b.contains(&byte) => break,
+                Some(Output::Stdout(_)) => continue,
+                other => bail!("echo session ended early: {other:?}"),
+            }
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        // Keystrokes, not a flood (as webexec-bench types).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(input);
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
+/// webexec through coturn, relay only, against the same client direct.
+async fn relay(turnserver: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::Result<()> {
+    let turn = Turn::start(turnserver).await;
+    let mut config = webexec_server::Config::default();
+    config.rtc.turn = Some(webexec_server::TurnSecret {
+        urls: vec![turn.url()],
+        secret: turn.secret.clone(),
+        ttl: Duration::from_secs(3600),
+        user: "bench".into(),
+    });
+    let server = TestServer::webexec_with(config).await;
+    let base = format!("http://{}", server.addr);
+    // The credentials the demo page gets.
+    let ice: serde_json::Value = serde_json::from_str(
+        &reqwest::Client::new()
+            .get(format!("{base}/ice-servers"))
+            .bearer_auth(&server.token)
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    let minted = ice["iceServers"]
+        .get(0)
+        .context("no ICE server handed out")?;
+    let relay = Relay {
+        url: turn.url(),
+        username: minted["username"].as_str().unwrap_or_default().to_owned(),
+        credential: minted["credential"].as_str().unwrap_or_default().to_owned(),
+    };
+    let mut relayed = Client::connect_relayed(&base, &server.token, &relay)
+        .await
+        .map_err(|e| anyhow::anyhow!("relayed connect: {e:?}"))?;
+    let mut direct = Client::connect(server.addr, Some(&server.token), &Signaling::Offer)
+        .await
+        .map_err(|e| anyhow::anyhow!("direct connect: {e:?}"))?;
+    let label = format!("cat,{}", file.display());
+    let (mut near, mut far) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs.max(1) {
+        near.push(webexec_output(&mut direct, &label, bytes).await?);
+        far.push(webexec_output(&mut relayed, &label, bytes).await?);
+    }
+    let mbit = bytes as f64 * 8.0 / 1e6;
+    let (near, far) = (median(&mut near), median(&mut far));
+    println!("webexec through coturn (deploy/coturn), relay-only client, against direct");
+    println!(
+        "  output, direct                       {:>7.0} Mbit/s",
+        mbit / near
+    );
+    println!(
+        "  output, relayed through coturn       {:>7.0} Mbit/s (target >= 200)",
+        mbit / far
+    );
+    for (name, client) in [("direct", &mut direct), ("relayed", &mut relayed)] {
+        let echo = open_pane(client, "24x80,sh,-c,stty raw -echo; echo ready; exec cat").await?;
+        settle(&echo).await?;
+        let samples = echoes(&echo, args.echoes).await?;
+        print_latency(&format!("echo over a PTY, {name}"), &samples);
+    }
+    println!("  (relayed echo target: p99 < 10 ms)");
+    relayed.close().await;
+    direct.close().await;
+    match execwire_tests::browser_tools() {
+        Ok((chromium, dir)) => {
+            // The same through Chromium's own WebRTC, relay only, the ICE
+            // servers from the server as the demo page gets them.
+            println!("  headless Chromium, relay only:");
+            let url = format!("{base}/#token={}", server.token);
+            let file = file.to_str().context("temp path")?;
+            let (runs, echoes) = (args.runs.to_string(), args.echoes.to_string());
+            let script = [
+                "bench.mjs",
+                &url,
+                "--file",
+                file,
+                "--runs",
+                &runs,
+                "--echoes",
+                &echoes,
+                "--relay",
+            ];
+            node(&chromium, &dir, &script).await?;
+        }
+        Err(missing) => println!("  chromium: skipped ({missing})"),
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Seconds to receive all of `cat FILE` on a new pane.
+async fn webexec_output(client: &mut Client, label: &str, bytes: u64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let channel = open_pane(client, label).await?;
+    let mut got = 0u64;
+    while let Some(msg) = channel.recv_forever().await {
+        got += msg.bytes().len() as u64;
+    }
+    if got != bytes {
+        bail!("webexec output: got {got} bytes of {bytes}");
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn median(runs: &mut [f64]) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs.get(runs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn print_latency(label: &str, sorted: &[f64]) {
+    println!(
+        "  {label:<36} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+        quantile(sorted, 0.5),
+        quantile(sorted, 0.99),
+        sorted.last().copied().unwrap_or(0.0),
+        sorted.len()
+    );
+}

@@ -1,0 +1,95 @@
+//! What the webexec figures share (webexec-bench, deploy-bench): panes
+//! opened through the `webrtc` crate's client, and keystroke round trips.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use execwire_tests::webexec::{Client, ClientChannel, Msg};
+use serde_json::json;
+
+/// Opens a pane channel and reads its id. The `webrtc` crate reuses a
+/// stream id as soon as the server's close of the previous channel on it
+/// arrives, and its reset of that old stream, still queued, then closes the
+/// new channel: after such a close, let a control round trip carry the
+/// queued reset out and open again (up to three times).
+pub async fn open_pane(client: &mut Client, label: &str) -> anyhow::Result<ClientChannel> {
+    for attempt in 0..3 {
+        if attempt > 0 {
+            client.control.request("get_payload", json!({})).await;
+        }
+        let Some(ch) = client.try_open(label).await else {
+            continue;
+        };
+        match ch.recv().await {
+            Some(Msg::Binary(_)) => return Ok(ch),
+            Some(other) => bail!("expected the pane id, got {other:?}"),
+            None => continue,
+        }
+    }
+    bail!("{label}: closed before its pane id three times")
+}
+
+/// Waits until the terminal is raw and without echo (the shell says so).
+pub async fn settle(ch: &ClientChannel) -> anyhow::Result<()> {
+    let seen = ch.read_until("ready").await;
+    if !seen.ends_with("ready\r\n") && !seen.ends_with("ready\n") {
+        // Anything after the marker would be counted as an echo.
+        let _ = ch.read_until("\n").await;
+    }
+    Ok(())
+}
+
+/// Round trips of one byte through `cat` on a raw terminal, in ms, sorted.
+pub async fn echoes(ch: &ClientChannel, n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let byte = [b'a' + (i % 26) as u8];
+        let start = Instant::now();
+        ch.send(&byte).await;
+        let mut got = Vec::new();
+        while got.is_empty() {
+            match ch.recv().await {
+                Some(m) => got.extend_from_slice(m.bytes()),
+                None => bail!("echo pane closed"),
+            }
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        if got != byte {
+            bail!("echo: sent {byte:?}, got {got:?}");
+        }
+        // Keystrokes, not a flood: a person types at most ~20 a second;
+        // 5 ms apart keeps the run short.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
+/// Runs a script of `tests/browser` and prints its figures (the lines that
+/// start with `chromium`), indented as the others.
+pub async fn node(chromium: &str, dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("node")
+        .current_dir(dir)
+        .args(args)
+        .env("CHROMIUM", chromium)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running node")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        if let Some(figure) = line.strip_prefix("chromium") {
+            println!("  chromium{figure}");
+        }
+    }
+    if !out.status.success() {
+        bail!(
+            "node {} failed ({}):\n{stdout}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
