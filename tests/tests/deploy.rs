@@ -146,6 +146,38 @@ async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
     assert!(openapi.to_string().contains("/host-a/pow"), "{openapi}");
 }
 
+/// Without a proxy, with the clock paused (it jumps to the next timer when
+/// nothing else can run): an idle session gets the server's ping within
+/// its interval, and none at all with pings off.
+#[tokio::test(start_paused = true)]
+async fn servers_ping_idle_websocket_clients() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    for (ping, expected) in [(Some(Duration::from_secs(10)), true), (None, false)] {
+        let server = TestServer::wsep_with(wsep_config("/", ping)).await;
+        let mut request = server.url().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", server.token).parse().unwrap(),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let start = wsep_proto::ClientMsg::Start(sh("read line")).encode();
+        ws.send(Message::Binary(start.into())).await.unwrap();
+        let pinged = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(Ok(message)) = ws.next().await {
+                if matches!(message, Message::Ping(_)) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        assert_eq!(pinged, expected, "ping every {ping:?}");
+    }
+}
+
 /// nginx cuts an upstream connection on which nothing arrived for its
 /// `proxy_read_timeout` (2 s here). A session left idle for longer lives
 /// on when the server pings (every 1 s); the same session on a server
@@ -224,7 +256,7 @@ async fn the_demo_page_through_nginx_runs_a_command() {
         ..webexec_server::Config::default()
     };
     let webexec = TestServer::webexec_with(config).await;
-    let gateway = Gateway::start(&nginx, &[("server 127.0.0.1:7777;", webexec.addr)], "1h");
+    let gateway = Gateway::start(&nginx, &[("server 10.0.0.1:7777;", webexec.addr)], "1h");
     let url = gateway.https(&format!("/host-a/webexec/#token={}", webexec.token));
     let pages =
         json!([{ "url": url, "type": "echo hello-from-$((6*7))", "expect": "hello-from-42" }]);
@@ -425,7 +457,7 @@ async fn a_fleet_of_two_hosts_behind_one_gateway_each_answer_as_themselves() {
         &nginx,
         &[
             ("server 127.0.0.1:8080;", a.wsep),
-            ("server 127.0.0.1:7777;", a.webexec),
+            ("server 10.0.0.1:7777;", a.webexec),
             ("server 10.0.0.2:8080;", b.wsep),
             ("server 10.0.0.2:7777;", b.webexec),
         ],

@@ -85,14 +85,24 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
         gateway.wss("/host-a/wsep/"),
         Trust::Ca(gateway.ca_file.clone()),
     );
+    // The same server's TLS without nginx, to tell what TLS costs from
+    // what the proxy does.
+    let identity = execwire_tests::tls::identity();
+    let fingerprint = identity.fingerprint().to_owned();
+    let secure = TestServer::with_tls(execwire_tests::Kind::Wsep, identity).await;
+    let own_tls = (
+        format!("wss://{}/", secure.addr),
+        Trust::Fingerprint(fingerprint),
+    );
     let script = format!("cat {}", file.display());
-    let (mut plain, mut tls) = (Vec::new(), Vec::new());
+    let (mut plain, mut tls, mut wss) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs.max(1) {
         plain.push(wsep_output(&direct, &server.token, &script, bytes).await?);
         tls.push(wsep_output(&proxied, &server.token, &script, bytes).await?);
+        wss.push(wsep_output(&own_tls, &secure.token, &script, bytes).await?);
     }
     let mib = bytes as f64 / f64::from(1 << 20);
-    let (plain, tls) = (median(&mut plain), median(&mut tls));
+    let (plain, tls, wss) = (median(&mut plain), median(&mut tls), median(&mut wss));
     println!("wsep through nginx with TLS (deploy/nginx), against direct plain ws://");
     println!(
         "  output, direct ws://                 {:>7.1} MiB/s",
@@ -102,6 +112,11 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
         "  output, wss:// through nginx         {:>7.1} MiB/s = {:.2} of direct (target >= 0.6)",
         mib / tls,
         plain / tls
+    );
+    println!(
+        "  output, wss:// the server's own TLS  {:>7.1} MiB/s = {:.2} of direct (no proxy)",
+        mib / wss,
+        plain / wss
     );
     let direct_echo = wsep_echoes(&direct, &server.token, args.echoes).await?;
     let proxied_echo = wsep_echoes(&proxied, &server.token, args.echoes).await?;
@@ -113,6 +128,7 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
     );
     drop(gateway);
     server.shutdown().await;
+    secure.shutdown().await;
     Ok(())
 }
 

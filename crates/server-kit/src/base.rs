@@ -20,6 +20,21 @@ pub fn base_prefix(given: &str) -> String {
     )
 }
 
+/// Checks a `--base-path` as given: only characters a URL path may carry
+/// unescaped (letters, digits, `-._~!$&'()+,;=:@%` and `/`), so that it is
+/// one route, never a pattern (`{id}`, `*rest`) or a query.
+pub(crate) fn parse_base_path(given: &str) -> Result<String, String> {
+    let bad = given
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~!$&'()+,;=:@%/".contains(*c)));
+    match bad {
+        Some(c) => Err(format!(
+            "{c:?} cannot be in a base path: use letters, digits, / and -._~!$&'()+,;=:@%"
+        )),
+        None => Ok(given.to_owned()),
+    }
+}
+
 /// Whether `path` lies under `prefix` (as [`base_prefix`] made it): the
 /// prefix itself, or the prefix and a `/`. `/wsepx` is not under `/wsep`.
 pub fn under_base(path: &str, prefix: &str) -> bool {
@@ -37,6 +52,14 @@ mod tests {
         assert_eq!(base_prefix(""), "");
         assert_eq!(base_prefix("/api/v1/pow/"), "/api/v1/pow");
         assert_eq!(base_prefix("host-a//wsep"), "/host-a/wsep");
+    }
+
+    #[test]
+    fn checked() {
+        assert!(parse_base_path("/host-a/wsep/").is_ok());
+        assert!(parse_base_path("/a/{id}/").is_err());
+        assert!(parse_base_path("/a/*rest").is_err());
+        assert!(parse_base_path("/a?b").is_err());
     }
 
     #[test]

@@ -95,7 +95,13 @@ pub struct Flags {
     pub ws_ping: u64,
     /// Serve under this path prefix (e.g. /host-a/wsep/), for a reverse
     /// proxy that passes the path on as it is.
-    #[arg(long, global = true, value_name = "PATH", default_value = "/")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "/",
+        value_parser = crate::base::parse_base_path
+    )]
     pub base_path: String,
 }
 
