@@ -230,13 +230,21 @@ async fn relay(turnserver: &Path, file: &Path, bytes: u64, args: &Args) -> anyho
             .text()
             .await?,
     )?;
-    let minted = ice["iceServers"]
-        .get(0)
+    let minted = ice
+        .get("iceServers")
+        .and_then(|servers| servers.get(0))
         .context("no ICE server handed out")?;
+    let field = |name: &str| {
+        minted
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let relay = Relay {
         url: turn.url(),
-        username: minted["username"].as_str().unwrap_or_default().to_owned(),
-        credential: minted["credential"].as_str().unwrap_or_default().to_owned(),
+        username: field("username"),
+        credential: field("credential"),
     };
     let mut relayed = Client::connect_relayed(&base, &server.token, &relay)
         .await

@@ -304,12 +304,15 @@ async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
         .ice_servers()
         .into_iter()
         .map(|s| {
-            let mut server = serde_json::json!({ "urls": [s.url] });
-            if !s.username.is_empty() || !s.credential.is_empty() {
-                server["username"] = s.username.into();
-                server["credential"] = s.credential.into();
+            if s.username.is_empty() && s.credential.is_empty() {
+                serde_json::json!({ "urls": [s.url] })
+            } else {
+                serde_json::json!({
+                    "urls": [s.url],
+                    "username": s.username,
+                    "credential": s.credential,
+                })
             }
-            server
         })
         .collect();
     (
