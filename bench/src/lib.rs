@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 pub mod webexec;
+pub mod wsep;
 
 /// The binary `name` beside the running benchmark (target/release).
 pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {

@@ -18,3 +18,12 @@ export function launch(extraArgs = []) {
     ],
   });
 }
+
+// What the demo page's terminal shows, a line each.
+export const screenOf = (page) =>
+  page.evaluate(() => {
+    const buffer = window.webexec && window.webexec.term.buffer.active;
+    const lines = [];
+    for (let i = 0; buffer && i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+    return lines.join("\n");
+  });

@@ -7,7 +7,7 @@
 // statistics that the pair in use is a relayed one.
 // Usage: node deploy.mjs '[{"url": ..., "type": ..., "expect": ..., "relay": bool}, ...]'
 // Exits 0 when every page showed its text; prints what it saw otherwise.
-import { launch } from "./chromium.mjs";
+import { launch, screenOf } from "./chromium.mjs";
 
 const pages = JSON.parse(process.argv[2] || "[]");
 if (!Array.isArray(pages) || pages.length === 0) {
@@ -18,13 +18,6 @@ if (!Array.isArray(pages) || pages.length === 0) {
 const browser = await launch();
 // The gateway's certificate is the test's own.
 const context = await browser.newContext({ ignoreHTTPSErrors: true });
-const screenOf = (page) =>
-  page.evaluate(() => {
-    const buffer = window.webexec && window.webexec.term.buffer.active;
-    const lines = [];
-    for (let i = 0; buffer && i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
-    return lines.join("\n");
-  });
 
 process.exitCode = 0;
 try {

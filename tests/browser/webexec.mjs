@@ -7,7 +7,7 @@
 // `echo,hi` and prints the time from connecting to the pane's first output
 // (p50 and p99, ms): the webexec benchmark's "offer to first output" as a
 // browser sees it.
-import { launch } from "./chromium.mjs";
+import { launch, screenOf } from "./chromium.mjs";
 
 const url = process.argv[2];
 const timeIndex = process.argv.indexOf("--time");
@@ -18,14 +18,6 @@ if (!url || (timeIndex > 0 && !(rounds > 0))) {
 }
 
 const browser = await launch();
-// What the page's terminal shows, a line each.
-const screenOf = (page) =>
-  page.evaluate(() => {
-    const buffer = window.webexec && window.webexec.term.buffer.active;
-    const lines = [];
-    for (let i = 0; buffer && i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
-    return lines.join("\n");
-  });
 
 // Polls the terminal until `done(screen)` or 20 s; returns the last screen.
 async function untilScreen(page, done) {

@@ -58,6 +58,12 @@ async fn wsep_run(gateway: &Gateway, url: &str, token: &str, script: &str) -> St
     stdout_of(out).await
 }
 
+/// The JSON body of `request`'s answer.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    let text = request.send().await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 fn wsep_config(base_path: &str, ws_ping: Option<Duration>) -> wsep_server::Config {
     wsep_server::Config {
         base_path: base_path.into(),
@@ -112,16 +118,11 @@ async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
     let id: String = serde_json::from_str(&new.text().await.unwrap()).unwrap();
     let done = loop {
         // Each poll is one real request: no timing assumed.
-        let status: Value = http
-            .get(gateway.https(&format!("/host-a/pow/status/{id}")))
-            .bearer_auth(&pow.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap();
+        let status = json_of(
+            http.get(gateway.https(&format!("/host-a/pow/status/{id}")))
+                .bearer_auth(&pow.token),
+        )
+        .await;
         if status["result"]["status"] != "pending" {
             break status;
         }
@@ -134,15 +135,7 @@ async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
         .await
         .unwrap();
     assert_eq!(docs.status(), 200);
-    let openapi: Value = http
-        .get(gateway.https("/host-a/pow/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let openapi = json_of(http.get(gateway.https("/host-a/pow/openapi.json"))).await;
     assert!(openapi.to_string().contains("/host-a/pow"), "{openapi}");
 }
 
@@ -305,16 +298,11 @@ async fn a_relay_only_client_with_minted_credentials_runs_a_command() {
     let turn = Turn::start(&turnserver).await;
     let webexec = webexec_with_turn(&turn).await;
     let http = reqwest::Client::new();
-    let ice: Value = http
-        .get(format!("http://{}/ice-servers", webexec.addr))
-        .bearer_auth(&webexec.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let ice = json_of(
+        http.get(format!("http://{}/ice-servers", webexec.addr))
+            .bearer_auth(&webexec.token),
+    )
+    .await;
     let server = &ice["iceServers"][0];
     assert_eq!(server["urls"][0], turn.url());
     let unauthorized = http

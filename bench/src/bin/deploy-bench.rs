@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use execwire_bench::webexec::{echoes, node, open_pane, settle};
+use execwire_bench::wsep::echoes as echo;
 use execwire_bench::{cores, quantile, tempdir, write_random};
 use execwire_tests::TestServer;
 use execwire_tests::deploy::{Gateway, Turn};
@@ -118,8 +119,10 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
         mib / wss,
         plain / wss
     );
-    let direct_echo = wsep_echoes(&direct, &server.token, args.echoes).await?;
-    let proxied_echo = wsep_echoes(&proxied, &server.token, args.echoes).await?;
+    // Keystrokes 5 ms apart, as webexec-bench types.
+    let gap = Duration::from_millis(5);
+    let direct_echo = echo(&direct.0, &server.token, &direct.1, args.echoes, gap).await?;
+    let proxied_echo = echo(&proxied.0, &server.token, &proxied.1, args.echoes, gap).await?;
     print_latency("echo over a PTY, direct ws://", &direct_echo);
     print_latency("echo over a PTY, through nginx", &proxied_echo);
     println!(
@@ -161,51 +164,6 @@ async fn wsep_output(
         bail!("{url}: got {got} bytes of {bytes}");
     }
     Ok(start.elapsed().as_secs_f64())
-}
-
-/// Round trips of one byte through `cat` on a raw terminal over wsep, in
-/// ms, sorted.
-async fn wsep_echoes(
-    (url, trust): &(String, Trust),
-    token: &str,
-    n: usize,
-) -> anyhow::Result<Vec<f64>> {
-    let command = StartCommand {
-        command: "sh".into(),
-        args: vec!["-c".into(), "stty raw -echo; echo ready; exec cat".into()],
-        tty: true,
-        rows: 24,
-        cols: 80,
-        ..StartCommand::default()
-    };
-    let (mut input, mut out) =
-        wsep_client::start_trusting(url, Some(token), command, trust).await?;
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("ready") {
-        match out.next().await? {
-            Some(Output::Stdout(b)) => seen.extend_from_slice(&b),
-            other => bail!("echo session ended early: {other:?}"),
-        }
-    }
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let byte = b'a' + (i % 26) as u8;
-        let start = Instant::now();
-        input.write(&[byte]).await?;
-        loop {
-            match out.next().await? {
-                Some(Output::Stdout(b)) if b.contains(&byte) => break,
-                Some(Output::Stdout(_)) => continue,
-                other => bail!("echo session ended early: {other:?}"),
-            }
-        }
-        samples.push(start.elapsed().as_secs_f64() * 1000.0);
-        // Keystrokes, not a flood (as webexec-bench types).
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    drop(input);
-    samples.sort_by(f64::total_cmp);
-    Ok(samples)
 }
 
 /// webexec through coturn, relay only, against the same client direct.

@@ -11,14 +11,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use clap::Parser;
 use exec_core::{Event, Events, Process, PtySize};
 use execwire_bench::{
     Run, Runs, Server, cores, cpu_seconds, quantile, row, sibling, tempdir, write_random,
     write_text,
 };
-use wsep_client::Output;
 use wsep_proto::StartCommand;
 
 #[derive(Debug, Parser)]
@@ -247,39 +245,14 @@ async fn time_bare_pty(file: &Path) -> anyhow::Result<Run> {
 
 /// p50 and p99 in milliseconds of single-byte round trips through a TTY.
 async fn echo_latency(server: &Wsep, samples: usize) -> anyhow::Result<(f64, f64)> {
-    let start = StartCommand {
-        command: "sh".into(),
-        args: vec!["-c".into(), "stty raw -echo; echo ready; exec cat".into()],
-        tty: true,
-        rows: 24,
-        cols: 80,
-        ..StartCommand::default()
-    };
-    let (mut input, mut out) = wsep_client::start(&server.url, Some(&server.token), start).await?;
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("ready") {
-        match out.next().await? {
-            Some(Output::Stdout(b)) => seen.extend_from_slice(&b),
-            other => bail!("echo session ended early: {other:?}"),
-        }
-    }
-    let mut rtts = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let byte = b'a' + (i % 26) as u8;
-        let t = Instant::now();
-        input.write(&[byte]).await?;
-        loop {
-            match out.next().await? {
-                Some(Output::Stdout(b)) if b.contains(&byte) => break,
-                Some(Output::Stdout(_)) => continue,
-                other => bail!("echo session ended early: {other:?}"),
-            }
-        }
-        rtts.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    input.write(&[4]).await?; // ^D is a byte in raw mode: end with a close instead
-    drop(input);
-    rtts.sort_by(f64::total_cmp);
+    let rtts = execwire_bench::wsep::echoes(
+        &server.url,
+        &server.token,
+        &wsep_client::Trust::System,
+        samples,
+        Duration::ZERO,
+    )
+    .await?;
     Ok((quantile(&rtts, 0.50), quantile(&rtts, 0.99)))
 }
 
