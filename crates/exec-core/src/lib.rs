@@ -64,6 +64,6 @@ pub use signal::Signal;
 pub use stdin::StdinWriter;
 pub use text::{Decoded, TextDecoder};
 pub use transport::{
-    CloseFrame, MAX_CLOSE_REASON, MemoryRx, MemoryTransport, MemoryTx, Message, Transport,
-    TransportRx, TransportTx, memory_pair, truncate_reason,
+    CloseFrame, CloseReason, MemoryRx, MemoryTransport, MemoryTx, Message, Transport, TransportRx,
+    TransportTx, memory_pair,
 };

@@ -1,9 +1,14 @@
 //! Message transports: what a protocol session talks through.
 //!
 //! A WebSocket and a WebRTC data channel are both ordered, message-oriented,
-//! text-or-binary pipes with a close that carries a code and a reason. A
-//! protocol session is written once against [`Transport`] and is served over
-//! either, and tested over [`memory_pair`] without sockets.
+//! text-or-binary pipes with a close. A protocol session is written once
+//! against [`Transport`] and is served over either, and tested over
+//! [`memory_pair`] without sockets.
+//!
+//! Why a transport closes is said in the engine's words ([`CloseReason`]);
+//! each adapter says it in its wire's terms (a WebSocket close code; a data
+//! channel, which has none, says nothing), so no wire's numbers reach a
+//! protocol session or the engine.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -34,13 +39,40 @@ impl Message {
     }
 }
 
-/// Why a transport was closed, as the peer or we said it.
+/// Why a transport is closed, in the engine's words. Each adapter maps
+/// these to its wire and back (the WebSocket adapter to 1000, 1001, 1008,
+/// 1009 and 1011), so a protocol session never names a wire's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The conversation ended as it should: a command finished, the client
+    /// said goodbye.
+    Normal,
+    /// This end is going away: the server shuts down.
+    GoingAway,
+    /// The peer broke the protocol's rules: a malformed or unexpected
+    /// message, failed authentication, nothing sent in time.
+    Policy,
+    /// The peer sent a message larger than this end accepts.
+    TooBig,
+    /// This end failed: a command could not start, its output could not be
+    /// read.
+    Internal,
+}
+
+/// A close as the peer sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseFrame {
-    /// WebSocket close code (1000 normal, 1008 policy, 1009 too big, 1011 error, ...).
-    pub code: u16,
-    /// Human-readable reason; at most 123 bytes on a WebSocket.
-    pub reason: String,
+    /// Why, in the engine's words (the nearest one when the wire said
+    /// something none of them names exactly).
+    pub reason: CloseReason,
+    /// The peer's human-readable text, empty when it gave none.
+    pub text: String,
+    /// The wire's own code, as it arrived, for a server that must pass it
+    /// on or log it: a WebSocket close code (including ones no
+    /// [`CloseReason`] names exactly, and 1005 for a close without one);
+    /// `None` on a transport whose close has no code (in memory, a data
+    /// channel).
+    pub code: Option<u16>,
 }
 
 /// The sending half of a transport.
@@ -50,9 +82,10 @@ pub trait TransportTx: Send + 'static {
     /// buffers all the way down).
     async fn send(&mut self, msg: Message) -> Result<(), TransportError>;
 
-    /// Sends a close with `code` and `reason` (cut to 123 bytes on a UTF-8
-    /// boundary). Nothing may be sent after it.
-    async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError>;
+    /// Closes the transport for `reason`, with `text` for a person reading
+    /// it where the wire carries one (the adapter cuts it to what its wire
+    /// takes). Nothing may be sent after it.
+    async fn close(&mut self, reason: CloseReason, text: &str) -> Result<(), TransportError>;
 }
 
 /// The receiving half of a transport.
@@ -78,21 +111,6 @@ pub trait Transport: Send + 'static {
     /// Splits into halves.
     fn split(self) -> (Self::Tx, Self::Rx);
 }
-
-/// Cuts `reason` to at most `max` bytes without splitting a character.
-pub fn truncate_reason(reason: &str, max: usize) -> &str {
-    if reason.len() <= max {
-        return reason;
-    }
-    let mut end = max;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason.get(..end).unwrap_or("")
-}
-
-/// The longest close reason a WebSocket close frame can carry.
-pub const MAX_CLOSE_REASON: usize = 123;
 
 enum Frame {
     Msg(Message),
@@ -157,12 +175,15 @@ impl TransportTx for MemoryTx {
             .map_err(|_| TransportError::Closed)
     }
 
-    async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError> {
+    async fn close(&mut self, reason: CloseReason, text: &str) -> Result<(), TransportError> {
         let tx = self.tx.take().ok_or(TransportError::AlreadyClosed)?;
-        let reason = truncate_reason(reason, MAX_CLOSE_REASON).to_owned();
-        tx.send(Frame::Close(CloseFrame { code, reason }))
-            .await
-            .map_err(|_| TransportError::Closed)
+        tx.send(Frame::Close(CloseFrame {
+            reason,
+            text: text.to_owned(),
+            code: None,
+        }))
+        .await
+        .map_err(|_| TransportError::Closed)
     }
 }
 
@@ -191,25 +212,25 @@ impl TransportRx for MemoryRx {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reasons_are_cut_on_char_boundaries() {
-        assert_eq!(truncate_reason("abc", 123), "abc");
-        let long = "é".repeat(100); // 200 bytes
-        let cut = truncate_reason(&long, 123);
-        assert!(cut.len() <= 123);
-        assert_eq!(cut.len(), 122);
-    }
-
     #[tokio::test]
     async fn memory_pair_carries_messages_and_close() {
         let (a, b) = memory_pair(4);
         let (mut atx, _arx) = a.split();
         let (_btx, mut brx) = b.split();
         atx.send(Message::text("hi")).await.unwrap();
-        atx.close(1000, "bye").await.unwrap();
+        atx.close(CloseReason::Policy, "bye").await.unwrap();
         assert_eq!(brx.recv().await.unwrap(), Some(Message::text("hi")));
         assert_eq!(brx.recv().await.unwrap(), None);
-        assert_eq!(brx.close_frame().unwrap().code, 1000);
+        assert_eq!(
+            brx.close_frame(),
+            Some(&CloseFrame {
+                reason: CloseReason::Policy,
+                text: "bye".into(),
+                code: None,
+            })
+        );
+        // Still closed when asked again.
+        assert_eq!(brx.recv().await.unwrap(), None);
         assert!(matches!(
             atx.send(Message::text("late")).await,
             Err(TransportError::AlreadyClosed)

@@ -41,4 +41,4 @@ pub use serve::{
     Listeners, Peer, Sessions, per_listener, serve_app, serve_router, shutdown_signal,
 };
 pub use tls::{Io, Listener, Tls};
-pub use ws::{DEFAULT_WS_PING, WsRx, WsTransport, WsTx};
+pub use ws::{DEFAULT_WS_PING, WsRx, WsTransport, WsTx, close_code, close_reason};

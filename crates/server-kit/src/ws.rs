@@ -2,7 +2,9 @@
 //!
 //! The engine defines the transport; this adapter lives with the servers
 //! because only they speak HTTP. Pings are answered by tungstenite itself
-//! and never reach a session.
+//! and never reach a session. Close reasons are the engine's words; this
+//! is where they become WebSocket close codes ([`close_code`]) and codes
+//! become words ([`close_reason`]).
 //!
 //! With [`WsTransport::ping_every`] the server also pings the client itself
 //! while the connection lives. Reverse proxies end a connection on which
@@ -18,8 +20,7 @@ use async_trait::async_trait;
 use axum::extract::ws::{self, WebSocket};
 use bytes::Bytes;
 use exec_core::{
-    CloseFrame, MAX_CLOSE_REASON, Message, Transport, TransportError, TransportRx, TransportTx,
-    truncate_reason,
+    CloseFrame, CloseReason, Message, Transport, TransportError, TransportRx, TransportTx,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -35,6 +36,59 @@ pub const DEFAULT_WS_PING: Duration = Duration::from_secs(30);
 /// The sending half, shared by the session's sends and the pinger. The
 /// lock is uncontended but for a ping every interval.
 type Sink = Arc<Mutex<SplitSink<WebSocket, ws::Message>>>;
+
+/// The longest close reason a WebSocket close frame carries (125 bytes of
+/// payload less the 2-byte code).
+const MAX_CLOSE_TEXT: usize = 123;
+
+/// The close code no frame carries, standing for a close frame without a
+/// code (RFC 6455, section 7.1.5).
+const NO_STATUS: u16 = 1005;
+
+/// The WebSocket close code (RFC 6455, section 7.4.1) that says `reason`.
+pub fn close_code(reason: CloseReason) -> u16 {
+    match reason {
+        CloseReason::Normal => 1000,
+        CloseReason::GoingAway => 1001,
+        CloseReason::Policy => 1008,
+        CloseReason::TooBig => 1009,
+        CloseReason::Internal => 1011,
+    }
+}
+
+/// The word nearest to a close code a peer sent; the code itself stays in
+/// [`CloseFrame::code`].
+pub fn close_reason(code: u16) -> CloseReason {
+    match code {
+        // 1005: a close without a code, which is how clients usually say
+        // goodbye.
+        1000 | NO_STATUS => CloseReason::Normal,
+        // Service restart, try again later: the other end leaves for now.
+        1001 | 1012 | 1013 => CloseReason::GoingAway,
+        // Protocol error, unacceptable data, invalid payload, a missing
+        // extension: the rules were broken.
+        1002 | 1003 | 1007 | 1008 | 1010 => CloseReason::Policy,
+        1009 => CloseReason::TooBig,
+        // An application's own codes: a deliberate close whose meaning
+        // only that application knows.
+        3000..=4999 => CloseReason::Normal,
+        // 1011, 1014 (bad gateway), 1015 (TLS), and codes no frame may
+        // carry: something failed.
+        _ => CloseReason::Internal,
+    }
+}
+
+/// Cuts `text` to at most `max` bytes without splitting a character.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or("")
+}
 
 /// An upgraded WebSocket as a [`Transport`]; message payloads are counted
 /// in the probe's `received`/`sent` bytes.
@@ -149,14 +203,13 @@ impl TransportTx for WsTx {
         Ok(())
     }
 
-    async fn close(&mut self, code: u16, reason: &str) -> Result<(), TransportError> {
-        let reason = truncate_reason(reason, MAX_CLOSE_REASON);
+    async fn close(&mut self, reason: CloseReason, text: &str) -> Result<(), TransportError> {
         self.sink
             .lock()
             .await
             .send(ws::Message::Close(Some(ws::CloseFrame {
-                code,
-                reason: reason.into(),
+                code: close_code(reason),
+                reason: truncate(text, MAX_CLOSE_TEXT).into(),
             })))
             .await
             .map_err(ws_error)
@@ -173,15 +226,14 @@ impl TransportRx for WsRx {
                 Some(Ok(ws::Message::Binary(b))) => Message::Binary(b),
                 Some(Ok(ws::Message::Text(t))) => Message::Text(Bytes::from(t)),
                 Some(Ok(ws::Message::Close(frame))) => {
-                    self.close = Some(match frame {
-                        Some(f) => CloseFrame {
-                            code: f.code,
-                            reason: f.reason.to_string(),
-                        },
-                        None => CloseFrame {
-                            code: 1005,
-                            reason: String::new(),
-                        },
+                    let (code, text) = match frame {
+                        Some(f) => (f.code, f.reason.to_string()),
+                        None => (NO_STATUS, String::new()),
+                    };
+                    self.close = Some(CloseFrame {
+                        reason: close_reason(code),
+                        text,
+                        code: Some(code),
                     });
                     return Ok(None);
                 }
@@ -195,5 +247,57 @@ impl TransportRx for WsRx {
 
     fn close_frame(&self) -> Option<&CloseFrame> {
         self.close.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORDS: [CloseReason; 5] = [
+        CloseReason::Normal,
+        CloseReason::GoingAway,
+        CloseReason::Policy,
+        CloseReason::TooBig,
+        CloseReason::Internal,
+    ];
+
+    #[test]
+    fn each_word_is_its_rfc_code_and_back() {
+        let codes: Vec<u16> = WORDS.iter().map(|w| close_code(*w)).collect();
+        assert_eq!(codes, [1000, 1001, 1008, 1009, 1011]);
+        for word in WORDS {
+            assert_eq!(close_reason(close_code(word)), word);
+        }
+    }
+
+    #[test]
+    fn other_codes_read_as_the_nearest_word() {
+        for (code, word) in [
+            (1005, CloseReason::Normal),
+            (1012, CloseReason::GoingAway),
+            (1013, CloseReason::GoingAway),
+            (1002, CloseReason::Policy),
+            (1003, CloseReason::Policy),
+            (1007, CloseReason::Policy),
+            (1010, CloseReason::Policy),
+            (1014, CloseReason::Internal),
+            (1006, CloseReason::Internal),
+            (2999, CloseReason::Internal),
+            (3000, CloseReason::Normal),
+            (4999, CloseReason::Normal),
+            (5000, CloseReason::Internal),
+        ] {
+            assert_eq!(close_reason(code), word, "code {code}");
+        }
+    }
+
+    #[test]
+    fn close_texts_are_cut_on_char_boundaries() {
+        assert_eq!(truncate("abc", MAX_CLOSE_TEXT), "abc");
+        let long = "é".repeat(100); // 200 bytes
+        assert_eq!(truncate(&long, MAX_CLOSE_TEXT).len(), 122);
+        let ascii = "a".repeat(200);
+        assert_eq!(truncate(&ascii, MAX_CLOSE_TEXT).len(), MAX_CLOSE_TEXT);
     }
 }

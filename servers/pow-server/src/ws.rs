@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use exec_core::{Message, TextDecoder, Transport, TransportError, TransportRx, TransportTx};
+use exec_core::{
+    CloseReason, Message, TextDecoder, Transport, TransportError, TransportRx, TransportTx,
+};
 use pow_proto::{Call, Outcome, Signal, reason};
 use server_kit::Probe;
 use tokio::sync::mpsc;
@@ -239,8 +241,9 @@ async fn wait_for_call<R: TransportRx>(
     }
 }
 
-/// The result frame, a 1000 close with an empty reason, and the client's
-/// close: the whole handshake, which the reference client checks.
+/// The result frame, a normal close (1000 on the wire) with an empty
+/// reason, and the client's close: the whole handshake, which the
+/// reference client checks.
 async fn finish<Tx: TransportTx, Rx: TransportRx>(mut tx: Tx, mut rx: Rx, outcome: Outcome) {
     if tx
         .send(Message::Binary(outcome.encode().into()))
@@ -249,7 +252,7 @@ async fn finish<Tx: TransportTx, Rx: TransportRx>(mut tx: Tx, mut rx: Rx, outcom
     {
         return;
     }
-    if tx.close(1000, "").await.is_err() {
+    if tx.close(CloseReason::Normal, "").await.is_err() {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use exec_core::{Message, Transport, TransportRx, TransportTx};
+use exec_core::{CloseReason, Message, Transport, TransportRx, TransportTx};
 use server_kit::{AccessToken, Open, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ const MAX_REMEMBERED: usize = 4096;
 pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, html: bool) {
     let (mut tx, mut rx) = transport.split();
     let (out, mut out_rx) = mpsc::channel::<String>(OUT_DEPTH);
-    let (close_tx, close_rx) = oneshot::channel::<(u16, String)>();
+    let (close_tx, close_rx) = oneshot::channel::<(CloseReason, String)>();
     let stop = shared.shutdown.child_token();
     // One writer: replies and every command's updates in the order queued,
     // then the close frame once every command has stopped sending.
@@ -54,8 +54,8 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, html: bool) 
                 return;
             }
         }
-        if let Ok((code, reason)) = close_rx.await {
-            let _ = tx.close(code, &reason).await;
+        if let Ok((reason, text)) = close_rx.await {
+            let _ = tx.close(reason, &text).await;
         }
     });
     let shutdown = shared.shutdown.clone();
@@ -77,19 +77,22 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, html: bool) 
             msg = rx.recv() => msg,
             () = stop.cancelled() => {
                 break if shutdown.is_cancelled() {
-                    (1001, "server shutting down".to_owned())
+                    (CloseReason::GoingAway, "server shutting down".to_owned())
                 } else {
-                    (1000, String::new())
+                    (CloseReason::Normal, String::new())
                 };
             }
         };
         let frame = match msg {
             Ok(Some(Message::Text(data) | Message::Binary(data))) => data,
-            Ok(None) => break (1000, String::new()),
-            Err(e) => break (1008, format!("bad frame: {e}")),
+            Ok(None) => break (CloseReason::Normal, String::new()),
+            Err(e) => break (CloseReason::Policy, format!("bad frame: {e}")),
         };
         if !conn.handle(&frame).await {
-            break (1008, "too many failed authentication attempts".to_owned());
+            break (
+                CloseReason::Policy,
+                "too many failed authentication attempts".to_owned(),
+            );
         }
     };
     // Commands end with the connection; the writer sends what they queued,

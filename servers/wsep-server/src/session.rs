@@ -2,7 +2,7 @@
 //!
 //! The connection's life: wait for `start`; spawn (or re-attach); send `pid`;
 //! then two loops run at once — output (process events to messages, ending
-//! with `exit_code` and a 1000 close) and input (messages to stdin/resize).
+//! with `exit_code` and a normal close) and input (messages to stdin/resize).
 //! Input goes through a queue bounded in bytes that a task of its own
 //! writes to the process ([`StdinWriter`]; a pane has one too): the input
 //! loop waits only while that queue is full, which is the backpressure a
@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use exec_core::{
-    Attachment, Command, Event, Events, ExitStatus, Lease, Message, Pane, PaneConfig, PaneEvent,
-    Process, ProcessControl, PtySize, Replay, Session, StdinWriter, Transport, TransportError,
-    TransportRx, TransportTx,
+    Attachment, CloseReason, Command, Event, Events, ExitStatus, Lease, Message, Pane, PaneConfig,
+    PaneEvent, Process, ProcessControl, PtySize, Replay, Session, StdinWriter, Transport,
+    TransportError, TransportRx, TransportTx,
 };
 use server_kit::{Open, Probe};
 use tokio::sync::{mpsc, oneshot};
@@ -24,15 +24,6 @@ use tracing::Instrument as _;
 use wsep_proto::{ClientMsg, OutputStream, ServerMsg, StartCommand};
 
 use crate::Error;
-
-/// WebSocket close codes used by this server (RFC 6455, section 7.4.1).
-mod close {
-    pub(crate) const NORMAL: u16 = 1000;
-    pub(crate) const GOING_AWAY: u16 = 1001;
-    pub(crate) const POLICY: u16 = 1008;
-    pub(crate) const TOO_BIG: u16 = 1009;
-    pub(crate) const INTERNAL: u16 = 1011;
-}
 
 /// What every session of one server shares.
 #[derive(Debug, Clone)]
@@ -60,7 +51,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     let start = tokio::select! {
         s = first_start(&mut rx) => s,
         () = tokio::time::sleep(shared.start_timeout) => Err(Refusal::policy("no start message received in time")),
-        () = shared.shutdown.cancelled() => Err(Refusal { code: close::GOING_AWAY, reason: "server shutting down".into() }),
+        () = shared.shutdown.cancelled() => Err(Refusal { reason: CloseReason::GoingAway, text: "server shutting down".into() }),
     };
     let start = match start {
         Ok(start) => start,
@@ -71,8 +62,8 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         Err(e) => {
             tracing::info!(command = %start.command, error = %e, "start failed");
             let refusal = Refusal {
-                code: close::INTERNAL,
-                reason: e.to_string(),
+                reason: CloseReason::Internal,
+                text: e.to_string(),
             };
             return refuse(tx, rx, refusal, &shared.probe).await;
         }
@@ -111,22 +102,22 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
 /// A reason to end a connection with an error close.
 #[derive(Debug)]
 struct Refusal {
-    code: u16,
-    reason: String,
+    reason: CloseReason,
+    text: String,
 }
 
 impl Refusal {
-    fn policy(reason: impl Into<String>) -> Self {
+    fn policy(text: impl Into<String>) -> Self {
         Refusal {
-            code: close::POLICY,
-            reason: reason.into(),
+            reason: CloseReason::Policy,
+            text: text.into(),
         }
     }
 
     /// Counts a refusal of what the client sent (a policy or size close)
     /// as a protocol error.
     fn count(&self, probe: &Probe) {
-        if matches!(self.code, close::POLICY | close::TOO_BIG) {
+        if matches!(self.reason, CloseReason::Policy | CloseReason::TooBig) {
             probe.protocol_error();
         }
     }
@@ -135,8 +126,8 @@ impl Refusal {
 fn decode_refusal(e: &wsep_proto::DecodeError) -> Refusal {
     match e {
         wsep_proto::DecodeError::TooLarge(_) => Refusal {
-            code: close::TOO_BIG,
-            reason: e.to_string(),
+            reason: CloseReason::TooBig,
+            text: e.to_string(),
         },
         _ => Refusal::policy(format!("malformed message: {e}")),
     }
@@ -145,8 +136,8 @@ fn decode_refusal(e: &wsep_proto::DecodeError) -> Refusal {
 fn transport_refusal(e: &TransportError) -> Refusal {
     match e {
         TransportError::MessageTooLarge => Refusal {
-            code: close::TOO_BIG,
-            reason: format!("message exceeds {} bytes", wsep_proto::MAX_MESSAGE_SIZE),
+            reason: CloseReason::TooBig,
+            text: format!("message exceeds {} bytes", wsep_proto::MAX_MESSAGE_SIZE),
         },
         other => Refusal::policy(other.to_string()),
     }
@@ -179,7 +170,7 @@ async fn refuse<Tx: TransportTx, Rx: TransportRx>(
     probe: &Probe,
 ) {
     refusal.count(probe);
-    let _ = tx.close(refusal.code, &refusal.reason).await;
+    let _ = tx.close(refusal.reason, &refusal.text).await;
     drain_until_closed(&mut rx).await;
 }
 
@@ -356,11 +347,11 @@ async fn output_loop<Tx: TransportTx>(
                         tx.send(exit_message(status)).await?;
                         return Ok(None);
                     }
-                    None => return Ok(Some(Refusal { code: close::INTERNAL, reason: "process output failed".into() })),
+                    None => return Ok(Some(Refusal { reason: CloseReason::Internal, text: "process output failed".into() })),
                 },
                 Some(refusal) = refusals.recv() => return Ok(Some(refusal)),
                 () = shutdown.cancelled() => {
-                    return Ok(Some(Refusal { code: close::GOING_AWAY, reason: "server shutting down".into() }));
+                    return Ok(Some(Refusal { reason: CloseReason::GoingAway, text: "server shutting down".into() }));
                 }
             }
         }
@@ -371,8 +362,8 @@ async fn output_loop<Tx: TransportTx>(
     // a named terminal session lives on for its idle timeout.
     drop(source);
     let result = match outcome {
-        Ok(None) => tx.close(close::NORMAL, "").await,
-        Ok(Some(refusal)) => tx.close(refusal.code, &refusal.reason).await,
+        Ok(None) => tx.close(CloseReason::Normal, "").await,
+        Ok(Some(refusal)) => tx.close(refusal.reason, &refusal.text).await,
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -443,7 +434,7 @@ async fn input_loop<Rx: TransportRx>(
                 Ok(None) => {
                     // The client left (or answered our close). A plain
                     // command goes with it; a named session stays.
-                    let _ = refuse.try_send(Refusal { code: close::NORMAL, reason: String::new() });
+                    let _ = refuse.try_send(Refusal { reason: CloseReason::Normal, text: String::new() });
                     return;
                 }
                 Err(e) => Err(transport_refusal(&e)),
@@ -451,7 +442,7 @@ async fn input_loop<Rx: TransportRx>(
             _ = &mut done => return drain_until_closed(rx).await,
         };
         if let Err(refusal) = step {
-            tracing::debug!(reason = %refusal.reason, "closing with an error");
+            tracing::debug!(reason = %refusal.text, "closing with an error");
             refusal.count(probe);
             let _ = refuse.send(refusal).await;
             let _ = (&mut done).await;
@@ -557,7 +548,7 @@ mod tests {
         while let Some(msg) = rx.recv().await.unwrap() {
             got.push(ServerMsg::decode(msg.payload()).unwrap());
         }
-        assert_eq!(rx.close_frame().unwrap().code, close::NORMAL);
+        assert_eq!(rx.close_frame().unwrap().reason, CloseReason::Normal);
         assert!(matches!(got.first(), Some(ServerMsg::Pid(_))));
         assert_eq!(
             got.get(1),
@@ -570,7 +561,7 @@ mod tests {
                 error: String::new()
             })
         );
-        tx.close(close::NORMAL, "").await.unwrap();
+        tx.close(CloseReason::Normal, "").await.unwrap();
         session.await.unwrap();
     }
 
@@ -585,9 +576,9 @@ mod tests {
         let (mut tx, mut rx) = client_end.split();
         assert_eq!(rx.recv().await.unwrap(), None);
         let frame = rx.close_frame().unwrap();
-        assert_eq!(frame.code, close::POLICY);
-        assert!(frame.reason.contains("start"));
-        tx.close(close::NORMAL, "").await.unwrap();
+        assert_eq!(frame.reason, CloseReason::Policy);
+        assert!(frame.text.contains("start"));
+        tx.close(CloseReason::Normal, "").await.unwrap();
         session.await.unwrap();
     }
 }
