@@ -3,19 +3,24 @@
 //!
 //! The rest of the server sees three words: [`Rtc`] answers an offer,
 //! [`Peer`] is one answered connection (trickled candidates, server-opened
-//! channels, close), and [`Channel`] is one data channel (ordered messages
-//! in, bounded sends out). Swapping the WebRTC implementation means
-//! rewriting this file only.
+//! channels, close: the peer module's [`Connection`]), and
+//! [`RtcTransport`] is one data channel as an exec-core [`Transport`]
+//! (ordered messages in, bounded sends out, a close that waits for what
+//! was sent). Swapping the WebRTC implementation means rewriting this file
+//! only.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use async_trait::async_trait;
+use bytes::BytesMut;
+use exec_core::{CloseReason, Message, Transport, TransportError, TransportRx, TransportTx};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCCertificate,
@@ -24,6 +29,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::Error;
+use crate::peer::{Accepted, Connection};
 
 /// How long answering waits for local candidates (the reference's 5 s):
 /// host candidates come at once, a STUN or TURN server may never answer.
@@ -61,8 +67,9 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// 30 ms; 192 KiB per R before).
 const SEND_BUFFER: usize = 16 * 1024;
 
-/// Largest message [`Channel::send_stream`] sends. With [`SEND_BUFFER`] it
-/// bounds what a channel has in flight (16 + 32 KiB). The same bound split
+/// Largest message a pane's output is sent in ([`Connection::OUTPUT_PIECE`]
+/// of [`Peer`]). With [`SEND_BUFFER`] it bounds what a channel has in
+/// flight (16 + 32 KiB). The same bound split
 /// the other way round (32 KiB buffer, 16 KiB messages) cost more per byte,
 /// in wakeups and messages: in the same runs the server's CPU per 100 MiB
 /// into Chromium was 30-50 % higher and the `webrtc` crate's client got
@@ -245,7 +252,14 @@ impl Rtc {
     pub(crate) async fn answer(
         &self,
         offer_sdp: String,
-    ) -> Result<(String, Peer, mpsc::UnboundedReceiver<Channel>), Error> {
+    ) -> Result<
+        (
+            String,
+            Peer,
+            mpsc::UnboundedReceiver<Accepted<RtcTransport>>,
+        ),
+        Error,
+    > {
         let offer =
             RTCSessionDescription::offer(offer_sdp).map_err(|e| Error::Offer(e.to_string()))?;
         let (channels_tx, channels_rx) = mpsc::unbounded_channel();
@@ -422,7 +436,7 @@ fn load_or_create_certificate(path: &Path) -> Result<RTCCertificate, Error> {
 }
 
 struct Handler {
-    channels: mpsc::UnboundedSender<Channel>,
+    channels: mpsc::UnboundedSender<Accepted<RtcTransport>>,
     gathered: watch::Sender<bool>,
     state: watch::Sender<RTCPeerConnectionState>,
 }
@@ -443,10 +457,9 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         let label = dc.label().await.unwrap_or_default();
         // Already open: `OnOpen` is its first event, skipped by `recv`.
-        let _ = self.channels.send(Channel {
-            dc,
+        let _ = self.channels.send(Accepted {
             label,
-            close_not_before: Some(tokio::time::Instant::now() + ACCEPTED_GRACE),
+            channel: RtcTransport::new(dc, tokio::time::Instant::now() + ACCEPTED_GRACE),
         });
     }
 }
@@ -484,9 +497,15 @@ impl Peer {
             .await
             .map_err(|e| Error::Candidate(e.to_string()))
     }
+}
+
+impl Connection for Peer {
+    type Channel = RtcTransport;
+
+    const OUTPUT_PIECE: usize = STREAM_PIECE;
 
     /// Opens a channel to the client and waits until it is open.
-    pub(crate) async fn open_channel(&self, label: &str) -> Result<Channel, Error> {
+    async fn open_channel(&self, label: &str) -> Result<RtcTransport, Error> {
         let dc = self
             .pc
             .create_data_channel(label, None)
@@ -499,16 +518,15 @@ impl Peer {
                 Some(_) => {}
             }
         }
-        Ok(Channel {
+        Ok(RtcTransport::new(
             dc,
-            label: label.to_owned(),
-            close_not_before: Some(tokio::time::Instant::now() + OPENED_GRACE),
-        })
+            tokio::time::Instant::now() + OPENED_GRACE,
+        ))
     }
 
     /// Completes once the connection failed or closed (ICE gave up after
     /// the failed timeout, or the client closed it).
-    pub(crate) async fn ended(&self) {
+    async fn ended(&self) {
         let mut state = self.state.clone();
         let _ = state
             .wait_for(|s| {
@@ -521,61 +539,121 @@ impl Peer {
     }
 
     /// Closes the connection and every channel on it.
-    pub(crate) async fn close(&self) {
+    async fn close(&self) {
         let _ = self.pc.close().await;
     }
 }
 
-/// A message received on a channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Received {
-    /// Whether the sender marked it as text.
-    pub(crate) text: bool,
-    /// The payload.
-    pub(crate) data: Bytes,
+/// One data channel as a [`Transport`]. Its halves share the channel:
+/// [`RtcRx`] is for one task, [`RtcTx`] for another.
+pub(crate) struct RtcTransport {
+    shared: Arc<Shared>,
 }
 
-/// One data channel. `recv` is for one task; sends and `close` may come
-/// from any number of others.
-pub(crate) struct Channel {
+/// What both halves of an [`RtcTransport`] hold.
+struct Shared {
     dc: Arc<dyn DataChannel>,
-    label: String,
     /// When a close may go out: see [`OPENED_GRACE`] and [`ACCEPTED_GRACE`].
-    close_not_before: Option<tokio::time::Instant>,
+    close_not_before: tokio::time::Instant,
+    /// Cancelled once either half saw the channel close, so that the other
+    /// stops reading too (the stack hands each event to one reader only).
+    closed: CancellationToken,
 }
 
-impl std::fmt::Debug for Channel {
+impl std::fmt::Debug for RtcTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel")
-            .field("label", &self.label)
+        f.debug_struct("RtcTransport")
+            .field("id", &self.shared.dc.id())
             .finish_non_exhaustive()
     }
 }
 
-impl Channel {
-    /// The label the opener gave it.
-    pub(crate) fn label(&self) -> &str {
-        &self.label
+impl RtcTransport {
+    fn new(dc: Arc<dyn DataChannel>, close_not_before: tokio::time::Instant) -> RtcTransport {
+        RtcTransport {
+            shared: Arc::new(Shared {
+                dc,
+                close_not_before,
+                closed: CancellationToken::new(),
+            }),
+        }
     }
+}
 
+impl Shared {
     /// The next message; `None` once the channel closed.
-    pub(crate) async fn recv(&self) -> Option<Received> {
+    async fn recv(&self) -> Option<Message> {
         loop {
-            match self.dc.poll().await? {
-                DataChannelEvent::OnMessage(msg) => {
-                    return Some(Received {
-                        text: msg.is_string,
-                        data: msg.data.freeze(),
+            let event = tokio::select! {
+                biased;
+                () = self.closed.cancelled() => return None,
+                event = self.dc.poll() => event,
+            };
+            match event {
+                Some(DataChannelEvent::OnMessage(msg)) => {
+                    let data = msg.data.freeze();
+                    // A string the sender marked as text but that is not
+                    // UTF-8 is still the sender's bytes: hand them on as
+                    // binary rather than drop them.
+                    let text = msg.is_string && std::str::from_utf8(&data).is_ok();
+                    return Some(if text {
+                        Message::Text(data)
+                    } else {
+                        Message::Binary(data)
                     });
                 }
-                DataChannelEvent::OnClose => return None,
-                _ => {}
+                Some(DataChannelEvent::OnClose) | None => {
+                    self.closed.cancel();
+                    return None;
+                }
+                Some(_) => {}
             }
         }
     }
+}
 
-    /// Sends a binary message; waits while the channel has
-    /// [`SEND_BUFFER`] bytes unacknowledged. Cancel-safe: dropped while
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("id", &self.dc.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sending half of an [`RtcTransport`].
+#[derive(Debug)]
+pub(crate) struct RtcTx {
+    shared: Arc<Shared>,
+    /// `close` was called: sends are refused.
+    closing: bool,
+}
+
+/// Receiving half of an [`RtcTransport`].
+#[derive(Debug)]
+pub(crate) struct RtcRx {
+    shared: Arc<Shared>,
+}
+
+impl Transport for RtcTransport {
+    type Tx = RtcTx;
+    type Rx = RtcRx;
+    fn split(self) -> (RtcTx, RtcRx) {
+        (
+            RtcTx {
+                shared: self.shared.clone(),
+                closing: false,
+            },
+            RtcRx {
+                shared: self.shared,
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl TransportTx for RtcTx {
+    /// Sends one message, always as a binary one; waits while the channel
+    /// has [`SEND_BUFFER`] bytes unacknowledged. Cancel-safe: dropped while
     /// waiting, nothing was queued.
     ///
     /// Every message the server sends is binary, control JSON and notices
@@ -583,22 +661,15 @@ impl Channel {
     /// messages with `TextDecoder.decode(event.data)`, which throws on a
     /// string, and pane data with `new Uint8Array(event.data)`, which
     /// makes a string into nothing.
-    pub(crate) async fn send(&self, data: &[u8]) -> Result<(), Error> {
-        self.dc
-            .send(BytesMut::from(data))
-            .await
-            .map_err(|_| Error::ChannelClosed)
-    }
-
-    /// Sends a byte stream's next bytes (a pane's output), as binary
-    /// messages of at most [`STREAM_PIECE`] bytes: where the stream is cut
-    /// means nothing to its reader. Waits as [`Channel::send`] does; if
-    /// dropped while waiting, a prefix of `data` may have been sent.
-    pub(crate) async fn send_stream(&self, data: &[u8]) -> Result<(), Error> {
-        for piece in data.chunks(STREAM_PIECE) {
-            self.send(piece).await?;
+    async fn send(&mut self, msg: Message) -> Result<(), TransportError> {
+        if self.closing {
+            return Err(TransportError::AlreadyClosed);
         }
-        Ok(())
+        self.shared
+            .dc
+            .send(BytesMut::from(&msg.payload()[..]))
+            .await
+            .map_err(|_| TransportError::Closed)
     }
 
     /// Closes the channel (both directions) once what was sent has been
@@ -608,31 +679,50 @@ impl Channel {
     /// acknowledging; gives up after [`LINGER`] without progress (a client
     /// that stopped reading, or is gone), so a slow client still gets every
     /// byte where a fixed deadline would cut its tail.
-    pub(crate) async fn close(&self) {
+    ///
+    /// A data channel's close carries no code and no text: `reason` and
+    /// `text` are only logged (webexec says why in a message before the
+    /// close).
+    async fn close(&mut self, reason: CloseReason, text: &str) -> Result<(), TransportError> {
+        if std::mem::replace(&mut self.closing, true) {
+            return Err(TransportError::AlreadyClosed);
+        }
+        tracing::debug!(channel = ?self.shared.dc.id(), ?reason, text, "closing a data channel");
+        let shared = &self.shared;
         let mut deadline = tokio::time::Instant::now() + LINGER;
         // The stack has no event for "all acknowledged" that does not go
         // through `recv`'s queue: look at the counter.
-        let mut outstanding = self.dc.outstanding_bytes().await.unwrap_or(0);
+        let mut outstanding = shared.dc.outstanding_bytes().await.unwrap_or(0);
         while outstanding > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
-            let now = self.dc.outstanding_bytes().await.unwrap_or(0);
+            let now = shared.dc.outstanding_bytes().await.unwrap_or(0);
             if now < outstanding {
                 deadline = tokio::time::Instant::now() + LINGER;
             }
             outstanding = now;
         }
-        if let Some(at) = self.close_not_before {
-            tokio::time::sleep_until(at).await;
-        }
-        let _ = self.dc.close().await;
+        tokio::time::sleep_until(shared.close_not_before).await;
+        let _ = shared.dc.close().await;
         // Read (and drop) whatever the client still sends until its side
         // closes too: SCTP defers the peer's half of the stream reset while
         // received data sits unread, and until that reset completes the
         // stream id stays taken here, so the client's next channel on the
-        // same id (ids are reused at once) would never open.
+        // same id (ids are reused at once) would never open. If the
+        // receiving half is being read meanwhile, it gets some of these
+        // messages, and whichever half sees the close ends both.
         let _ = tokio::time::timeout_at(deadline + LINGER, async {
-            while self.recv().await.is_some() {}
+            while shared.recv().await.is_some() {}
         })
         .await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TransportRx for RtcRx {
+    /// The next message; `Ok(None)` once the channel closed. A data
+    /// channel's close says nothing, so there is never a close frame.
+    async fn recv(&mut self) -> Result<Option<Message>, TransportError> {
+        Ok(self.shared.recv().await)
     }
 }
