@@ -1132,6 +1132,16 @@ mod tests {
         host.terminate_all();
     }
 
+    /// What `webexec-server copy`/`paste` ask of the host, in a task.
+    fn ask(
+        host: &Arc<Host>,
+        notice: Notice,
+        await_ack: bool,
+    ) -> tokio::task::JoinHandle<Result<String, AskError>> {
+        let host = host.clone();
+        tokio::spawn(async move { host.ask(notice, await_ack).await })
+    }
+
     #[tokio::test]
     async fn clipboard_requests_go_to_the_client_and_wait_for_its_answer() {
         let host = host();
@@ -1139,10 +1149,7 @@ mod tests {
         let mut control = client.control();
         control.ok("get_payload", json!({})).await;
 
-        let asked = tokio::spawn({
-            let host = host.clone();
-            async move { host.ask(Notice::GetClipboard, true).await }
-        });
+        let asked = ask(&host, Notice::GetClipboard, true);
         let request = control.next().await;
         assert_eq!(request.kind, "get_clipboard");
         control
@@ -1153,23 +1160,17 @@ mod tests {
             .await;
         assert_eq!(asked.await.unwrap().unwrap(), "copied text");
 
-        let set = tokio::spawn({
-            let host = host.clone();
-            let notice = Notice::SetClipboard {
-                data: "x".into(),
-                mimetype: "text/plain".into(),
-            };
-            async move { host.ask(notice, false).await }
-        });
+        let notice = Notice::SetClipboard {
+            data: "x".into(),
+            mimetype: "text/plain".into(),
+        };
+        let set = ask(&host, notice, false);
         let request = control.next().await;
         assert_eq!(request.kind, "set_clipboard");
         assert_eq!(request.args, json!({"data": "x", "mimetype": "text/plain"}));
         assert_eq!(set.await.unwrap().unwrap(), "");
 
-        let refused = tokio::spawn({
-            let host = host.clone();
-            async move { host.ask(Notice::GetClipboard, true).await }
-        });
+        let refused = ask(&host, Notice::GetClipboard, true);
         let request = control.next().await;
         control
             .send("nack", json!({"ref": request.message_id, "desc": "denied"}))
@@ -1187,10 +1188,7 @@ mod tests {
         let client = Client::connect(&host, true);
         let mut control = client.control();
         control.ok("get_payload", json!({})).await;
-        let asked = tokio::spawn({
-            let host = host.clone();
-            async move { host.ask(Notice::GetClipboard, true).await }
-        });
+        let asked = ask(&host, Notice::GetClipboard, true);
         assert_eq!(control.next().await.kind, "get_clipboard");
         assert!(matches!(asked.await.unwrap(), Err(AskError::Timeout)));
         client.leave().await;
