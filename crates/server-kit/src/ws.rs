@@ -292,6 +292,94 @@ mod tests {
         }
     }
 
+    /// A server of [`WsTransport`]s on a real socket: each connection
+    /// reports what it received and the client's close. "close please"
+    /// makes it close with [`CloseReason::Policy`] and a text too long for
+    /// a close frame.
+    async fn serve() -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<(Vec<Message>, Option<CloseFrame>)>,
+    ) {
+        use axum::extract::WebSocketUpgrade;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (seen, reports) = tokio::sync::mpsc::unbounded_channel();
+        let probe = crate::Metrics::new().probe("test");
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move |ws: WebSocketUpgrade| async move {
+                ws.on_upgrade(move |socket| async move {
+                    let (mut tx, mut rx) = WsTransport::new(socket, &probe).split();
+                    let mut got = Vec::new();
+                    while let Ok(Some(msg)) = rx.recv().await {
+                        if msg == Message::text("close please") {
+                            tx.close(CloseReason::Policy, &"é".repeat(100))
+                                .await
+                                .unwrap();
+                        }
+                        got.push(msg);
+                    }
+                    seen.send((got, rx.close_frame().cloned())).unwrap();
+                })
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, reports)
+    }
+
+    #[tokio::test]
+    async fn over_a_socket_words_go_out_as_codes_and_codes_come_in_as_words() {
+        use tokio_tungstenite::tungstenite::Message as Ws;
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsClose;
+        let (addr, mut reports) = serve().await;
+
+        // The server closes: the client sees 1008 and the text cut to fit;
+        // its echo of the close comes back as the word again.
+        let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        client.send(Ws::text("close please")).await.unwrap();
+        match client.next().await.unwrap().unwrap() {
+            Ws::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1008);
+                assert_eq!(frame.reason.len(), 122);
+            }
+            other => panic!("{other:?}"),
+        }
+        while client.next().await.is_some() {}
+        let (got, close) = reports.recv().await.unwrap();
+        assert_eq!(got, [Message::text("close please")]);
+        let close = close.unwrap();
+        assert_eq!(
+            (close.reason, close.code),
+            (CloseReason::Policy, Some(1008))
+        );
+
+        // The client closes with a code of its own: the nearest word, the
+        // number kept.
+        let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        client.send(Ws::binary(&b"hi"[..])).await.unwrap();
+        client
+            .close(Some(WsClose {
+                code: 4000.into(),
+                reason: "bye".into(),
+            }))
+            .await
+            .unwrap();
+        let (got, close) = reports.recv().await.unwrap();
+        assert_eq!(got, [Message::Binary(Bytes::from_static(b"hi"))]);
+        assert_eq!(
+            close,
+            Some(CloseFrame {
+                reason: CloseReason::Normal,
+                text: "bye".into(),
+                code: Some(4000),
+            })
+        );
+    }
+
     #[test]
     fn close_texts_are_cut_on_char_boundaries() {
         assert_eq!(truncate("abc", MAX_CLOSE_TEXT), "abc");
