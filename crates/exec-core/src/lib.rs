@@ -16,7 +16,8 @@
 //!   when the last [`Lease`] goes, and [`Session::end_all`] on shutdown;
 //! - [`Transport`]: how messages reach a client (a WebSocket, a WebRTC data
 //!   channel, [`memory_pair`] in tests), so the engine can be driven over
-//!   anything message-shaped.
+//!   anything message-shaped; why one closes is a [`CloseReason`], which
+//!   each adapter says in its wire's terms.
 //!
 //! What it promises:
 //! - every child leads its own process group, and the group is killed when
