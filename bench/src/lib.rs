@@ -241,3 +241,111 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// What a process holds, read from `/proc`: the figures a leak shows in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Open file descriptors (`/proc/PID/fd`).
+    pub fds: usize,
+    /// Threads (`Threads:` in `/proc/PID/status`).
+    pub threads: usize,
+    /// Resident memory, bytes.
+    pub rss: u64,
+    /// Live processes below it (children, their children...), found by
+    /// following every process's parent in `/proc/*/stat`.
+    pub descendants: usize,
+}
+
+impl Holdings {
+    /// Reads them for `pid`.
+    pub fn of(pid: u32) -> anyhow::Result<Holdings> {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let threads = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no Threads")?;
+        Ok(Holdings {
+            fds,
+            threads,
+            rss: rss(pid)?,
+            descendants: descendants(pid).len(),
+        })
+    }
+}
+
+/// The pids of every live process below `pid`: each process's parent is
+/// field 4 of `/proc/PID/stat`; a process whose chain of parents reaches
+/// `pid` is a descendant. Zombies count (a zombie is a leak until reaped).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // A process may end between the listing and this read.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent.insert(child, ppid);
+            }
+        }
+    }
+    let below = |mut p: u32| {
+        // Chains are short; the bound only guards against a cycle read
+        // across pid reuse.
+        for _ in 0..64 {
+            match parent.get(&p) {
+                Some(&up) if up == pid => return true,
+                Some(&up) if up > 1 => p = up,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut found: Vec<u32> = parent.keys().copied().filter(|&p| below(p)).collect();
+    found.sort_unstable();
+    found
+}
+
+/// A small seeded generator (SplitMix64): a benchmark's random choices are
+/// repeated by giving the seed it printed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// A seed from the clock, for runs not told one.
+    pub fn clock_seed() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
