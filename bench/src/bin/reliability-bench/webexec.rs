@@ -104,7 +104,10 @@ pub(crate) async fn cycle(t: &Target, end: End, pty: bool, n: u64) -> anyhow::Re
         End::Malformed => {
             let mut client = client(addr, TOKEN).await?;
             let reply = if n % 2 == 0 {
-                client.control.raw(r#"{"time":1,"message_id":3,"type":"#).await
+                client
+                    .control
+                    .raw(r#"{"time":1,"message_id":3,"type":"#)
+                    .await
             } else {
                 client
                     .control

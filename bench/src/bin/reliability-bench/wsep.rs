@@ -33,7 +33,11 @@ fn command(program: &str, args: &[&str], pty: bool, id: String) -> StartCommand 
 /// A terminal session of the soak is named (so it outlives its client
 /// until the server's idle timeout) when it is not meant to end at once.
 fn name(pty: bool, n: u64) -> String {
-    if pty { format!("soak-{n}") } else { String::new() }
+    if pty {
+        format!("soak-{n}")
+    } else {
+        String::new()
+    }
 }
 
 async fn raw(url: &str, token: &str) -> anyhow::Result<Ws> {
@@ -246,12 +250,10 @@ async fn read_until(out: &mut Outputs, needle: &[u8]) -> anyhow::Result<()> {
     loop {
         match out.next().await? {
             Some(Output::Stdout(b)) => {
-                if b.windows(needle.len()).any(|w| w == needle)
-                    || {
-                        seen.extend_from_slice(&b);
-                        seen.windows(needle.len()).any(|w| w == needle)
-                    }
-                {
+                if b.windows(needle.len()).any(|w| w == needle) || {
+                    seen.extend_from_slice(&b);
+                    seen.windows(needle.len()).any(|w| w == needle)
+                } {
                     return Ok(());
                 }
                 let keep = seen.len().saturating_sub(needle.len());
@@ -268,33 +270,28 @@ pub(crate) async fn slow(t: &Target, echoes: usize, stall_secs: u64) -> anyhow::
     let (input, mut out) = wsep_client::start(&t.addr, Some(TOKEN), start).await?;
     read_until(&mut out, b"ready").await?;
     let mut b = crate::spawn_streaming(t.client_process(true, Some(id))).await?;
-    let (out, input) = (
-        tokio::sync::Mutex::new(out),
-        tokio::sync::Mutex::new(input),
-    );
+    let (out, input) = (tokio::sync::Mutex::new(out), tokio::sync::Mutex::new(input));
     let (out, input) = (&out, &input);
-    crate::slow_phases(t, &mut b, stall_secs, echoes, move |n| {
-        async move {
-            let mut out = out.lock().await;
-            let mut input = input.lock().await;
-            let mut rtts = Vec::with_capacity(n);
-            for i in 0..n {
-                let byte = b'a' + (i % 26) as u8;
-                let t0 = Instant::now();
-                input.write(&[byte]).await?;
-                loop {
-                    match out.next().await? {
-                        Some(Output::Stdout(b)) if b.contains(&byte) => break,
-                        Some(_) => continue,
-                        None => bail!("session ended"),
-                    }
+    crate::slow_phases(t, &mut b, stall_secs, echoes, move |n| async move {
+        let mut out = out.lock().await;
+        let mut input = input.lock().await;
+        let mut rtts = Vec::with_capacity(n);
+        for i in 0..n {
+            let byte = b'a' + (i % 26) as u8;
+            let t0 = Instant::now();
+            input.write(&[byte]).await?;
+            loop {
+                match out.next().await? {
+                    Some(Output::Stdout(b)) if b.contains(&byte) => break,
+                    Some(_) => continue,
+                    None => bail!("session ended"),
                 }
-                rtts.push(t0.elapsed().as_secs_f64() * 1000.0);
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            rtts.sort_by(f64::total_cmp);
-            Ok(rtts)
+            rtts.push(t0.elapsed().as_secs_f64() * 1000.0);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        rtts.sort_by(f64::total_cmp);
+        Ok(rtts)
     })
     .await
 }
