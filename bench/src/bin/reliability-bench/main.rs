@@ -89,7 +89,7 @@ enum Mode {
         echoes: usize,
         /// How long the stalled client stays stopped before the typing
         /// starts (its buffers fill meanwhile).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         stall_secs: u64,
     },
     /// One command writing GiBs without a newline (`head -c N /dev/zero |
@@ -677,7 +677,7 @@ async fn run_cycles(
             && done % 1000 == 0
         {
             println!(
-                "  {done}/{total} sessions, {:.0} s",
+                "  {done}/{total} sessions of this half, {:.0} s",
                 started.elapsed().as_secs_f64()
             );
         }
@@ -861,11 +861,12 @@ pub(crate) fn summary(sorted: &[f64]) -> String {
     )
 }
 
-/// The shared pane's program: bulk output (digits and line ends, about
-/// 2 MB/s) in the background and `cat` echoing raw input (letters) in the
-/// foreground, so the typist's echo is found among the bulk.
+/// The shared pane's program: bulk output (digits and line ends, 14 KB
+/// every 10 ms, about 1 MB/s) in the background and `cat` echoing raw
+/// input (letters) in the foreground, so the typist's echo is found among
+/// the bulk. Small bursts: a typist's byte waits behind at most one.
 pub(crate) const SHARED_PANE: &str =
-    "stty raw -echo; (while :; do seq 100000 120000; sleep 0.05; done) & echo ready; exec cat";
+    "stty raw -echo; (while :; do seq 100000 101999; sleep 0.01; done) & echo ready; exec cat";
 
 /// Slow client: a typist's echo round trip on a pane another client of
 /// stops reading.
@@ -876,7 +877,7 @@ async fn slow(proto: Proto, echoes: usize, stall_secs: u64) -> anyhow::Result<()
     let work = tempdir("reliability-slow")?;
     let target = Target::start(proto, &work)?;
     println!(
-        "slow client on {}-server: a shared pane streams ~2 MB/s while client A types; client B is another process attached to the same pane, {} cores",
+        "slow client on {}-server: a shared pane streams ~1 MB/s while client A types; client B is another process attached to the same pane, {} cores",
         proto.name(),
         cores()
     );

@@ -187,11 +187,19 @@ pub(crate) async fn load(
     for _ in 0..sessions.div_ceil(PANES) {
         let opening = async {
             let client = client(&t.addr, TOKEN).await?;
-            let labels = [label.as_str(); PANES];
-            let channels = client.open_all(labels).await;
+            let mut channels = Vec::with_capacity(PANES);
+            for _ in 0..PANES {
+                let ch = client.try_open(&label).await;
+                channels.push(ch.context("a pane channel closed before it opened")?);
+            }
             anyhow::Ok((Arc::new(client), channels))
         };
-        let (client, channels) = match opening.await {
+        let opening = tokio::time::timeout(SILENCE, opening);
+        let (client, channels) = match opening.await.unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "no connection with open channels in {SILENCE:?}"
+            ))
+        }) {
             Ok(pair) => pair,
             Err(e) => {
                 eprintln!("peer failed to connect: {e:#}");
