@@ -701,6 +701,14 @@ impl TransportTx for RtcTx {
             }
             outstanding = now;
         }
+        if outstanding > 0 {
+            // What is cut is the end of a pane's output: say so, it is
+            // what a user would miss.
+            tracing::info!(
+                outstanding,
+                "closing a channel whose client acknowledged nothing for {LINGER:?}"
+            );
+        }
         tokio::time::sleep_until(shared.close_not_before).await;
         let _ = shared.dc.close().await;
         // Read (and drop) whatever the client still sends until its side
