@@ -352,3 +352,39 @@ impl Rng {
         self.next_u64() % n.max(1)
     }
 }
+
+/// The highest resident memory of a process, sampled every `every` by a
+/// task until dropped.
+#[derive(Debug)]
+pub struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pid` (inside a tokio runtime).
+    pub fn watch(pid: u32, every: Duration) -> PeakRss {
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss(pid).unwrap_or(0)));
+        let sampled = peak.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(r) = rss(pid) {
+                    sampled.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        PeakRss { peak, task }
+    }
+
+    /// The highest seen so far, bytes.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

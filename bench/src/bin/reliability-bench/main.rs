@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use execwire_bench::{Holdings, Rng, Server, cores, quantile, sibling, tempdir};
+use execwire_bench::{Holdings, PeakRss, Rng, Server, cores, quantile, sibling, tempdir};
 use tokio::io::AsyncBufReadExt as _;
 
 #[derive(Debug, Parser)]
@@ -674,7 +674,7 @@ async fn run_cycles(
             }
         }
         if let Some(started) = progress
-            && done % 1000 == 0
+            && done.is_multiple_of(1000)
         {
             println!(
                 "  {done}/{total} sessions of this half, {:.0} s",
@@ -708,6 +708,22 @@ async fn settled(
 /// What each load session reports: bytes received, or why it failed.
 pub(crate) type Received = anyhow::Result<u64>;
 
+/// A load session's streaming half, run once `go` turns true (every
+/// session is open by then, so all stream at once).
+pub(crate) fn after_go<F>(
+    go: &tokio::sync::watch::Receiver<bool>,
+    stream: F,
+) -> tokio::task::JoinHandle<Received>
+where
+    F: std::future::Future<Output = Received> + Send + 'static,
+{
+    let mut go = go.clone();
+    tokio::spawn(async move {
+        go.wait_for(|g| *g).await?;
+        stream.await
+    })
+}
+
 /// Load: `sessions` commands writing `seq 1 LINES` at once.
 async fn load(proto: Proto, sessions: usize, lines: u64) -> anyhow::Result<()> {
     let work = tempdir("reliability-load")?;
@@ -738,19 +754,7 @@ async fn load(proto: Proto, sessions: usize, lines: u64) -> anyhow::Result<()> {
         held.descendants
     );
     let cpu = target.server.cpu()?;
-    let peak_rss = Arc::new(std::sync::atomic::AtomicU64::new(held.rss));
-    let sampler = {
-        let target = target.clone();
-        let peak = peak_rss.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(r) = target.server.rss() {
-                    peak.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let peak_rss = PeakRss::watch(target.server.pid(), Duration::from_millis(100));
     let started = Instant::now();
     let _ = go.send(true);
     let mut received = 0u64;
@@ -770,7 +774,6 @@ async fn load(proto: Proto, sessions: usize, lines: u64) -> anyhow::Result<()> {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    sampler.abort();
     let cpu = target.server.cpu()? - cpu;
     let errors = errors + sessions.saturating_sub(opened);
     println!(
@@ -778,7 +781,7 @@ async fn load(proto: Proto, sessions: usize, lines: u64) -> anyhow::Result<()> {
         mib(received),
         mib(received) / wall.max(1e-9),
         cpu / wall.max(1e-9) * 100.0,
-        mib(peak_rss.load(std::sync::atomic::Ordering::Relaxed)),
+        mib(peak_rss.peak()),
         mib(base.rss),
     );
     if let Some(e) = first_error {
@@ -809,19 +812,7 @@ async fn nonl(proto: Proto, mib_out: u64) -> anyhow::Result<()> {
     let target = Target::start(proto, &work)?;
     let bytes = mib_out << 20;
     let base = target.holdings()?;
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(base.rss));
-    let sampler = {
-        let peak = peak.clone();
-        let server = target.server.pid();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(r) = execwire_bench::rss(server) {
-                    peak.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let peak = PeakRss::watch(target.server.pid(), Duration::from_millis(100));
     let cpu = target.server.cpu()?;
     let started = Instant::now();
     let got = match proto {
@@ -831,7 +822,6 @@ async fn nonl(proto: Proto, mib_out: u64) -> anyhow::Result<()> {
         Proto::Webexec => webexec::nonl(&target, bytes).await,
     };
     let wall = started.elapsed().as_secs_f64();
-    sampler.abort();
     let cpu = target.server.cpu()? - cpu;
     let got = got?;
     println!(
@@ -843,7 +833,7 @@ async fn nonl(proto: Proto, mib_out: u64) -> anyhow::Result<()> {
         if got == bytes { "all" } else { "MISSING BYTES" },
         mib(got) / wall.max(1e-9),
         mib(base.rss),
-        mib(peak.load(std::sync::atomic::Ordering::Relaxed)),
+        mib(peak.peak()),
     );
     drop(target);
     let _ = std::fs::remove_dir_all(&work);
@@ -912,24 +902,12 @@ where
         .context("client B has no pid")?;
     let before = target.server.rss()?;
     rustix::process::kill_process(pid, rustix::process::Signal::STOP)?;
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
-    let sampler = {
-        let peak = peak.clone();
-        let server = target.server.pid();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(r) = execwire_bench::rss(server) {
-                    peak.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let peak = PeakRss::watch(target.server.pid(), Duration::from_millis(50));
     // B's socket buffers and the server's queue for B fill meanwhile.
     tokio::time::sleep(Duration::from_secs(stall_secs)).await;
     let stalled_rtts = echo(n).await;
     let after = target.server.rss()?;
-    sampler.abort();
+    let peak = peak.peak();
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
     let _ = stalled.start_kill();
     let _ = stalled.wait().await;
@@ -938,7 +916,6 @@ where
         "  A's echo, B stopped (SIGSTOP):      {}",
         summary(&stalled_rtts)
     );
-    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "  server RSS: {:.1} MiB when B stopped, peak {:.1} MiB while stopped ({:+.1} MiB), {:.1} MiB at the end",
         mib(before),

@@ -117,7 +117,7 @@ pub(crate) async fn cycle(t: &Target, end: End, n: u64) -> anyhow::Result<()> {
         End::Kill9 => crate::kill_when_streaming(t.client_process(false, None)).await,
         End::Malformed => {
             let mut ws = connect(addr, TOKEN).await?;
-            let bad: &[u8] = if n % 2 == 0 {
+            let bad: &[u8] = if n.is_multiple_of(2) {
                 b"{\"call\":\"seq\",\"para"
             } else {
                 b"{\"call\":\"seq\",\"params\":[2000]}"
@@ -187,9 +187,7 @@ pub(crate) async fn load(
         ws.send(call("load", &[&lines])).await?;
         opened += 1;
         let expected = expected.clone();
-        let mut go = go.clone();
-        tasks.push(tokio::spawn(async move {
-            go.wait_for(|g| *g).await?;
+        tasks.push(crate::after_go(&go, async move {
             ws.send(Message::text("go\n")).await?;
             let (text, result) = outcome(&mut ws).await?;
             if text != *expected || !matches!(result, Outcome::Fulfilled { .. }) {

@@ -103,7 +103,7 @@ pub(crate) async fn cycle(t: &Target, end: End, pty: bool, n: u64) -> anyhow::Re
         End::Kill9 => crate::kill_when_streaming(t.client_process(pty, None)).await,
         End::Malformed => {
             let mut client = client(addr, TOKEN).await?;
-            let reply = if n % 2 == 0 {
+            let reply = if n.is_multiple_of(2) {
                 client
                     .control
                     .raw(r#"{"time":1,"message_id":3,"type":"#)
@@ -209,8 +209,8 @@ pub(crate) async fn load(
         for ch in channels {
             opened += 1;
             let expected = expected.clone();
-            let mut go = go.clone();
             let client = client.clone();
+            let mut go = go.clone();
             tasks.push(tokio::spawn(async move {
                 let _peer = client;
                 match recv(&ch).await? {

@@ -130,7 +130,7 @@ pub(crate) async fn cycle(t: &Target, end: End, n: u64) -> anyhow::Result<()> {
         End::Malformed => {
             let mut ws = authed(url).await?;
             command(&mut ws, "cat").await?;
-            let bad = if n % 2 == 0 {
+            let bad = if n.is_multiple_of(2) {
                 r#"{"type":"command","payload":{"command":"#
             } else {
                 r#"{"type":"command","payload":{"command":42,"clientId":1}}"#
@@ -210,9 +210,7 @@ pub(crate) async fn load(
         };
         opened += 1;
         let expected = expected.clone();
-        let mut go = go.clone();
-        tasks.push(tokio::spawn(async move {
-            go.wait_for(|g| *g).await?;
+        tasks.push(crate::after_go(&go, async move {
             ws.send(Message::text(
                 json!({"type":"update","payload":{"type":"stdin","serverId":id,"input":"go\n","eof":true}})
                     .to_string(),

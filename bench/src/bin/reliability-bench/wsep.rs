@@ -141,7 +141,7 @@ pub(crate) async fn cycle(t: &Target, end: End, pty: bool, n: u64) -> anyhow::Re
             let mut ws = raw(url, TOKEN).await?;
             let start = command("cat", &[], pty, String::new());
             ws.send(start_frame(&start)).await?;
-            let bad: &[u8] = if n % 2 == 0 {
+            let bad: &[u8] = if n.is_multiple_of(2) {
                 b"{\"type\":\"resize\",\"rows\":\"tall\""
             } else {
                 b"{\"type\":7}"
@@ -218,9 +218,7 @@ pub(crate) async fn load(
         };
         opened += 1;
         let expected = expected.clone();
-        let mut go = go.clone();
-        tasks.push(tokio::spawn(async move {
-            go.wait_for(|g| *g).await?;
+        tasks.push(crate::after_go(&go, async move {
             input.write(b"go\n").await?;
             input.close_stdin().await?;
             let mut got = Vec::with_capacity(expected.len());
