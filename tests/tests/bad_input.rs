@@ -485,6 +485,18 @@ async fn pow_rest(server: &TestServer, path: &str, body: &str) -> (u16, String) 
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// `GET /status/{id}`: status and body.
+async fn pow_status(server: &TestServer, id: &str) -> (u16, String) {
+    execwire_tests::tls::install_provider();
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/status/{id}", server.addr))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 #[tokio::test]
 async fn truncated_json_pow() {
     let server = pow_server().await;
@@ -496,12 +508,7 @@ async fn truncated_json_pow() {
     .unwrap();
     assert_protocol_error(pow_outcome(&mut ws).await.2);
     // A truncated signal cancels the running process the same way.
-    let mut ws = pow_ws(&server).await;
-    ws.send(pow_call("cat")).await.unwrap();
-    ws.send(Message::Binary(Bytes::from_static(b"{\"signal\":")))
-        .await
-        .unwrap();
-    assert_protocol_error(pow_outcome(&mut ws).await.2);
+    pow_control_frame_cancels(&server, b"{\"signal\":").await;
     let (status, _) = pow_rest(&server, "/new", r#"{"call":"cat""#).await;
     assert_eq!(status, 400);
 }
@@ -530,13 +537,7 @@ async fn unknown_ids_pow() {
             let (status, _) = pow_rest(&server, &format!("/{path}/{id}"), "x").await;
             assert_eq!(status, 404, "{path}/{id}");
         }
-        let r = reqwest::Client::new()
-            .get(format!("http://{}/status/{id}", server.addr))
-            .bearer_auth(&server.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 404);
+        assert_eq!(pow_status(&server, id).await.0, 404);
     }
     // An unknown process name is a rejected result, not a crash.
     let mut ws = pow_ws(&server).await;
@@ -590,10 +591,15 @@ async fn floods_of_tiny_frames_pow() {
 async fn binary_where_text_is_expected_pow() {
     // Binary frames are control messages: input sent as binary is not a
     // signal, and cancels the process with a protocol error.
-    let server = pow_server().await;
-    let mut ws = pow_ws(&server).await;
+    pow_control_frame_cancels(&pow_server().await, b"hello\n").await;
+}
+
+/// `frame` as a binary (control) frame to a running `cat` cancels it with
+/// a protocol error.
+async fn pow_control_frame_cancels(server: &TestServer, frame: &'static [u8]) {
+    let mut ws = pow_ws(server).await;
     ws.send(pow_call("cat")).await.unwrap();
-    ws.send(Message::Binary(Bytes::from_static(b"hello\n")))
+    ws.send(Message::Binary(Bytes::from_static(frame)))
         .await
         .unwrap();
     assert_protocol_error(pow_outcome(&mut ws).await.2);
@@ -669,13 +675,7 @@ async fn output_without_newlines_pow() {
     assert_eq!(status, 200);
     let id: String = serde_json::from_str(&id).unwrap();
     let status = loop {
-        let r = reqwest::Client::new()
-            .get(format!("http://{}/status/{id}", server.addr))
-            .bearer_auth(&server.token)
-            .send()
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&pow_status(&server, &id).await.1).unwrap();
         if v["result"]["status"] != "pending" {
             break v;
         }
@@ -769,6 +769,19 @@ async fn webterm_refused(ws: &mut Ws, bad: Message) -> Value {
     reply
 }
 
+/// Sends `bad`; the reply must be the error for what is not JSON.
+async fn webterm_not_json(ws: &mut Ws, bad: Message) {
+    let reply = webterm_refused(ws, bad).await;
+    let message = reply["payload"]["message"].as_str().unwrap();
+    assert!(message.contains("invalid JSON"), "{message}");
+}
+
+/// The connection still runs commands.
+async fn webterm_serves_on(ws: &mut Ws) {
+    webterm_command(ws, "echo ok").await;
+    assert_eq!(webterm_finish(ws).await.1, "ok\n");
+}
+
 #[tokio::test]
 async fn truncated_json_webterm() {
     let server = webterm_server().await;
@@ -778,17 +791,9 @@ async fn truncated_json_webterm() {
         r#"{"type":"#,
         "{",
     ] {
-        let reply = webterm_refused(&mut ws, Message::text(bad)).await;
-        assert!(
-            reply["payload"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("invalid JSON")
-        );
+        webterm_not_json(&mut ws, Message::text(bad)).await;
     }
-    // The connection serves on.
-    webterm_command(&mut ws, "echo ok").await;
-    assert_eq!(webterm_finish(&mut ws).await.1, "ok\n");
+    webterm_serves_on(&mut ws).await;
 }
 
 #[tokio::test]
@@ -823,9 +828,7 @@ async fn huge_frames_webterm() {
     let mut ws = self::ws(&server.url(), &[]).await;
     let _ = ws.send(Message::text("x".repeat(2 << 20))).await;
     assert!(matches!(close_code(&mut ws).await, Some(1008) | None));
-    let mut ws = webterm(&server).await;
-    webterm_command(&mut ws, "echo ok").await;
-    assert_eq!(webterm_finish(&mut ws).await.1, "ok\n");
+    webterm_serves_on(&mut webterm(&server).await).await;
 }
 
 #[tokio::test]
@@ -871,15 +874,8 @@ async fn invalid_utf8_webterm() {
     assert_eq!(code, Some(1008));
     // In a binary frame: not JSON, an error, and the connection serves on.
     let mut ws = webterm(&server).await;
-    let reply = webterm_refused(&mut ws, Message::Binary(Bytes::from_static(NOT_UTF8))).await;
-    assert!(
-        reply["payload"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid JSON")
-    );
-    webterm_command(&mut ws, "echo ok").await;
-    assert_eq!(webterm_finish(&mut ws).await.1, "ok\n");
+    webterm_not_json(&mut ws, Message::Binary(Bytes::from_static(NOT_UTF8))).await;
+    webterm_serves_on(&mut ws).await;
 }
 
 #[tokio::test]

@@ -437,6 +437,31 @@ async fn client(
     }
 }
 
+/// Sends a 2 MiB text message (over pow's and webterm's 1 MiB limit) and
+/// reads until the connection ends. The server stops reading at the
+/// frame's header and ends the connection; its close frame, if any, may
+/// be lost to the reset that the unread bytes cause, so the answer
+/// checked is the end itself, with no result before it.
+pub(crate) async fn oversized_ends_the_connection(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> anyhow::Result<()> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    // The server may close before it read it all.
+    let _ = ws.send(Message::text("x".repeat(2 << 20))).await;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(()),
+            Some(Ok(Message::Binary(b))) if b.len() < 4096 => {
+                bail!("answered {}", String::from_utf8_lossy(&b))
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
 /// Prints `streaming` (the parent waits for it).
 pub(crate) fn say_streaming() {
     use std::io::Write as _;
@@ -708,6 +733,9 @@ async fn settled(
 /// What each load session reports: bytes received, or why it failed.
 pub(crate) type Received = anyhow::Result<u64>;
 
+/// A load session, open and waiting: the rest of it, to run on the go.
+pub(crate) type Streaming = std::pin::Pin<Box<dyn std::future::Future<Output = Received> + Send>>;
+
 /// A load session's streaming half, run once `go` turns true (every
 /// session is open by then, so all stream at once).
 pub(crate) fn after_go<F>(
@@ -738,12 +766,35 @@ async fn load(proto: Proto, sessions: usize, lines: u64) -> anyhow::Result<()> {
     );
     let (go, ready) = tokio::sync::watch::channel(false);
     let opening = Instant::now();
-    let (opened, tasks) = match proto {
-        Proto::Wsep => wsep::load(&target, sessions, lines, &expected, ready).await,
-        Proto::Pow => pow::load(&target, sessions, lines, &expected, ready).await,
-        Proto::Webterm => webterm::load(&target, sessions, lines, &expected, ready).await,
-        Proto::Webexec => webexec::load(&target, sessions, lines, &expected, ready).await,
-    }?;
+    // Sessions are opened one connection at a time (webexec: a peer with
+    // its panes), each left waiting for its line of input.
+    let per_open = match proto {
+        Proto::Webexec => webexec::LOAD_PANES,
+        _ => 1,
+    };
+    let mut tasks = Vec::with_capacity(sessions);
+    let mut failed_to_open = 0;
+    while tasks.len() + failed_to_open < sessions {
+        let opened = match proto {
+            Proto::Wsep => wsep::open_load(&target, lines, expected.clone()).await,
+            Proto::Pow => pow::open_load(&target, lines, expected.clone()).await,
+            Proto::Webterm => webterm::open_load(&target, lines, expected.clone()).await,
+            Proto::Webexec => {
+                let opening = webexec::open_load(&target, lines, expected.clone());
+                tokio::time::timeout(Duration::from_secs(20), opening)
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("not open in 20 s")))
+            }
+        };
+        match opened {
+            Ok(streams) => tasks.extend(streams.into_iter().map(|s| after_go(&ready, s))),
+            Err(e) => {
+                eprintln!("session failed to open: {e:#}");
+                failed_to_open += per_open;
+            }
+        }
+    }
+    let opened = tasks.len();
     let open_secs = opening.elapsed().as_secs_f64();
     let held = target.holdings()?;
     println!(

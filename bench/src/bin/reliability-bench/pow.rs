@@ -5,11 +5,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use pow_proto::{Call, Outcome};
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-use crate::{End, NORMAL_LINES, Received, TOKEN, Target};
+use crate::{End, NORMAL_LINES, Streaming, TOKEN, Target};
 
 /// The processes the benchmark calls (`--config`).
 pub(crate) const CONFIG: &str = r#"
@@ -131,21 +130,7 @@ pub(crate) async fn cycle(t: &Target, end: End, n: u64) -> anyhow::Result<()> {
         End::Oversized => {
             let mut ws = connect(addr, TOKEN).await?;
             ws.send(call("cat", &[])).await?;
-            // Over the 1 MiB message limit; the server may close before it
-            // read it all.
-            let _ = ws.send(Message::text("x".repeat(2 << 20))).await;
-            // The server stops reading at the frame's header and ends the
-            // connection (its close frame, if any, may be lost to the
-            // reset that the unread bytes cause): the answer is the end.
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(()),
-                    Some(Ok(Message::Binary(b))) if b.len() < 4096 => {
-                        bail!("answered {}", String::from_utf8_lossy(&b))
-                    }
-                    Some(Ok(_)) => continue,
-                }
-            }
+            crate::oversized_ends_the_connection(&mut ws).await
         }
         End::WrongToken => match connect(addr, "wrong-token").await {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401 => Ok(()),
@@ -166,37 +151,21 @@ pub(crate) async fn stream_client(addr: &str, token: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-pub(crate) async fn load(
+pub(crate) async fn open_load(
     t: &Target,
-    sessions: usize,
     lines: u64,
-    expected: &Arc<Vec<u8>>,
-    go: watch::Receiver<bool>,
-) -> anyhow::Result<(usize, Vec<tokio::task::JoinHandle<Received>>)> {
-    let lines = lines.to_string();
-    let mut tasks = Vec::new();
-    let mut opened = 0;
-    for _ in 0..sessions {
-        let mut ws = match connect(&t.addr, TOKEN).await {
-            Ok(ws) => ws,
-            Err(e) => {
-                eprintln!("session failed to open: {e}");
-                continue;
-            }
-        };
-        ws.send(call("load", &[&lines])).await?;
-        opened += 1;
-        let expected = expected.clone();
-        tasks.push(crate::after_go(&go, async move {
-            ws.send(Message::text("go\n")).await?;
-            let (text, result) = outcome(&mut ws).await?;
-            if text != *expected || !matches!(result, Outcome::Fulfilled { .. }) {
-                bail!("got {} bytes of {}, {result:?}", text.len(), expected.len());
-            }
-            Ok(text.len() as u64)
-        }));
-    }
-    Ok((opened, tasks))
+    expected: Arc<Vec<u8>>,
+) -> anyhow::Result<Vec<Streaming>> {
+    let mut ws = connect(&t.addr, TOKEN).await?;
+    ws.send(call("load", &[&lines.to_string()])).await?;
+    Ok(vec![Box::pin(async move {
+        ws.send(Message::text("go\n")).await?;
+        let (text, result) = outcome(&mut ws).await?;
+        if text != *expected || !matches!(result, Outcome::Fulfilled { .. }) {
+            bail!("got {} bytes of {}, {result:?}", text.len(), expected.len());
+        }
+        Ok(text.len() as u64)
+    })])
 }
 
 pub(crate) async fn nonl(t: &Target, bytes: u64) -> anyhow::Result<u64> {

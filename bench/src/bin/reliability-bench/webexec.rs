@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use execwire_tests::webexec::{Client, ClientChannel, Msg, Signaling};
 use serde_json::json;
-use tokio::sync::watch;
 
-use crate::{End, NORMAL_LINES, Received, TOKEN, Target};
+use crate::{End, NORMAL_LINES, Streaming, TOKEN, Target};
 
 /// Nothing from a channel in this long is a failure.
 const SILENCE: Duration = Duration::from_secs(20);
@@ -173,64 +172,40 @@ pub(crate) async fn stream_client(
     Ok(())
 }
 
-pub(crate) async fn load(
+/// Panes per peer in the load.
+pub(crate) const LOAD_PANES: usize = 10;
+
+/// One peer with [`LOAD_PANES`] panes.
+pub(crate) async fn open_load(
     t: &Target,
-    sessions: usize,
     lines: u64,
-    expected: &Arc<Vec<u8>>,
-    go: watch::Receiver<bool>,
-) -> anyhow::Result<(usize, Vec<tokio::task::JoinHandle<Received>>)> {
-    const PANES: usize = 10;
+    expected: Arc<Vec<u8>>,
+) -> anyhow::Result<Vec<Streaming>> {
     let label = format!("sh,-c,read x; exec seq 1 {lines}");
-    let mut tasks = Vec::new();
-    let mut opened = 0;
-    for _ in 0..sessions.div_ceil(PANES) {
-        let opening = async {
-            let client = client(&t.addr, TOKEN).await?;
-            let mut channels = Vec::with_capacity(PANES);
-            for _ in 0..PANES {
-                let ch = client.try_open(&label).await;
-                channels.push(ch.context("a pane channel closed before it opened")?);
-            }
-            anyhow::Ok((Arc::new(client), channels))
-        };
-        let opening = tokio::time::timeout(SILENCE, opening);
-        let (client, channels) = match opening.await.unwrap_or_else(|_| {
-            Err(anyhow::anyhow!(
-                "no connection with open channels in {SILENCE:?}"
-            ))
-        }) {
-            Ok(pair) => pair,
-            Err(e) => {
-                eprintln!("peer failed to connect: {e:#}");
-                continue;
-            }
-        };
-        for ch in channels {
-            opened += 1;
-            let expected = expected.clone();
-            let client = client.clone();
-            let mut go = go.clone();
-            tasks.push(tokio::spawn(async move {
-                let _peer = client;
-                match recv(&ch).await? {
-                    Some(Msg::Binary(_)) => {}
-                    other => bail!("expected the pane id, got {other:?}"),
-                }
-                go.wait_for(|g| *g).await?;
-                ch.send(b"go\n").await;
-                let mut got = Vec::with_capacity(expected.len());
-                while let Some(m) = recv(&ch).await? {
-                    got.extend_from_slice(m.bytes());
-                }
-                if got != *expected {
-                    bail!("got {} bytes of {}", got.len(), expected.len());
-                }
-                Ok(got.len() as u64)
-            }));
+    let client = Arc::new(client(&t.addr, TOKEN).await?);
+    let mut streams: Vec<Streaming> = Vec::with_capacity(LOAD_PANES);
+    for _ in 0..LOAD_PANES {
+        let ch = client.try_open(&label).await;
+        let ch = ch.context("a pane channel closed before it opened")?;
+        match recv(&ch).await? {
+            Some(Msg::Binary(_)) => {}
+            other => bail!("expected the pane id, got {other:?}"),
         }
+        let (client, expected) = (client.clone(), expected.clone());
+        streams.push(Box::pin(async move {
+            let _peer = client;
+            ch.send(b"go\n").await;
+            let mut got = Vec::with_capacity(expected.len());
+            while let Some(m) = recv(&ch).await? {
+                got.extend_from_slice(m.bytes());
+            }
+            if got != *expected {
+                bail!("got {} bytes of {}", got.len(), expected.len());
+            }
+            Ok(got.len() as u64)
+        }));
     }
-    Ok((opened, tasks))
+    Ok(streams)
 }
 
 pub(crate) async fn slow(t: &Target, echoes: usize, stall_secs: u64) -> anyhow::Result<()> {

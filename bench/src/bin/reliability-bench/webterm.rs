@@ -8,10 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{End, NORMAL_LINES, Received, TOKEN, Target};
+use crate::{End, NORMAL_LINES, Streaming, TOKEN, Target};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -145,21 +144,7 @@ pub(crate) async fn cycle(t: &Target, end: End, n: u64) -> anyhow::Result<()> {
         }
         End::Oversized => {
             let mut ws = authed(url).await?;
-            // Over the 1 MiB message limit; the server may close before it
-            // read it all.
-            let _ = ws.send(Message::text("x".repeat(2 << 20))).await;
-            // The server stops reading at the frame's header and ends the
-            // connection (its close frame, if any, may be lost to the
-            // reset that the unread bytes cause): the answer is the end.
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(()),
-                    Some(Ok(Message::Binary(b))) if b.len() < 4096 => {
-                        bail!("answered {}", String::from_utf8_lossy(&b))
-                    }
-                    Some(Ok(_)) => continue,
-                }
-            }
+            crate::oversized_ends_the_connection(&mut ws).await
         }
         End::WrongToken => {
             let (_ws, reply) = connect(url, "wrong-token").await?;
@@ -185,45 +170,29 @@ pub(crate) async fn stream_client(url: &str, token: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub(crate) async fn load(
+pub(crate) async fn open_load(
     t: &Target,
-    sessions: usize,
     lines: u64,
-    expected: &Arc<Vec<u8>>,
-    go: watch::Receiver<bool>,
-) -> anyhow::Result<(usize, Vec<tokio::task::JoinHandle<Received>>)> {
-    let line = format!("read x; exec seq 1 {lines}");
-    let mut tasks = Vec::new();
-    let mut opened = 0;
-    for _ in 0..sessions {
-        let opening = async {
-            let mut ws = authed(&t.addr).await?;
-            let id = command(&mut ws, &line).await?;
-            anyhow::Ok((ws, id))
-        };
-        let (mut ws, id) = match opening.await {
-            Ok(pair) => pair,
-            Err(e) => {
-                eprintln!("session failed to open: {e:#}");
-                continue;
-            }
-        };
-        opened += 1;
-        let expected = expected.clone();
-        tasks.push(crate::after_go(&go, async move {
-            ws.send(Message::text(
-                json!({"type":"update","payload":{"type":"stdin","serverId":id,"input":"go\n","eof":true}})
-                    .to_string(),
-            ))
-            .await?;
-            let (out, code) = finish(&mut ws).await?;
-            if out != *expected || code != Some(0) {
-                bail!("got {} bytes of {}, exit {code:?}", out.len(), expected.len());
-            }
-            Ok(out.len() as u64)
-        }));
-    }
-    Ok((opened, tasks))
+    expected: Arc<Vec<u8>>,
+) -> anyhow::Result<Vec<Streaming>> {
+    let mut ws = authed(&t.addr).await?;
+    let id = command(&mut ws, &format!("read x; exec seq 1 {lines}")).await?;
+    Ok(vec![Box::pin(async move {
+        ws.send(Message::text(
+            json!({"type":"update","payload":{"type":"stdin","serverId":id,"input":"go\n","eof":true}})
+                .to_string(),
+        ))
+        .await?;
+        let (out, code) = finish(&mut ws).await?;
+        if out != *expected || code != Some(0) {
+            bail!(
+                "got {} bytes of {}, exit {code:?}",
+                out.len(),
+                expected.len()
+            );
+        }
+        Ok(out.len() as u64)
+    })])
 }
 
 pub(crate) async fn nonl(t: &Target, bytes: u64) -> anyhow::Result<u64> {

@@ -7,13 +7,12 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use wsep_client::{Error, Output, Outputs};
 use wsep_proto::StartCommand;
 
-use crate::{End, NORMAL_LINES, Received, TOKEN, Target};
+use crate::{End, NORMAL_LINES, Streaming, TOKEN, Target};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -197,49 +196,34 @@ pub(crate) async fn stream_client(
     Ok(())
 }
 
-pub(crate) async fn load(
+pub(crate) async fn open_load(
     t: &Target,
-    sessions: usize,
     lines: u64,
-    expected: &Arc<Vec<u8>>,
-    go: watch::Receiver<bool>,
-) -> anyhow::Result<(usize, Vec<tokio::task::JoinHandle<Received>>)> {
+    expected: Arc<Vec<u8>>,
+) -> anyhow::Result<Vec<Streaming>> {
     let script = format!("read x; exec seq 1 {lines}");
-    let mut tasks = Vec::new();
-    let mut opened = 0;
-    for _ in 0..sessions {
-        let start = command("sh", &["-c", &script], false, String::new());
-        let (mut input, mut out) = match wsep_client::start(&t.addr, Some(TOKEN), start).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                eprintln!("session failed to start: {e}");
-                continue;
+    let start = command("sh", &["-c", &script], false, String::new());
+    let (mut input, mut out) = wsep_client::start(&t.addr, Some(TOKEN), start).await?;
+    Ok(vec![Box::pin(async move {
+        input.write(b"go\n").await?;
+        input.close_stdin().await?;
+        let mut got = Vec::with_capacity(expected.len());
+        let mut code = None;
+        while let Some(o) = out.next().await? {
+            match o {
+                Output::Stdout(b) | Output::Stderr(b) => got.extend_from_slice(&b),
+                Output::Exit { code: c, .. } => code = Some(c),
             }
-        };
-        opened += 1;
-        let expected = expected.clone();
-        tasks.push(crate::after_go(&go, async move {
-            input.write(b"go\n").await?;
-            input.close_stdin().await?;
-            let mut got = Vec::with_capacity(expected.len());
-            let mut code = None;
-            while let Some(o) = out.next().await? {
-                match o {
-                    Output::Stdout(b) | Output::Stderr(b) => got.extend_from_slice(&b),
-                    Output::Exit { code: c, .. } => code = Some(c),
-                }
-            }
-            if got != *expected || code != Some(0) {
-                bail!(
-                    "got {} bytes of {}, exit {code:?}",
-                    got.len(),
-                    expected.len()
-                );
-            }
-            Ok(got.len() as u64)
-        }));
-    }
-    Ok((opened, tasks))
+        }
+        if got != *expected || code != Some(0) {
+            bail!(
+                "got {} bytes of {}, exit {code:?}",
+                got.len(),
+                expected.len()
+            );
+        }
+        Ok(got.len() as u64)
+    })])
 }
 
 /// Waits for `needle` in the output.
