@@ -468,7 +468,7 @@ fn assert_protocol_error(outcome: Outcome) {
     assert!(
         // A built-in process's wording, and a configured command's.
         matches!(&outcome, Outcome::Rejected { reason }
-            if reason.contains("protocol error") || reason.contains("ProtocolError")),
+            if reason.contains("protocol error") || reason.contains("broke the protocol")),
         "{outcome:?}"
     );
 }

@@ -333,7 +333,7 @@ async fn cancel_kills_a_configured_command() {
     ws.send(call("sleep", &[])).await.unwrap();
     ws.send(signal(Signal::Cancel)).await.unwrap();
     let (_, result) = outcome(&mut ws).await;
-    assert_eq!(result, rejected("cancelled: Some(ClientCancel)"));
+    assert_eq!(result, rejected("cancelled: the client cancelled"));
 }
 
 /// A REST client for one server.
@@ -764,7 +764,7 @@ async fn cancel_during_a_blocked_write_ends_the_process() {
     let (_, result) = tokio::time::timeout(FILTER_NET, outcome(&mut ws))
         .await
         .expect("the cancel was not seen");
-    assert_eq!(result, rejected("cancelled: Some(ClientCancel)"));
+    assert_eq!(result, rejected("cancelled: the client cancelled"));
     wait_gone(pid).await;
     assert!(!alive(pid));
 }
@@ -863,6 +863,6 @@ async fn rest_cancel_during_a_blocked_write_ends_the_process() {
     assert!(!alive(pid));
     assert_eq!(
         rest.status(&id).await.1.unwrap()["result"],
-        json!({"status": "rejected", "reason": "cancelled: Some(ClientCancel)"})
+        json!({"status": "rejected", "reason": "cancelled: the client cancelled"})
     );
 }

@@ -287,7 +287,7 @@ async fn feed(stdin: Option<&StdinWriter>, data: Option<Bytes>) -> Result<(), ex
 
 /// The rejection of a cancelled command, naming the cause.
 fn cancelled(io: &Io) -> String {
-    format!("cancelled: {:?}", io.cancel.cause())
+    crate::process::cancelled_reason(io.cancel.cause())
 }
 
 fn is_blank(line: &[u8]) -> bool {

@@ -45,6 +45,27 @@ pub enum CancelCause {
     Shutdown,
 }
 
+/// What a client reads in a rejection ("cancelled: the client cancelled").
+impl std::fmt::Display for CancelCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CancelCause::ClientGone => "the client disconnected",
+            CancelCause::ClientCancel => "the client cancelled",
+            CancelCause::ProtocolError => "the client broke the protocol",
+            CancelCause::Timeout => "the time limit ran out",
+            CancelCause::Shutdown => "the server is shutting down",
+        })
+    }
+}
+
+/// The rejection reason of a process stopped by `cause`.
+pub(crate) fn cancelled_reason(cause: Option<CancelCause>) -> String {
+    match cause {
+        Some(cause) => format!("cancelled: {cause}"),
+        None => "cancelled".to_owned(),
+    }
+}
+
 /// Cancellation of one process, with its first cause.
 #[derive(Debug, Clone, Default)]
 pub struct Cancel {
@@ -216,7 +237,7 @@ impl PowProcess for Echo {
             }
         }
         if let Some(cause) = io.cancel.cause() {
-            return Err(format!("cancelled: {cause:?}"));
+            return Err(cancelled_reason(Some(cause)));
         }
         Ok(Value::from(self.params))
     }
