@@ -80,6 +80,45 @@ async fn raw_frame(
     opcode: u8,
     payload: &[u8],
 ) -> Option<u16> {
+    let mut frame = frame_head(opcode, payload.len() as u64);
+    frame.extend_from_slice(payload);
+    raw_exchange(addr, path, headers, &frame).await.close
+}
+
+/// The head of a masked client frame (FIN, `opcode`, a zero mask key, so
+/// the payload goes as it is) that announces `len` bytes of payload.
+fn frame_head(opcode: u8, len: u64) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match len {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= u64::from(u16::MAX) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame
+}
+
+/// What a server sent on a hand-spoken WebSocket: its data frames (opcode,
+/// payload) before its close, and the close's code (`None`: no close).
+struct Raw {
+    frames: Vec<(u8, Vec<u8>)>,
+    close: Option<u16>,
+}
+
+/// Upgrades `path` on `addr` with `headers`, writes `bytes` and reads the
+/// server's frames until its close.
+async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    bytes: &[u8],
+) -> Raw {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -98,51 +137,44 @@ async fn raw_frame(
     }
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    // FIN + opcode; masked (a client must mask) with a zero key, so the
-    // payload goes as it is.
-    let mut frame = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
-        n => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
+    tcp.write_all(bytes).await.unwrap();
+    let mut frames = Vec::new();
+    let close = async {
+        loop {
+            let mut h = [0u8; 2];
+            if tokio::time::timeout(NET, tcp.read_exact(&mut h))
+                .await
+                .expect("silent")
+                .is_err()
+            {
+                return None;
+            }
+            let len = match h[1] & 0x7f {
+                126 => {
+                    let mut l = [0u8; 2];
+                    tcp.read_exact(&mut l).await.ok()?;
+                    u64::from(u16::from_be_bytes(l))
+                }
+                127 => {
+                    let mut l = [0u8; 8];
+                    tcp.read_exact(&mut l).await.ok()?;
+                    u64::from_be_bytes(l)
+                }
+                n => u64::from(n),
+            };
+            let mut body = vec![0u8; len as usize];
+            tcp.read_exact(&mut body).await.ok()?;
+            if h[0] & 0x0f == 0x8 {
+                return Some(match body.get(..2) {
+                    Some(code) => u16::from_be_bytes([code[0], code[1]]),
+                    None => 1005,
+                });
+            }
+            frames.push((h[0] & 0x0f, body));
         }
     }
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(payload);
-    tcp.write_all(&frame).await.unwrap();
-    // Server frames until a close.
-    loop {
-        let mut h = [0u8; 2];
-        if tokio::time::timeout(NET, tcp.read_exact(&mut h))
-            .await
-            .expect("silent")
-            .is_err()
-        {
-            return None;
-        }
-        let len = match h[1] & 0x7f {
-            126 => {
-                let mut l = [0u8; 2];
-                tcp.read_exact(&mut l).await.ok()?;
-                u64::from(u16::from_be_bytes(l))
-            }
-            127 => {
-                let mut l = [0u8; 8];
-                tcp.read_exact(&mut l).await.ok()?;
-                u64::from_be_bytes(l)
-            }
-            n => u64::from(n),
-        };
-        let mut body = vec![0u8; len as usize];
-        tcp.read_exact(&mut body).await.ok()?;
-        if h[0] & 0x0f == 0x8 {
-            return Some(match body.get(..2) {
-                Some(code) => u16::from_be_bytes([code[0], code[1]]),
-                None => 1005,
-            });
-        }
-    }
+    .await;
+    Raw { frames, close }
 }
 
 /// Bytes that are not UTF-8: a lone continuation byte and an invalid lead.
@@ -551,14 +583,46 @@ async fn unknown_ids_pow() {
 #[tokio::test]
 async fn huge_frames_pow() {
     let server = pow_server().await;
+    let auth = format!("Bearer {}", server.token);
+    // A running `cat`, then a text frame that announces 2 MiB, over the
+    // 1 MiB message limit: the process is cancelled as a protocol error,
+    // and the client gets that result and a normal close. (Only the frame's
+    // head is sent: a server that stops reading in the middle of a frame
+    // leaves unread bytes, and closing on them resets the connection, which
+    // may overtake the close at the client.)
+    let call = Call {
+        call: "cat".into(),
+        params: Vec::new(),
+    }
+    .encode();
+    let mut bytes = frame_head(0x2, call.len() as u64);
+    bytes.extend_from_slice(&call);
+    bytes.extend_from_slice(&frame_head(0x1, 2 << 20));
+    let raw = raw_exchange(
+        server.addr,
+        "/",
+        &[
+            ("authorization", &auth),
+            ("sec-websocket-protocol", "pow-1"),
+        ],
+        &bytes,
+    )
+    .await;
+    assert_eq!(raw.close, Some(1000));
+    let results: Vec<Outcome> = raw
+        .frames
+        .iter()
+        .filter(|(opcode, _)| *opcode == 0x2)
+        .map(|(_, body)| Outcome::decode(body).unwrap())
+        .collect();
+    let [outcome] = <[Outcome; 1]>::try_from(results).unwrap();
+    assert_protocol_error(outcome);
+    // The same through a client library: whatever arrives before the
+    // reset, nobody else is affected.
     let mut ws = pow_ws(&server).await;
     ws.send(pow_call("cat")).await.unwrap();
-    // Over the 1 MiB message limit: the connection is dropped, without a
-    // close frame or a result, and the process cancelled as for a client
-    // gone.
     let _ = ws.send(Message::text("x".repeat(2 << 20))).await;
-    assert_eq!(close_code(&mut ws).await, None);
-    // Nobody else is affected.
+    assert!(matches!(close_code(&mut ws).await, Some(1000) | None));
     let mut ws = pow_ws(&server).await;
     ws.send(pow_call("cat")).await.unwrap();
     ws.send(Message::text("still here")).await.unwrap();
@@ -620,8 +684,8 @@ async fn invalid_utf8_pow() {
         NOT_UTF8,
     )
     .await;
-    // Dropped, as for any broken frame: no close frame.
-    assert_eq!(code, None);
+    // Before the call: rejected as a protocol error, then a normal close.
+    assert_eq!(code, Some(1000));
     // Output that is not UTF-8 goes out as text: U+FFFD for what can
     // never be UTF-8 (a split character is held back until whole:
     // `characters_split_across_output_chunks_arrive_whole` in pow.rs).

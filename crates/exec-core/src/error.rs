@@ -54,6 +54,11 @@ pub enum TransportError {
     /// The peer sent a message larger than the configured limit.
     #[error("message too large")]
     MessageTooLarge,
+    /// The peer broke the transport's own rules (text that is not UTF-8,
+    /// a broken frame). Nothing more can be read, but the peer can still
+    /// be told why before the connection ends.
+    #[error("malformed message: {0}")]
+    Malformed(String),
     /// The underlying connection failed.
     #[error("transport: {0}")]
     Other(String),

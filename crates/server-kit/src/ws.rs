@@ -197,10 +197,19 @@ impl Transport for WsTransport {
     }
 }
 
+/// The engine's word for what tungstenite (behind axum's opaque error)
+/// reported, told apart by its text.
 fn ws_error(e: axum::Error) -> TransportError {
     let text = e.to_string();
     if text.contains("Message too long") || text.contains("too large") {
         TransportError::MessageTooLarge
+    } else if text.contains("reset without closing handshake") {
+        // A client gone without a goodbye did not break the rules.
+        TransportError::Other(text)
+    } else if text.starts_with("UTF-8 encoding error")
+        || text.starts_with("WebSocket protocol error")
+    {
+        TransportError::Malformed(text)
     } else {
         TransportError::Other(text)
     }

@@ -71,6 +71,10 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     let mut close_requested = false;
     let mut cancels = 0;
     let mut client_gone = false;
+    // The client sent what the WebSocket layer cannot read (a message
+    // over the limit, text that is not UTF-8): nothing more is read, but
+    // the client still gets the result that says so.
+    let mut unreadable = false;
     let mut decoder = TextDecoder::new();
 
     let joined = loop {
@@ -102,7 +106,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
                     cancel.cancel(CancelCause::ClientGone);
                 }
             }
-            msg = rx.recv(), if !client_gone && pending.bytes < shared.max_pending_input => match msg {
+            msg = rx.recv(), if !client_gone && !unreadable && pending.bytes < shared.max_pending_input => match msg {
                 Ok(Some(Message::Text(data))) => {
                     if input.is_some() && !close_requested {
                         pending.push(data);
@@ -124,6 +128,14 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
                         cancel.cancel(CancelCause::ProtocolError);
                     }
                 },
+                Err(e @ (TransportError::MessageTooLarge | TransportError::Malformed(_))) => {
+                    tracing::debug!(error = %e, "unreadable message");
+                    shared.probe.protocol_error();
+                    unreadable = true;
+                    cancel.cancel(CancelCause::ProtocolError);
+                    input = None;
+                    pending.clear();
+                }
                 Ok(None) | Err(_) => {
                     client_gone = true;
                     cancel.cancel(CancelCause::ClientGone);
@@ -235,6 +247,11 @@ async fn wait_for_call<R: TransportRx>(
                     probe.protocol_error();
                     Some(reason::PROTOCOL_ERROR.to_owned())
                 });
+            }
+            Err(e @ (TransportError::MessageTooLarge | TransportError::Malformed(_))) => {
+                tracing::debug!(error = %e, "unreadable message before the call");
+                probe.protocol_error();
+                return Err(Some(format!("{}: {e}", reason::PROTOCOL_ERROR)));
             }
             Ok(None) | Err(_) => return Err(None),
         }
