@@ -31,9 +31,9 @@ use execwire_bench::{cores, quantile, tempdir, write_random};
 use execwire_tests::TestServer;
 use execwire_tests::deploy::{Gateway, Turn};
 use execwire_tests::webexec::{Client, Relay, Signaling};
-use server_kit::CommonConfig as _;
 use wsep_client::{Output, Trust};
 use wsep_proto::StartCommand;
+use wsep_server::CommonConfig as _;
 
 #[derive(Debug, Parser)]
 struct Args {

@@ -105,9 +105,30 @@ impl WsAccept {
     }
 }
 
-/// `404 no such route`: the answer to a path outside the base path.
-pub fn no_such_route() -> Response {
-    (StatusCode::NOT_FOUND, "no such route\n").into_response()
+/// Why a request gets no WebSocket session, answered as a status and a
+/// line of text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body, one line.
+    pub text: String,
+}
+
+impl Refused {
+    /// `404 no such route`: the answer to a path outside the base path.
+    pub fn no_such_route() -> Refused {
+        Refused {
+            status: StatusCode::NOT_FOUND,
+            text: "no such route\n".into(),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.status, self.text).into_response()
+    }
 }
 
 /// The upgrade of a request for a server that speaks only WebSocket under
@@ -119,15 +140,116 @@ pub fn websocket_only(
     uri: &Uri,
     base: &str,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<WebSocketUpgrade, Response> {
+) -> Result<WebSocketUpgrade, Refused> {
     if !crate::base::under_base(uri.path(), base) {
-        return Err(no_such_route());
+        return Err(Refused::no_such_route());
     }
-    ws.map_err(|rejection| {
-        (
-            StatusCode::UPGRADE_REQUIRED,
-            format!("{protocol} speaks WebSocket only: {rejection}\n"),
-        )
-            .into_response()
+    ws.map_err(|rejection| Refused {
+        status: StatusCode::UPGRADE_REQUIRED,
+        text: format!("{protocol} speaks WebSocket only: {rejection}\n"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use axum::extract::State;
+    use exec_core::{Transport as _, TransportRx as _, TransportTx as _};
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    const LIMITS: WsLimits = WsLimits {
+        read_buffer: 4096,
+        max_message: 1000,
+        write_buffer: Some(1000),
+        max_write_buffer: 8000,
+    };
+
+    /// An echo server under `/base` accepted by one [`WsAccept`]; ending
+    /// `sessions` must end its sessions.
+    async fn serve(sessions: &Sessions) -> (std::net::SocketAddr, crate::Metrics) {
+        async fn upgrade(
+            State(accept): State<WsAccept>,
+            uri: Uri,
+            ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+        ) -> Response {
+            let ws = match websocket_only("echo", &uri, "/base", ws) {
+                Ok(ws) => ws,
+                Err(refused) => return refused.into_response(),
+            };
+            accept.accept(ws, |transport| async move {
+                let (mut tx, mut rx) = transport.split();
+                while let Ok(Some(msg)) = rx.recv().await {
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        }
+        let metrics = crate::Metrics::new();
+        let accept = WsAccept::new(LIMITS, None, &metrics.probe("echo"), sessions);
+        let app = axum::Router::new().fallback(upgrade).with_state(accept);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, metrics)
+    }
+
+    #[tokio::test]
+    async fn sessions_run_in_the_tracker_counted_within_the_limits() {
+        let sessions = Sessions::new(Duration::from_secs(5));
+        let (addr, metrics) = serve(&sessions).await;
+
+        // Outside the base path, and not an upgrade: refused with words.
+        let http = |path: &str| {
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                stream.write_all(request.as_bytes()).await.unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).await.unwrap();
+                answer
+            }
+        };
+        let outside = http("/elsewhere").await;
+        assert!(outside.starts_with("HTTP/1.1 404"), "{outside}");
+        assert!(outside.ends_with("no such route\n"), "{outside}");
+        let plain = http("/base/x").await;
+        assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
+        assert!(plain.contains("echo speaks WebSocket only: "), "{plain}");
+
+        // A session echoes and is counted open while it runs.
+        let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/base/"))
+            .await
+            .unwrap();
+        client.send(Ws::text("hi")).await.unwrap();
+        assert_eq!(client.next().await.unwrap().unwrap(), Ws::text("hi"));
+        assert!(
+            metrics
+                .encode()
+                .contains("execwire_connections_open{protocol=\"echo\"} 1"),
+            "{}",
+            metrics.encode()
+        );
+        assert_eq!(sessions.tracker.len(), 1);
+
+        // A message over the limit cuts the connection; the session ends,
+        // and with it its count.
+        client.send(Ws::binary(vec![0u8; 1001])).await.unwrap();
+        while let Some(Ok(msg)) = client.next().await {
+            assert!(matches!(msg, Ws::Close(_)), "{msg:?}");
+        }
+        sessions.tracker.close();
+        sessions.tracker.wait().await;
+        assert!(
+            metrics
+                .encode()
+                .contains("execwire_connections_open{protocol=\"echo\"} 0"),
+            "{}",
+            metrics.encode()
+        );
+    }
 }

@@ -34,7 +34,7 @@ mod serve;
 mod tls;
 mod ws;
 
-pub use accept::{WsAccept, WsLimits, no_such_route, websocket_only};
+pub use accept::{Refused, WsAccept, WsLimits, websocket_only};
 pub use auth::{AccessToken, TokenCheck, TokenGate, check_exposure, request_token, require_token};
 pub use base::{base_prefix, under_base};
 pub use common::{Announce, Common, CommonConfig, Launched, exit_code, init_process, launch};

@@ -29,9 +29,7 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use server_kit::{
-    Common, CommonConfig, Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token,
-};
+use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod config;
 mod docs;
@@ -43,6 +41,9 @@ pub use config::{ConfigError, DEFAULT_CONFIG, registry_from_toml};
 pub use process::{
     Cancel, CancelCause, Echo, GetError, GoneError, Handler, Io, OutputSink, PowProcess, Registry,
 };
+
+/// The settings every server shares, and their builder methods.
+pub use server_kit::{Common, CommonConfig};
 
 /// Errors of the pow server.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +188,7 @@ async fn upgrade(
 ) -> Response {
     let under_base = server_kit::under_base(uri.path(), &state.base);
     let (true, Ok(ws)) = (under_base, ws) else {
-        return server_kit::no_such_route();
+        return server_kit::Refused::no_such_route().into_response();
     };
     let ws = ws.protocols([pow_proto::SUBPROTOCOL]);
     if ws.selected_protocol().is_none() {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use server_kit::{Common, CommonConfig, Listeners, Metrics, Origin, Probe, Sessions, Tls};
+use server_kit::{Listeners, Metrics, Origin, Probe, Sessions, Tls};
 use tokio::net::UnixListener;
 
 pub mod daemon;
@@ -31,6 +31,9 @@ mod turn;
 pub use host::Authorized;
 pub use rtc::{IceServer, PortRange, RtcConfig};
 pub use turn::TurnSecret;
+
+/// The settings every server shares, and their builder methods.
+pub use server_kit::{Common, CommonConfig};
 
 /// Errors of the webexec server.
 #[derive(Debug, thiserror::Error)]

@@ -23,12 +23,13 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use server_kit::{
-    Common, CommonConfig, Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token,
-};
+use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod command;
 mod session;
+
+/// The settings every server shares, and their builder methods.
+pub use server_kit::{Common, CommonConfig};
 
 /// Errors of the webterm server.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +170,7 @@ async fn upgrade(
 ) -> Response {
     let ws = match server_kit::websocket_only(PROTOCOL, &uri, &state.base, ws) {
         Ok(ws) => ws,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let mut html = state.html_output;
     for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {

@@ -21,13 +21,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use exec_core::{Session, SessionConfig};
-use server_kit::{
-    Common, CommonConfig, Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token,
-};
+use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod session;
+
+/// The settings every server shares, and their builder methods.
+pub use server_kit::{Common, CommonConfig};
 
 /// Errors of the wsep server.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +167,7 @@ async fn upgrade(
 ) -> Response {
     let ws = match server_kit::websocket_only(PROTOCOL, &uri, &state.base, ws) {
         Ok(ws) => ws,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let AppState { shared, accept, .. } = state;
     accept.accept(ws, move |transport| async move {
