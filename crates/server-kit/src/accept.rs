@@ -105,6 +105,37 @@ impl WsAccept {
     }
 }
 
+impl WsAccept {
+    /// The routes of a server that speaks only WebSocket: every path under
+    /// `base` (see [`base_prefix`](crate::base_prefix)) upgrades, as
+    /// [`websocket_only`] says, to a session that `open` makes from the
+    /// request's URI (or refuses, e.g. for a bad query), accepted as
+    /// [`WsAccept::accept`] does.
+    pub fn router<O, S, F>(self, protocol: &'static str, base: String, open: O) -> axum::Router
+    where
+        O: Fn(&Uri) -> Result<S, Refused> + Clone + Send + Sync + 'static,
+        S: FnOnce(WsTransport) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let base: std::sync::Arc<str> = base.into();
+        axum::Router::new().fallback(
+            move |uri: Uri, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+                let accept = self.clone();
+                let open = open.clone();
+                let base = base.clone();
+                async move {
+                    let session = websocket_only(protocol, &uri, &base, ws)
+                        .and_then(|ws| Ok((ws, open(&uri)?)));
+                    match session {
+                        Ok((ws, session)) => accept.accept(ws, session),
+                        Err(refused) => refused.into_response(),
+                    }
+                }
+            },
+        )
+    }
+}
+
 /// Why a request gets no WebSocket session, answered as a status and a
 /// line of text.
 #[derive(Debug, Clone, PartialEq, Eq)]

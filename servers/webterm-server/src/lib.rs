@@ -19,11 +19,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
+use axum::http::{StatusCode, Uri};
+use server_kit::{Listeners, Refused, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod command;
 mod session;
@@ -99,15 +96,6 @@ const MAX_WRITE_BUFFER: usize = 8 << 20;
 /// The protocol's name in metrics and logs.
 const PROTOCOL: &str = "webterm";
 
-#[derive(Clone)]
-struct AppState {
-    shared: session::Shared,
-    accept: WsAccept,
-    html_output: bool,
-    /// The base path as [`server_kit::base_prefix`] makes it.
-    base: String,
-}
-
 /// webterm's routes: a WebSocket upgrade on every path under the base
 /// path (clients authenticate in-band), and `/metrics` behind the token;
 /// the origin rule and TLS are the listener's ([`server_kit::serve`]).
@@ -122,19 +110,24 @@ pub fn router(config: &Config, sessions: &Sessions) -> Router {
         write_buffer: None,
         max_write_buffer: MAX_WRITE_BUFFER,
     };
-    let state = AppState {
-        shared: session::Shared {
-            token: common.token.clone(),
-            shell: Arc::from(config.shell.as_str()),
-            max_commands: config.max_commands,
-            max_pending_input: config.max_pending_input,
-            shutdown: sessions.cancel.clone(),
-            probe: probe.clone(),
-        },
-        accept: WsAccept::new(limits, common.ws_ping, &probe, sessions),
-        html_output: config.html_output,
-        base: common.base(),
+    let shared = session::Shared {
+        token: common.token.clone(),
+        shell: Arc::from(config.shell.as_str()),
+        max_commands: config.max_commands,
+        max_pending_input: config.max_pending_input,
+        shutdown: sessions.cancel.clone(),
+        probe: probe.clone(),
     };
+    let html_output = config.html_output;
+    let websocket = WsAccept::new(limits, common.ws_ping, &probe, sessions).router(
+        PROTOCOL,
+        common.base(),
+        move |uri| {
+            let html = output_mode(uri, html_output)?;
+            let shared = shared.clone();
+            Ok(move |transport| session::run(transport, shared, html))
+        },
+    );
     // Clients authenticate in-band, so only the metrics take the token
     // over HTTP.
     let metrics = common
@@ -144,10 +137,7 @@ pub fn router(config: &Config, sessions: &Sessions) -> Router {
             TokenGate::new(common.token.clone(), &probe),
             require_token,
         ));
-    Router::new()
-        .fallback(upgrade)
-        .with_state(state)
-        .merge(metrics)
+    websocket.merge(metrics)
 }
 
 /// Serves webterm on every listener until `shutdown` completes; then stops
@@ -163,31 +153,22 @@ pub async fn serve(
     Ok(())
 }
 
-async fn upgrade(
-    State(state): State<AppState>,
-    uri: axum::http::Uri,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match server_kit::websocket_only(PROTOCOL, &uri, &state.base, ws) {
-        Ok(ws) => ws,
-        Err(refused) => return refused.into_response(),
-    };
-    let mut html = state.html_output;
+/// Whether a connection gets its output as HTML: `?output=html` or
+/// `?output=text`, else the server's default.
+fn output_mode(uri: &Uri, mut html: bool) -> Result<bool, Refused> {
     for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         if key == "output" {
             match value.as_ref() {
                 "html" => html = true,
                 "text" => html = false,
                 other => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        format!("unknown output mode {other:?}: use html or text\n"),
-                    )
-                        .into_response();
+                    return Err(Refused {
+                        status: StatusCode::BAD_REQUEST,
+                        text: format!("unknown output mode {other:?}: use html or text\n"),
+                    });
                 }
             }
         }
     }
-    let AppState { shared, accept, .. } = state;
-    accept.accept(ws, move |transport| session::run(transport, shared, html))
+    Ok(html)
 }

@@ -19,9 +19,6 @@ use std::io;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::response::{IntoResponse as _, Response};
 use exec_core::{Session, SessionConfig};
 use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
@@ -100,14 +97,6 @@ const LIMITS: WsLimits = WsLimits {
 /// The protocol's name in metrics and logs.
 const PROTOCOL: &str = "wsep";
 
-#[derive(Clone)]
-struct AppState {
-    shared: session::Shared,
-    accept: WsAccept,
-    /// The base path as [`server_kit::base_prefix`] makes it.
-    base: String,
-}
-
 /// wsep's routes: a WebSocket upgrade on every path under the base path,
 /// and `/metrics`, all behind the token; the origin rule and TLS are the
 /// listener's ([`server_kit::serve`]). Its sessions run in `sessions`, and
@@ -116,30 +105,38 @@ struct AppState {
 pub fn router(config: &Config, sessions: &Sessions) -> Router {
     let common = &config.common;
     let probe = common.metrics.probe(PROTOCOL);
-    let state = AppState {
-        shared: session::Shared {
-            registry: Session::new(SessionConfig {
-                idle_timeout: Some(config.session_timeout),
-            }),
-            start_timeout: config.start_timeout,
-            replay_bytes: config.replay_bytes,
-            shutdown: sessions.cancel.clone(),
-            probe: probe.clone(),
-        },
-        accept: WsAccept::new(LIMITS, common.ws_ping, &probe, sessions),
-        base: common.base(),
+    let shared = session::Shared {
+        registry: Session::new(SessionConfig {
+            idle_timeout: Some(config.session_timeout),
+        }),
+        start_timeout: config.start_timeout,
+        replay_bytes: config.replay_bytes,
+        shutdown: sessions.cancel.clone(),
+        probe: probe.clone(),
     };
     // Named terminal sessions outlive connections: end them with the server.
-    let registry = state.shared.registry.clone();
+    let registry = shared.registry.clone();
     let stopping = sessions.cancel.clone();
     tokio::spawn(async move {
         stopping.cancelled().await;
         registry.end_all();
     });
+    let websocket = WsAccept::new(LIMITS, common.ws_ping, &probe, sessions).router(
+        PROTOCOL,
+        common.base(),
+        move |_| {
+            let shared = shared.clone();
+            Ok(move |transport| async move {
+                // Authenticated by the token check before the upgrade.
+                let _session = shared.probe.session();
+                session::run(transport, shared).await;
+            })
+        },
+    );
     common
         .metrics
         .route()
-        .merge(Router::new().fallback(upgrade).with_state(state))
+        .merge(websocket)
         .layer(axum::middleware::from_fn_with_state(
             TokenGate::new(common.token.clone(), &probe),
             require_token,
@@ -158,21 +155,4 @@ pub async fn serve(
     let app = router(&config, &sessions);
     server_kit::serve(listeners, app, &config.common, PROTOCOL, shutdown, sessions).await?;
     Ok(())
-}
-
-async fn upgrade(
-    State(state): State<AppState>,
-    uri: axum::http::Uri,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match server_kit::websocket_only(PROTOCOL, &uri, &state.base, ws) {
-        Ok(ws) => ws,
-        Err(refused) => return refused.into_response(),
-    };
-    let AppState { shared, accept, .. } = state;
-    accept.accept(ws, move |transport| async move {
-        // Authenticated by the token check before the upgrade.
-        let _session = shared.probe.session();
-        session::run(transport, shared).await;
-    })
 }
