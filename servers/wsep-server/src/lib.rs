@@ -88,6 +88,7 @@ const LIMITS: WsLimits = WsLimits {
     // protocol's limit is still read whole and refused with a clean 1009
     // close by the codec. Larger ones cut the connection at once.
     max_message: 4 * wsep_proto::MAX_MESSAGE_SIZE,
+    // Output gathered into one write: a full protocol message.
     write_buffer: Some(wsep_proto::MAX_MESSAGE_SIZE),
     // A few full messages, so a slow client slows the process instead of
     // growing memory (tungstenite's default is unbounded).
