@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use server_kit::AccessToken;
+use server_kit::{AccessToken, CommonConfig as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -180,7 +180,7 @@ impl TestServer {
     /// without authentication (`--no-auth`).
     pub async fn wsep_auth(config: wsep_server::Config, auth: bool) -> TestServer {
         Self::spawn(auth, |listener, token, shutdown| async move {
-            let config = wsep_server::Config { token, ..config };
+            let config = config.with_token(token);
             wsep_server::serve(listener, config, shutdown)
                 .await
                 .unwrap();
@@ -205,7 +205,7 @@ impl TestServer {
         auth: bool,
     ) -> TestServer {
         Self::spawn(auth, |listener, token, shutdown| async move {
-            let config = pow_server::Config { token, ..config };
+            let config = config.with_token(token);
             pow_server::serve(listener, config, handler, shutdown)
                 .await
                 .unwrap();
@@ -223,7 +223,7 @@ impl TestServer {
     /// else accepting any.
     pub async fn webterm_auth(config: webterm_server::Config, auth: bool) -> TestServer {
         Self::spawn(auth, |listener, token, shutdown| async move {
-            let config = webterm_server::Config { token, ..config };
+            let config = config.with_token(token);
             webterm_server::serve(vec![listener], config, shutdown)
                 .await
                 .unwrap();
@@ -262,10 +262,7 @@ impl TestServer {
             allowed.iter().map(|o| o.parse().unwrap()).collect();
         match kind {
             Kind::Wsep => {
-                let config = wsep_server::Config {
-                    allowed_origins,
-                    ..wsep_server::Config::default()
-                };
+                let config = wsep_server::Config::default().with_allowed_origins(allowed_origins);
                 Self::wsep_auth(config, auth).await
             }
             Kind::Pow => {
@@ -273,25 +270,20 @@ impl TestServer {
                     "[process.touch]\nargv = [\"touch\", \"--\", \"{0}\"]\nparams = 1\n",
                 )
                 .unwrap();
-                let config = pow_server::Config {
-                    allowed_origins,
-                    ..pow_server::Config::default()
-                };
+                let config = pow_server::Config::default().with_allowed_origins(allowed_origins);
                 Self::pow_auth(config, Arc::new(registry), auth).await
             }
             Kind::Webterm => {
                 let config = webterm_server::Config {
-                    allowed_origins,
                     shell: "/bin/sh".into(),
                     ..webterm_server::Config::default()
-                };
+                }
+                .with_allowed_origins(allowed_origins);
                 Self::webterm_auth(config, auth).await
             }
             Kind::Webexec => {
-                let config = webexec_server::Config {
-                    allowed_origins,
-                    ..webexec_server::Config::default()
-                };
+                let config =
+                    webexec_server::Config::default().with_allowed_origins(allowed_origins);
                 Self::webexec_auth(config, auth).await
             }
         }
@@ -300,37 +292,22 @@ impl TestServer {
     /// A server of `kind` over TLS with `tls`, a fresh token, and its
     /// defaults (pow with its built-in processes, webterm with `/bin/sh`).
     pub async fn with_tls(kind: Kind, tls: server_kit::Tls) -> TestServer {
-        let tls = Some(tls);
         match kind {
-            Kind::Wsep => {
-                Self::wsep_with(wsep_server::Config {
-                    tls,
-                    ..wsep_server::Config::default()
-                })
-                .await
-            }
+            Kind::Wsep => Self::wsep_with(wsep_server::Config::default().with_tls(tls)).await,
             Kind::Pow => {
                 let registry = pow_server::registry_from_toml(pow_server::DEFAULT_CONFIG).unwrap();
-                let config = pow_server::Config {
-                    tls,
-                    ..pow_server::Config::default()
-                };
+                let config = pow_server::Config::default().with_tls(tls);
                 Self::pow_with(config, Arc::new(registry)).await
             }
             Kind::Webterm => {
-                Self::webterm_with(webterm_server::Config {
-                    tls,
+                let config = webterm_server::Config {
                     shell: "/bin/sh".into(),
                     ..webterm_server::Config::default()
-                })
-                .await
+                };
+                Self::webterm_with(config.with_tls(tls)).await
             }
             Kind::Webexec => {
-                Self::webexec_with(webexec_server::Config {
-                    tls,
-                    ..webexec_server::Config::default()
-                })
-                .await
+                Self::webexec_with(webexec_server::Config::default().with_tls(tls)).await
             }
         }
     }

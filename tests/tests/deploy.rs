@@ -22,6 +22,7 @@ use std::time::Duration;
 use execwire_tests::TestServer;
 use execwire_tests::deploy::{Gateway, Turn, tool};
 use serde_json::{Value, json};
+use server_kit::CommonConfig as _;
 use tokio::io::AsyncBufReadExt as _;
 use wsep_client::{Output, Outputs, Trust};
 use wsep_proto::StartCommand;
@@ -65,11 +66,9 @@ async fn json_of(request: reqwest::RequestBuilder) -> Value {
 }
 
 fn wsep_config(base_path: &str, ws_ping: Option<Duration>) -> wsep_server::Config {
-    wsep_server::Config {
-        base_path: base_path.into(),
-        ws_ping,
-        ..wsep_server::Config::default()
-    }
+    wsep_server::Config::default()
+        .with_base_path(base_path)
+        .with_ws_ping(ws_ping)
 }
 
 #[tokio::test]
@@ -79,10 +78,7 @@ async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
     let registry =
         pow_server::registry_from_toml("[process.say]\nargv = [\"echo\", \"{0}\"]\nparams = 1\n")
             .unwrap();
-    let pow_config = pow_server::Config {
-        base_path: "/host-a/pow/".into(),
-        ..pow_server::Config::default()
-    };
+    let pow_config = pow_server::Config::default().with_base_path("/host-a/pow/");
     let pow = TestServer::pow_with(pow_config, Arc::new(registry)).await;
     let gateway = Gateway::start(
         &nginx,
@@ -242,10 +238,7 @@ async fn the_demo_page_through_nginx_runs_a_command() {
     let Some((chromium, dir)) = execwire_tests::browser() else {
         return;
     };
-    let config = webexec_server::Config {
-        base_path: "/host-a/webexec/".into(),
-        ..webexec_server::Config::default()
-    };
+    let config = webexec_server::Config::default().with_base_path("/host-a/webexec/");
     let webexec = TestServer::webexec_with(config).await;
     let gateway = Gateway::start(&nginx, &[("server 10.0.0.1:7777;", webexec.addr)], "1h");
     let url = gateway.https(&format!("/host-a/webexec/#token={}", webexec.token));
@@ -350,19 +343,13 @@ fn fleet_host_process() {
         let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let wsep_config = wsep_server::Config {
-            token: Some(server_kit::AccessToken::new(token.as_str())),
-            base_path: format!("/{name}/wsep/"),
-            ..wsep_server::Config::default()
-        };
-        let mut webexec_config = webexec_server::Config {
-            base_path: format!("/{name}/webexec/"),
-            ..webexec_server::Config::default()
-        };
-        webexec_config
-            .authorized
-            .tokens
-            .push(server_kit::AccessToken::new(token.as_str()));
+        let token = Some(server_kit::AccessToken::new(token.as_str()));
+        let wsep_config = wsep_server::Config::default()
+            .with_token(token.clone())
+            .with_base_path(format!("/{name}/wsep/"));
+        let webexec_config = webexec_server::Config::default()
+            .with_token(token)
+            .with_base_path(format!("/{name}/webexec/"));
         let served = tokio::spawn(async move {
             let (a, b) = tokio::join!(
                 wsep_server::serve(wsep, wsep_config, stopped(stop.clone())),

@@ -20,6 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use pow_proto::{Outcome, Signal};
 use pow_server::{CancelCause, Echo, GetError, Io, PowProcess, Registry};
 use serde_json::{Value, json};
+use server_kit::CommonConfig as _;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -505,10 +506,7 @@ async fn rest_sessions_expire() {
 #[tokio::test]
 async fn base_path_with_and_without_trailing_slash() {
     for base in ["/api/v1/pow/", "/api/v1/pow"] {
-        let config = pow_server::Config {
-            base_path: base.into(),
-            ..pow_server::Config::default()
-        };
+        let config = pow_server::Config::default().with_base_path(base);
         let (server, _) = server(config).await;
         let rest = RestClient::new(&server, "/api/v1/pow");
         let id = rest.new_process("echo", &[]).await;
@@ -565,10 +563,7 @@ async fn concurrent_rest_sessions() {
 /// answers its documented method (and 405 for another), under the base path.
 #[tokio::test]
 async fn openapi_document_matches_the_routes() {
-    let config = pow_server::Config {
-        base_path: "/api/v1/pow/".into(),
-        ..pow_server::Config::default()
-    };
+    let config = pow_server::Config::default().with_base_path("/api/v1/pow/");
     let (server, _) = server(config).await;
     let http = reqwest::Client::new();
     let base = format!("http://{}/api/v1/pow", server.addr);

@@ -33,6 +33,7 @@ use execwire_tests::deploy::{Gateway, Turn};
 use execwire_tests::webexec::{Client, Relay, Signaling};
 use wsep_client::{Output, Trust};
 use wsep_proto::StartCommand;
+use wsep_server::CommonConfig as _;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -75,10 +76,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// wsep direct (ws://) against through nginx (wss:// to nginx).
 async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::Result<()> {
-    let config = wsep_server::Config {
-        base_path: "/host-a/wsep/".into(),
-        ..wsep_server::Config::default()
-    };
+    let config = wsep_server::Config::default().with_base_path("/host-a/wsep/");
     let server = TestServer::wsep_with(config).await;
     let gateway = Gateway::start(nginx, &[("server 127.0.0.1:8080;", server.addr)], "1h");
     let direct = (format!("ws://{}/host-a/wsep/", server.addr), Trust::System);

@@ -209,11 +209,32 @@ impl Flags {
     /// When the addresses are the defaults, an IPv6 one that cannot be
     /// bound (a host without IPv6) is skipped with a warning.
     pub async fn start(&self, spec: &Spec) -> Result<Started, Error> {
+        let (addrs, tls) = self.prepare(spec)?;
+        let listeners = self.bind(addrs).await?;
+        let token = self.token()?;
+        Ok(Started {
+            listeners,
+            token,
+            tls,
+        })
+    }
+
+    /// The first part of [`Flags::start`], for a server that binds more
+    /// in between (webexec's daemon socket): the addresses, the TLS
+    /// identity, and the exposure check and warning for each address.
+    pub fn prepare(&self, spec: &Spec) -> Result<(Vec<SocketAddr>, Option<Tls>), Error> {
         let addrs = self.addresses(spec);
         let tls = self.tls(&addrs)?;
         for addr in &addrs {
             self.check_address(*addr, tls.is_some())?;
         }
+        Ok((addrs, tls))
+    }
+
+    /// Binds a listener on each of `addrs`, skipping, with a warning, an
+    /// IPv6 one that cannot be bound when they are the defaults (not
+    /// `--listen`): a host without IPv6.
+    pub async fn bind(&self, addrs: Vec<SocketAddr>) -> Result<Vec<TcpListener>, Error> {
         let defaults = self.listen.is_empty();
         let mut listeners = Vec::new();
         for addr in addrs {
@@ -225,12 +246,7 @@ impl Flags {
                 Err(source) => return Err(Error::Bind { addr, source }),
             }
         }
-        let token = self.token()?;
-        Ok(Started {
-            listeners,
-            token,
-            tls,
-        })
+        Ok(listeners)
     }
 
     /// The token to run with: none with `--no-auth`, the given one, or a

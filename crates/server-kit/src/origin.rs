@@ -212,6 +212,13 @@ pub struct OriginPolicy {
     probe: Option<Probe>,
 }
 
+/// True when a server admits pages of every origin: authentication on
+/// and no origin listed ([`OriginPolicy::admits_any_origin`]), known
+/// before any listener, for a server's CORS answer (`*`).
+pub fn admits_any_origin(allowed: &[Origin], auth: bool) -> bool {
+    auth && allowed.is_empty()
+}
+
 impl OriginPolicy {
     /// The policy of a listener on `listen`: `allowed` from
     /// `--allow-origin`, `auth` when the server requires a token.
@@ -236,7 +243,7 @@ impl OriginPolicy {
     /// True when every origin is served (authentication on, none listed):
     /// what a server's CORS answer may then say (`*`).
     pub fn admits_any_origin(&self) -> bool {
-        self.auth && self.allowed.is_empty()
+        admits_any_origin(&self.allowed, self.auth)
     }
 
     /// Decides on a request from its `Origin` and `Host` headers (`None`

@@ -209,3 +209,29 @@ pub async fn serve_app(
     }
     result
 }
+
+/// Serves `router` (a protocol's routes, its token gate and metrics
+/// included) on every listener under the origin rule for its address and
+/// on TLS as `common` says, until `shutdown` completes; then as
+/// [`serve_app`]: `sessions.cancel` fires and the sessions get their
+/// grace. Authentication, for the origin rule, is on when `common` has a
+/// token.
+pub async fn serve(
+    listeners: impl Into<Listeners>,
+    router: Router,
+    common: &crate::Common,
+    protocol: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    sessions: Sessions,
+) -> std::io::Result<()> {
+    let probe = common.metrics.probe(protocol);
+    let served = per_listener(
+        listeners.into(),
+        &router,
+        &common.allowed_origins,
+        common.token.is_some(),
+        common.tls.as_ref(),
+        &probe,
+    )?;
+    serve_app(served, protocol, shutdown, sessions).await
+}

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use server_kit::{AccessToken, Tls};
+use server_kit::{AccessToken, CommonConfig as _, Tls};
 
 struct Secure {
     url: String,
@@ -37,11 +37,9 @@ fn server(name: &str) -> Secure {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let config = wsep_server::Config {
-                token: Some(token),
-                tls: Some(tls),
-                ..wsep_server::Config::default()
-            };
+            let config = wsep_server::Config::default()
+                .with_token(Some(token))
+                .with_tls(tls);
             wsep_server::serve(listener, config, std::future::pending())
                 .await
                 .unwrap();

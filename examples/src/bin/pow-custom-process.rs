@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pow_server::{GetError, Io, PowProcess};
 use serde_json::{Value, json};
+use server_kit::CommonConfig as _;
 
 struct Upper;
 
@@ -51,10 +52,7 @@ async fn main() -> anyhow::Result<()> {
     println!("token: {}", token.expose());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
     println!("pow-1 on ws://{}/ with `upper`", listener.local_addr()?);
-    let config = pow_server::Config {
-        token: Some(token),
-        ..pow_server::Config::default()
-    };
+    let config = pow_server::Config::default().with_token(Some(token));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

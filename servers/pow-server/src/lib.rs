@@ -16,8 +16,9 @@
 //! Web pages of other origins are refused with `403`, before the token
 //! check, as [`server_kit::OriginPolicy`] says; the docs page is the
 //! server's own. `GET /metrics` (outside the base path, behind the token)
-//! serves the server's counters; with [`Config::tls`] everything is
-//! `https://` and `wss://`.
+//! serves the server's counters; with a TLS identity ([`Common::tls`])
+//! everything is `https://` and `wss://`. [`router`] gives the routes
+//! alone, for a listener that serves other protocols too.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,11 +29,7 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use server_kit::{
-    AccessToken, Listeners, Metrics, Origin, Sessions, Tls, TokenGate, WsTransport, require_token,
-};
-use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
+use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod config;
 mod docs;
@@ -44,6 +41,9 @@ pub use config::{ConfigError, DEFAULT_CONFIG, registry_from_toml};
 pub use process::{
     Cancel, CancelCause, Echo, GetError, GoneError, Handler, Io, OutputSink, PowProcess, Registry,
 };
+
+/// The settings every server shares, and their builder methods.
+pub use server_kit::{Common, CommonConfig};
 
 /// Errors of the pow server.
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +57,11 @@ pub enum Error {
 /// How a server behaves.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The token clients must present; `None` turns authentication off.
-    pub token: Option<AccessToken>,
-    /// Origins whose web pages may call besides the server's own
-    /// (`--allow-origin`); see [`OriginPolicy`].
-    pub allowed_origins: Vec<Origin>,
+    /// What every server is configured with: token, origins, TLS,
+    /// metrics, pings (so a process that prints nothing for a while keeps
+    /// its connection), the base path where the API lives (`/` or a prefix
+    /// such as `/api/v1/pow/`), shutdown grace.
+    pub common: Common,
     /// How long a new connection may take to send its call (the reference
     /// allows 1 s).
     pub call_timeout: Duration,
@@ -71,45 +71,25 @@ pub struct Config {
     /// Input held for a process that has not taken it yet; beyond it the
     /// server stops reading (before the call: rejects).
     pub max_pending_input: usize,
-    /// How long shutdown waits for sessions to end.
-    pub shutdown_grace: Duration,
     /// A REST session untouched this long is cancelled and forgotten.
     pub rest_timeout: Duration,
-    /// Where the API lives: `/` or a prefix such as `/api/v1/pow/`.
-    pub base_path: String,
-    /// Serve `https://` and `wss://` with this identity; `None`: plain.
-    pub tls: Option<Tls>,
-    /// Where the server counts what happens (`GET /metrics`).
-    pub metrics: Metrics,
-    /// Ping each WebSocket client this often (`None`: never), so a process
-    /// that prints nothing for a while keeps its connection through
-    /// proxies that cut silent ones.
-    pub ws_ping: Option<Duration>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            token: None,
-            allowed_origins: Vec::new(),
+            common: Common::default(),
             call_timeout: Duration::from_secs(1),
             max_message: 1 << 20,
             max_pending_input: 16 << 20,
-            shutdown_grace: Duration::from_secs(5),
             rest_timeout: Duration::from_secs(60),
-            base_path: "/".into(),
-            tls: None,
-            metrics: Metrics::new(),
-            ws_ping: Some(server_kit::DEFAULT_WS_PING),
         }
     }
 }
 
-impl Config {
-    /// The base path as routes see it: without its trailing slash, and
-    /// empty for `/` (`/api/v1/pow/` -> `/api/v1/pow`).
-    pub fn base(&self) -> String {
-        server_kit::base_prefix(&self.base_path)
+impl CommonConfig for Config {
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 }
 
@@ -129,11 +109,60 @@ const PROTOCOL: &str = "pow";
 #[derive(Clone)]
 struct AppState {
     shared: ws::Shared,
-    tracker: TaskTracker,
-    max_message: usize,
-    ws_ping: Option<Duration>,
+    accept: WsAccept,
     /// The base path without its trailing slash ("" for `/`).
     base: String,
+}
+
+/// pow-1's routes with `handler`: REST by name under the base path, the
+/// docs beside them, a WebSocket upgrade on any other path under it, and
+/// `/metrics`; all but the docs behind the token. The origin rule and TLS
+/// are the listener's ([`server_kit::serve`]). Its sessions run in
+/// `sessions`; when `sessions.cancel` fires every process is cancelled
+/// (cause [`CancelCause::Shutdown`]), REST ones too. Call it inside a
+/// tokio runtime: it spawns the task that expires and ends REST processes.
+pub fn router(config: &Config, handler: Arc<dyn Handler>, sessions: &Sessions) -> Router {
+    let common = &config.common;
+    let probe = common.metrics.probe(PROTOCOL);
+    let limits = WsLimits {
+        read_buffer: READ_BUFFER,
+        max_message: config.max_message,
+        write_buffer: None,
+        max_write_buffer: MAX_WRITE_BUFFER,
+    };
+    let state = AppState {
+        shared: ws::Shared {
+            handler,
+            call_timeout: config.call_timeout,
+            max_pending_input: config.max_pending_input,
+            shutdown: sessions.cancel.clone(),
+            probe: probe.clone(),
+        },
+        accept: WsAccept::new(limits, common.ws_ping, &probe, sessions),
+        base: common.base(),
+    };
+    let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout, &probe);
+    tokio::spawn(rest.clone().end_on(sessions.cancel.clone()));
+    // REST routes by name, the docs beside them, and a WebSocket upgrade on
+    // any other path under the base. Everything but the docs needs the token;
+    // everything, the docs too, is subject to the origin rule.
+    let auth = axum::middleware::from_fn_with_state(
+        TokenGate::new(common.token.clone(), &probe),
+        require_token,
+    );
+    let docs = docs::router(&rest::openapi(&state.base, common.token.is_some()));
+    let routes = rest.router().layer(auth.clone()).merge(docs);
+    let app = if state.base.is_empty() {
+        routes
+    } else {
+        Router::new().nest(&state.base, routes)
+    };
+    let websocket = Router::new()
+        .fallback(upgrade)
+        .with_state(state)
+        .layer(auth.clone());
+    app.merge(common.metrics.route().layer(auth))
+        .fallback_service(websocket)
 }
 
 /// Serves pow-1 on `listeners` (one, or a `Vec` of them) with `handler`
@@ -146,52 +175,9 @@ pub async fn serve(
     handler: Arc<dyn Handler>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let probe = config.metrics.probe(PROTOCOL);
-    let sessions = Sessions::new(config.shutdown_grace);
-    let state = AppState {
-        shared: ws::Shared {
-            handler,
-            call_timeout: config.call_timeout,
-            max_pending_input: config.max_pending_input,
-            shutdown: sessions.cancel.clone(),
-            probe: probe.clone(),
-        },
-        tracker: sessions.tracker.clone(),
-        max_message: config.max_message,
-        ws_ping: config.ws_ping,
-        base: config.base(),
-    };
-    let rest = rest::Rest::new(state.shared.handler.clone(), config.rest_timeout, &probe);
-    tokio::spawn(rest.clone().end_on(sessions.cancel.clone()));
-    // REST routes by name, the docs beside them, and a WebSocket upgrade on
-    // any other path under the base. Everything but the docs needs the token;
-    // everything, the docs too, is subject to the origin rule.
-    let auth = axum::middleware::from_fn_with_state(
-        TokenGate::new(config.token.clone(), &probe),
-        require_token,
-    );
-    let websocket = Router::new()
-        .fallback(upgrade)
-        .with_state(state.clone())
-        .layer(auth.clone());
-    let docs = docs::router(&rest::openapi(&state.base, config.token.is_some()));
-    let routes = rest.router().layer(auth.clone()).merge(docs);
-    let app = if state.base.is_empty() {
-        routes
-    } else {
-        Router::new().nest(&state.base, routes)
-    }
-    .merge(config.metrics.route().layer(auth))
-    .fallback_service(websocket);
-    let served = server_kit::per_listener(
-        listeners.into(),
-        &app,
-        &config.allowed_origins,
-        config.token.is_some(),
-        config.tls.as_ref(),
-        &probe,
-    )?;
-    server_kit::serve_app(served, PROTOCOL, shutdown, sessions).await?;
+    let sessions = Sessions::new(config.common.shutdown_grace);
+    let app = router(&config, handler, &sessions);
+    server_kit::serve(listeners, app, &config.common, PROTOCOL, shutdown, sessions).await?;
     Ok(())
 }
 
@@ -202,7 +188,7 @@ async fn upgrade(
 ) -> Response {
     let under_base = server_kit::under_base(uri.path(), &state.base);
     let (true, Ok(ws)) = (under_base, ws) else {
-        return (StatusCode::NOT_FOUND, "no such route\n").into_response();
+        return server_kit::Refused::no_such_route().into_response();
     };
     let ws = ws.protocols([pow_proto::SUBPROTOCOL]);
     if ws.selected_protocol().is_none() {
@@ -212,26 +198,10 @@ async fn upgrade(
         )
             .into_response();
     }
-    let AppState {
-        shared,
-        tracker,
-        max_message,
-        ws_ping,
-        ..
-    } = state;
-    let span = tracing::Span::current();
-    ws.read_buffer_size(READ_BUFFER)
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            let session = async move {
-                // Authenticated by the token check before the upgrade.
-                let probe = shared.probe.clone();
-                let _counted = (probe.connection(), probe.session());
-                let transport = WsTransport::new(socket, &probe).ping_every(ws_ping);
-                ws::run(transport, shared).await;
-            };
-            tracker.track_future(session.instrument(span))
-        })
+    let AppState { shared, accept, .. } = state;
+    accept.accept(ws, move |transport| async move {
+        // Authenticated by the token check before the upgrade.
+        let _session = shared.probe.session();
+        ws::run(transport, shared).await;
+    })
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use server_kit::{Flags, Spec};
+use server_kit::{Announce, Flags, Spec};
 
 const SPEC: Spec = Spec {
     name: "pow-server",
@@ -29,17 +29,22 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(SPEC.parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}: {e:#}", SPEC.name);
-            std::process::ExitCode::FAILURE
-        }
-    }
+    server_kit::exit_code(SPEC.name, run(SPEC.parse()).await)
 }
 
+/// What pow-server prints per listener: its WebSocket, and its REST API
+/// with the page that documents it.
+const ANNOUNCE: &[Announce] = &[
+    Announce::WEBSOCKET,
+    Announce {
+        label: Some("REST API and docs:"),
+        websocket: false,
+        path: "docs/",
+    },
+];
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    server_kit::init_logging(args.common.log_format)?;
+    // A bad process file fails before anything listens.
     let text = match &args.config {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
@@ -47,35 +52,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => pow_server::DEFAULT_CONFIG.to_owned(),
     };
     let registry = pow_server::registry_from_toml(&text)?;
-    let started = args.common.start(&SPEC).await?;
-    let tls = started.tls.is_some();
-    let ws_ping = args.common.ws_ping();
-    let config = pow_server::Config {
-        token: started.token,
-        allowed_origins: args.common.allow_origins,
-        ws_ping,
-        base_path: args.common.base_path,
-        tls: started.tls,
-        ..pow_server::Config::default()
-    };
-    let base = format!("{}/", config.base());
-    for listener in &started.listeners {
-        let addr = listener.local_addr()?;
-        println!(
-            "{} listening on {}",
-            SPEC.name,
-            server_kit::url(addr, tls, true, &base)
-        );
-        println!(
-            "REST API and docs: {}",
-            server_kit::url(addr, tls, false, &format!("{base}docs/"))
-        );
-    }
+    let launched = server_kit::launch(&SPEC, &args.common, ANNOUNCE).await?;
     let mut names: Vec<&str> = registry.names().collect();
     names.sort_unstable();
     println!("processes: {}", names.join(", "));
+    let config = pow_server::Config {
+        common: launched.common,
+        ..pow_server::Config::default()
+    };
     pow_server::serve(
-        started.listeners,
+        launched.listeners,
         config,
         Arc::new(registry),
         server_kit::shutdown_signal(),

@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use server_kit::{Metrics, OriginPolicy, TokenGate, check_origin, require_token};
+use server_kit::{Metrics, TokenGate, require_token};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -49,19 +49,15 @@ pub(crate) struct AppState {
     pub(crate) base: String,
 }
 
-/// The routes, for browsers too. `origins` is the rule of a TCP listener
-/// (`None` on the daemon's socket, which no web page can reach): it refuses
-/// pages of other origins before anything else, their CORS preflights
-/// included, and CORS answers the origins it admits — any (`*`) when it
-/// admits any (a token is required and no origin listed), else the
-/// request's own, which the rule has already vetted. `metrics`, on a TCP
-/// listener, adds `GET /metrics` behind the authorized tokens.
-pub(crate) fn router(
-    state: AppState,
-    origins: Option<OriginPolicy>,
-    metrics: Option<&Metrics>,
-) -> Router {
-    let any = origins.as_ref().is_none_or(OriginPolicy::admits_any_origin);
+/// The routes, for browsers too. On a TCP listener the origin rule
+/// ([`server_kit::OriginPolicy`], added by the listener) refuses pages of
+/// other origins before anything else, their CORS preflights included;
+/// CORS then answers the origins it admits: any (`*`) when `any_origin`
+/// (a token is required and no origin listed, or the daemon's socket,
+/// which no web page can reach), else the request's own, which the rule
+/// has already vetted. `metrics`, on a TCP listener, adds `GET /metrics`
+/// behind the authorized tokens.
+pub(crate) fn router(state: AppState, any: bool, metrics: Option<&Metrics>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(if any {
             AllowOrigin::any()
@@ -96,15 +92,11 @@ pub(crate) fn router(
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(state.clone());
-    let router = match metrics {
+    match metrics {
         Some(metrics) => router.merge(metrics.route().layer(axum::middleware::from_fn_with_state(
             TokenGate::new(state.host.authorized.clone(), &state.host.probe),
             require_token,
         ))),
-        None => router,
-    };
-    match origins {
-        Some(origins) => router.layer(axum::middleware::from_fn_with_state(origins, check_origin)),
         None => router,
     }
 }

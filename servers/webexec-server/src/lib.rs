@@ -18,10 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use server_kit::{Listener, Listeners, Metrics, Origin, OriginPolicy, Probe, Tls};
-use tokio::net::{TcpListener, UnixListener};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use server_kit::{Listeners, Metrics, Origin, Probe, Sessions, Tls};
+use tokio::net::UnixListener;
 
 pub mod daemon;
 mod host;
@@ -33,6 +31,9 @@ mod turn;
 pub use host::Authorized;
 pub use rtc::{IceServer, PortRange, RtcConfig};
 pub use turn::TurnSecret;
+
+/// The settings every server shares, and their builder methods.
+pub use server_kit::{Common, CommonConfig};
 
 /// Errors of the webexec server.
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +84,15 @@ impl Error {
 /// one authorized, UDP on loopback, a fresh certificate.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What every server is configured with. Its token is one more
+    /// authorized token beside [`Config::authorized`]'s; its origins are
+    /// those whose web pages may signal besides the server's own (the demo
+    /// page); its TLS serves the HTTP signaling and the page over
+    /// `https://` (WebRTC itself is DTLS regardless); its base path holds
+    /// the page and the signaling. WebSocket pings do not apply.
+    pub common: Common,
     /// Who may connect.
     pub authorized: Authorized,
-    /// Origins whose web pages may signal besides the server's own (the
-    /// demo page); see [`OriginPolicy`].
-    pub allowed_origins: Vec<Origin>,
     /// ICE servers, UDP address and ports.
     pub rtc: RtcConfig,
     /// Where the server's certificate (its identity) is kept; `None` makes
@@ -99,28 +104,22 @@ pub struct Config {
     pub home: Option<PathBuf>,
     /// Recent output kept per pane for reconnects and slow clients.
     pub replay_bytes: usize,
-    /// How long shutdown waits for peers to close.
-    pub shutdown_grace: Duration,
     /// The daemon socket this server serves, if any: panes get it in
     /// `WEBEXEC`, so `webexec-server copy`/`paste` in a pane reach the
     /// client's clipboard through this server.
     pub socket: Option<PathBuf>,
-    /// Serve the HTTP signaling and the page over `https://` with this
-    /// identity (WebRTC itself is DTLS regardless); `None`: `http://`.
-    pub tls: Option<Tls>,
-    /// Where the server counts what happens (`GET /metrics`).
-    pub metrics: Metrics,
-    /// Serve the page and the signaling under this path (`/` or e.g.
-    /// `/host-a/webexec/`), for a reverse proxy that passes paths on as
-    /// they are. `/metrics` stays at the root.
-    pub base_path: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            common: Common {
+                // Peers close quickly: a data channel's close needs no
+                // handshake with a slow client.
+                shutdown_grace: Duration::from_secs(3),
+                ..Common::default()
+            },
             authorized: Authorized::default(),
-            allowed_origins: Vec::new(),
             rtc: RtcConfig {
                 ice_servers: Vec::new(),
                 udp_ip: std::net::Ipv4Addr::LOCALHOST.into(),
@@ -134,12 +133,14 @@ impl Default for Config {
                 .unwrap_or_else(|| "/bin/sh".into()),
             home: std::env::var_os("HOME").map(PathBuf::from),
             replay_bytes: 1 << 20,
-            shutdown_grace: Duration::from_secs(3),
             socket: None,
-            tls: None,
-            metrics: Metrics::new(),
-            base_path: "/".into(),
         }
+    }
+}
+
+impl CommonConfig for Config {
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 }
 
@@ -149,10 +150,10 @@ impl Default for Config {
 pub struct Server {
     host: Arc<host::Host>,
     rtc: rtc::Rtc,
-    sessions: Arc<Mutex<std::collections::HashMap<uuid::Uuid, (rtc::Peer, std::time::Instant)>>>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    grace: Duration,
+    /// `/offer` sessions taking trickled candidates.
+    offers: Arc<Mutex<std::collections::HashMap<uuid::Uuid, (rtc::Peer, std::time::Instant)>>>,
+    /// Where peers run; its cancel is the server's shutdown.
+    sessions: Sessions,
     allowed_origins: Arc<[Origin]>,
     /// Clients must be authorized (not `--no-auth`).
     auth: bool,
@@ -173,13 +174,27 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Loads (or creates) the certificate and sets up the shared state.
+    /// Loads (or creates) the certificate and sets up the shared state,
+    /// with sessions of its own.
     pub fn new(config: Config) -> Result<Server, Error> {
+        let sessions = Sessions::new(config.common.shutdown_grace);
+        Server::with_sessions(config, &sessions)
+    }
+
+    /// [`Server::new`] with its peers in `sessions`: they close when
+    /// `sessions.cancel` fires, and every pane ends then too. Call it
+    /// inside a tokio runtime: it spawns the task that ends the panes.
+    pub fn with_sessions(config: Config, sessions: &Sessions) -> Result<Server, Error> {
+        let common = config.common;
+        let base = common.base();
         let rtc = rtc::Rtc::new(config.rtc.clone(), config.certificate.as_deref())?;
-        let probe = config.metrics.probe(PROTOCOL);
+        let probe = common.metrics.probe(PROTOCOL);
+        let mut authorized = config.authorized;
+        authorized.tokens.extend(common.token);
+        let auth = !authorized.open;
         let host = Arc::new(host::Host::new(
             probe.clone(),
-            config.authorized.clone(),
+            authorized,
             host::PaneDefaults {
                 shell: config.shell.clone(),
                 home: config.home.clone(),
@@ -193,19 +208,24 @@ impl Server {
                     .collect(),
             },
         ));
+        // Panes belong to the server, not to a peer: end them with it.
+        let panes = host.clone();
+        let stopping = sessions.cancel.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            panes.terminate_all();
+        });
         Ok(Server {
             host,
             rtc,
-            sessions: Arc::default(),
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            grace: config.shutdown_grace,
-            allowed_origins: config.allowed_origins.into(),
-            auth: !config.authorized.open,
-            tls: config.tls,
-            metrics: config.metrics,
+            offers: Arc::default(),
+            sessions: sessions.clone(),
+            base,
+            allowed_origins: common.allowed_origins.into(),
+            auth,
+            tls: common.tls,
+            metrics: common.metrics,
             probe,
-            base: server_kit::base_prefix(&config.base_path),
         })
     }
 
@@ -223,75 +243,60 @@ impl Server {
         )
     }
 
-    /// The routes of a TCP listener, under its origin rule; or, with
-    /// `None`, of the daemon's socket, which is trusted (only its user can
-    /// reach it, and no web page can): no token, no origin rule.
-    fn router(&self, origins: Option<OriginPolicy>) -> axum::Router {
-        let tcp = origins.is_some();
-        http::router(
-            http::AppState {
-                host: self.host.clone(),
-                rtc: self.rtc.clone(),
-                trusted: !tcp,
-                tls: tcp && self.tls.is_some(),
-                sessions: self.sessions.clone(),
-                shutdown: self.shutdown.clone(),
-                tracker: self.tracker.clone(),
-                base: if tcp {
-                    self.base.clone()
-                } else {
-                    String::new()
-                },
+    /// The routes of a TCP listener: the page and the signaling under the
+    /// base path, `/metrics` behind the authorized tokens. The origin rule
+    /// and TLS are the listener's ([`Server::serve_tcp_all`] adds them).
+    pub fn router(&self) -> axum::Router {
+        let any_origin = server_kit::admits_any_origin(&self.allowed_origins, self.auth);
+        http::router(self.state(true), any_origin, Some(&self.metrics))
+    }
+
+    /// The state of the routes of a TCP listener (`tcp`), or of the
+    /// daemon's socket, which is trusted (only its user can reach it, and
+    /// no web page can): no token, no base path.
+    fn state(&self, tcp: bool) -> http::AppState {
+        http::AppState {
+            host: self.host.clone(),
+            rtc: self.rtc.clone(),
+            trusted: !tcp,
+            tls: tcp && self.tls.is_some(),
+            sessions: self.offers.clone(),
+            shutdown: self.sessions.cancel.clone(),
+            tracker: self.sessions.tracker.clone(),
+            base: if tcp {
+                self.base.clone()
+            } else {
+                String::new()
             },
-            origins,
-            tcp.then_some(&self.metrics),
-        )
+        }
     }
 
-    /// Serves HTTP signaling, the demo page and `/metrics` on `listener`
-    /// (over TLS when configured) until the server shuts down.
-    pub async fn serve_tcp(&self, listener: TcpListener) -> Result<(), Error> {
-        let origins = OriginPolicy::new(&self.allowed_origins, self.auth, listener.local_addr()?)
-            .counted(&self.probe);
-        let stop = self.shutdown.clone();
-        let listener = Listener::new(listener, self.tls.as_ref(), &self.probe);
-        server_kit::serve_router(listener, PROTOCOL, self.router(Some(origins)), async move {
-            stop.cancelled().await;
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// [`Server::serve_tcp`] on each of `listeners` at once; if one fails,
-    /// the server shuts down and its error is returned.
+    /// Serves HTTP signaling, the demo page and `/metrics` on each of
+    /// `listeners` (under its origin rule, over TLS when configured) until
+    /// the server shuts down; then waits, at most the grace period, for
+    /// the peers to close. If one listener fails, the server shuts down
+    /// and its error is returned.
     pub async fn serve_tcp_all(&self, listeners: impl Into<Listeners>) -> Result<(), Error> {
-        let mut served = tokio::task::JoinSet::new();
-        for listener in listeners.into().0 {
-            let server = self.clone();
-            served.spawn(async move { server.serve_tcp(listener).await });
-        }
-        let mut result = Ok(());
-        while let Some(joined) = served.join_next().await {
-            let failed = match joined {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
-                Err(e) => Error::Io(std::io::Error::other(e.to_string())),
-            };
-            self.shutdown();
-            if result.is_ok() {
-                result = Err(failed);
-            }
-        }
-        result
+        let served = server_kit::per_listener(
+            listeners.into(),
+            &self.router(),
+            &self.allowed_origins,
+            self.auth,
+            self.tls.as_ref(),
+            &self.probe,
+        )?;
+        let stop = self.sessions.cancel.clone().cancelled_owned();
+        server_kit::serve_app(served, PROTOCOL, stop, self.sessions.clone()).await?;
+        Ok(())
     }
 
     /// Serves the daemon's unix socket (signaling without a token, plus
     /// `GET /status` and `POST /stop`) until the server shuts down.
     pub async fn serve_unix(&self, listener: UnixListener) -> Result<(), Error> {
-        let stop = self.shutdown.clone();
-        let app = self
-            .router(None)
-            .merge(daemon::control_routes(self.clone()));
+        let stop = self.sessions.cancel.clone();
+        // No web page reaches the socket: no origin rule, CORS for any.
+        let app =
+            http::router(self.state(false), true, None).merge(daemon::control_routes(self.clone()));
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await?;
@@ -304,21 +309,21 @@ impl Server {
 
     /// Starts shutting down: listeners stop, peers close, panes end.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.sessions.cancel.cancel();
     }
 
     /// Completes once shutdown began.
     pub async fn stopped(&self) {
-        self.shutdown.cancelled().await;
+        self.sessions.cancel.cancelled().await;
     }
 
     /// After shutdown: ends every pane and waits (at most the grace period)
     /// for the peers to close.
     pub async fn finish(&self) {
-        self.shutdown.cancel();
+        self.shutdown();
         self.host.terminate_all();
-        self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait())
+        self.sessions.tracker.close();
+        if tokio::time::timeout(self.sessions.grace, self.sessions.tracker.wait())
             .await
             .is_err()
         {

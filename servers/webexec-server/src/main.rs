@@ -118,10 +118,7 @@ enum Cmd {
 async fn main() -> std::process::ExitCode {
     match run().await {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("webexec-server: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => server_kit::exit_code(SPEC.name, Err(e)),
     }
 }
 
@@ -136,7 +133,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 // end the panes.
                 let _ = rustix::process::setsid();
             }
-            server_kit::init_logging(args.opts.common.log_format)?;
+            server_kit::init_process(args.opts.common.log_format)?;
             foreground(&args.opts, &paths).await?;
             Ok(ok)
         }
@@ -289,13 +286,7 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
 
 async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     let common = &opts.common;
-    let files = exec_core::raise_open_files_limit();
-    tracing::debug!(files, "open-files limit");
-    let addrs = common.addresses(&SPEC);
-    let tls = common.tls(&addrs)?;
-    for addr in &addrs {
-        common.check_address(*addr, tls.is_some())?;
-    }
+    let (addrs, tls) = common.prepare(&SPEC)?;
     let ice_servers = opts
         .ice_servers
         .iter()
@@ -322,52 +313,50 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         .authorized
         .clone()
         .unwrap_or_else(|| paths.authorized());
-    let mut tokens = Vec::new();
+    // A token is generated only when no one is authorized otherwise (the
+    // authorized file), and printed below with the page's URLs.
+    let mut token = None;
     let mut generated = None;
     if !common.no_auth {
         match common.token.clone().filter(|t| !t.is_empty()) {
-            Some(t) => tokens.push(AccessToken::new(t)),
+            Some(t) => token = Some(AccessToken::new(t)),
             None if !has_entries(&authorized_file) => {
                 let t = AccessToken::generate().context("generating a token")?;
                 generated = Some(t.expose().to_owned());
-                tokens.push(t);
+                token = Some(t);
             }
             None => {}
         }
     }
     let https = tls.is_some();
-    let config = Config {
-        authorized: Authorized {
-            file: Some(authorized_file.clone()),
-            tokens,
-            open: common.no_auth,
-        },
-        allowed_origins: common.allow_origins.clone(),
+    let mut config = Config {
+        // WebRTC binds the interface HTTP listens on (the first --listen);
+        // a wildcard listen binds every interface.
         rtc: RtcConfig {
             ice_servers,
-            // WebRTC binds the interface HTTP listens on (the first
-            // --listen); a wildcard listen binds every interface.
             udp_ip: addrs
                 .first()
                 .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip()),
             udp_ports,
             turn,
         },
+        authorized: Authorized {
+            file: Some(authorized_file.clone()),
+            tokens: Vec::new(),
+            open: common.no_auth,
+        },
         certificate: Some(paths.certificate()),
         socket: Some(paths.socket()),
-        tls,
-        base_path: common.base_path.clone(),
         ..Config::default()
+    };
+    // The flags' common settings, with webexec's own grace.
+    config.common = server_kit::Common {
+        shutdown_grace: config.common.shutdown_grace,
+        ..common.common(token, tls)
     };
     let server = Server::new(config)?;
     let unix = daemon::bind(paths).await?;
-    let mut tcp = Vec::new();
-    for addr in addrs {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?;
-        tcp.push(listener);
-    }
+    let tcp = common.bind(addrs).await?;
     let mut pages = Vec::new();
     let base = format!("{}/", server_kit::base_prefix(&common.base_path));
     for listener in &tcp {

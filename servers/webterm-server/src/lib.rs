@@ -11,26 +11,22 @@
 //! [`server_kit::OriginPolicy`] says: with a token configured any
 //! origin may connect and authenticate in-band (the original client runs
 //! from its own page), unless `--allow-origin` lists some. `GET /metrics`
-//! takes the same token as `Authorization: Bearer`; with [`Config::tls`]
-//! the server speaks `wss://`.
+//! takes the same token as `Authorization: Bearer`; with a TLS identity
+//! ([`Common::tls`]) the server speaks `wss://`. [`router`] gives the
+//! routes alone, for a listener that serves other protocols too.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use server_kit::{
-    AccessToken, Listeners, Metrics, Origin, Sessions, Tls, TokenGate, WsTransport, require_token,
-};
-use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
+use axum::http::{StatusCode, Uri};
+use server_kit::{Listeners, Refused, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod command;
 mod session;
+
+/// The settings every server shares, and their builder methods.
+pub use server_kit::{Common, CommonConfig};
 
 /// Errors of the webterm server.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +40,10 @@ pub enum Error {
 /// How a server behaves.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The token `authentication` must carry; `None` accepts any.
-    pub token: Option<AccessToken>,
-    /// Origins whose web pages may connect (`--allow-origin`); see
-    /// [`OriginPolicy`].
-    pub allowed_origins: Vec<Origin>,
+    /// What every server is configured with. Its token is the one
+    /// `authentication` must carry (`None` accepts any); `/metrics` takes
+    /// it as `Authorization: Bearer`.
+    pub common: Common,
     /// Send output HTML-escaped with `<br>` for newlines unless a
     /// connection asks otherwise (`?output=text`).
     pub html_output: bool,
@@ -63,36 +58,24 @@ pub struct Config {
     /// refused with an error reply rather than holding up the connection
     /// (and the other commands' messages, signals included) behind it.
     pub max_pending_input: usize,
-    /// How long shutdown waits for connections to close.
-    pub shutdown_grace: Duration,
-    /// Serve `wss://` with this identity; `None` serves `ws://`.
-    pub tls: Option<Tls>,
-    /// Where the server counts what happens (`GET /metrics`).
-    pub metrics: Metrics,
-    /// Ping each client this often (`None`: never), so an idle session
-    /// survives proxies that cut silent connections.
-    pub ws_ping: Option<Duration>,
-    /// Serve WebSockets only under this path (`/` or e.g.
-    /// `/host-a/webterm/`); elsewhere `404`. `/metrics` stays at the root.
-    pub base_path: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            token: None,
-            allowed_origins: Vec::new(),
+            common: Common::default(),
             html_output: false,
             shell: default_shell(),
             max_commands: 64,
             max_message: 1 << 20,
             max_pending_input: 4 << 20,
-            shutdown_grace: Duration::from_secs(5),
-            tls: None,
-            metrics: Metrics::new(),
-            ws_ping: Some(server_kit::DEFAULT_WS_PING),
-            base_path: "/".into(),
         }
+    }
+}
+
+impl CommonConfig for Config {
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 }
 
@@ -113,15 +96,48 @@ const MAX_WRITE_BUFFER: usize = 8 << 20;
 /// The protocol's name in metrics and logs.
 const PROTOCOL: &str = "webterm";
 
-#[derive(Clone)]
-struct AppState {
-    shared: session::Shared,
-    tracker: TaskTracker,
-    html_output: bool,
-    max_message: usize,
-    ws_ping: Option<Duration>,
-    /// The base path as [`server_kit::base_prefix`] makes it.
-    base: String,
+/// webterm's routes: a WebSocket upgrade on every path under the base
+/// path (clients authenticate in-band), and `/metrics` behind the token;
+/// the origin rule and TLS are the listener's ([`server_kit::serve`]).
+/// Its sessions run in `sessions` and end their commands when
+/// `sessions.cancel` fires.
+pub fn router(config: &Config, sessions: &Sessions) -> Router {
+    let common = &config.common;
+    let probe = common.metrics.probe(PROTOCOL);
+    let limits = WsLimits {
+        read_buffer: 32 * 1024,
+        max_message: config.max_message,
+        write_buffer: None,
+        max_write_buffer: MAX_WRITE_BUFFER,
+    };
+    let shared = session::Shared {
+        token: common.token.clone(),
+        shell: Arc::from(config.shell.as_str()),
+        max_commands: config.max_commands,
+        max_pending_input: config.max_pending_input,
+        shutdown: sessions.cancel.clone(),
+        probe: probe.clone(),
+    };
+    let html_output = config.html_output;
+    let websocket = WsAccept::new(limits, common.ws_ping, &probe, sessions).router(
+        PROTOCOL,
+        common.base(),
+        move |uri| {
+            let html = output_mode(uri, html_output)?;
+            let shared = shared.clone();
+            Ok(move |transport| session::run(transport, shared, html))
+        },
+    );
+    // Clients authenticate in-band, so only the metrics take the token
+    // over HTTP.
+    let metrics = common
+        .metrics
+        .route()
+        .layer(axum::middleware::from_fn_with_state(
+            TokenGate::new(common.token.clone(), &probe),
+            require_token,
+        ));
+    websocket.merge(metrics)
 }
 
 /// Serves webterm on every listener until `shutdown` completes; then stops
@@ -131,103 +147,28 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let probe = config.metrics.probe(PROTOCOL);
-    let sessions = Sessions::new(config.shutdown_grace);
-    let state = AppState {
-        shared: session::Shared {
-            token: config.token.clone(),
-            shell: Arc::from(config.shell.as_str()),
-            max_commands: config.max_commands,
-            max_pending_input: config.max_pending_input,
-            shutdown: sessions.cancel.clone(),
-            probe: probe.clone(),
-        },
-        tracker: sessions.tracker.clone(),
-        html_output: config.html_output,
-        max_message: config.max_message,
-        ws_ping: config.ws_ping,
-        base: server_kit::base_prefix(&config.base_path),
-    };
-    // Clients authenticate in-band, so only the metrics take the token
-    // over HTTP.
-    let metrics = config
-        .metrics
-        .route()
-        .layer(axum::middleware::from_fn_with_state(
-            TokenGate::new(config.token.clone(), &probe),
-            require_token,
-        ));
-    let app = Router::new()
-        .fallback(upgrade)
-        .with_state(state)
-        .merge(metrics);
-    // One app per listener: the origin rule's Host check depends on the
-    // address.
-    let served = server_kit::per_listener(
-        listeners.into(),
-        &app,
-        &config.allowed_origins,
-        config.token.is_some(),
-        config.tls.as_ref(),
-        &probe,
-    )?;
-    server_kit::serve_app(served, PROTOCOL, shutdown, sessions).await?;
+    let sessions = Sessions::new(config.common.shutdown_grace);
+    let app = router(&config, &sessions);
+    server_kit::serve(listeners, app, &config.common, PROTOCOL, shutdown, sessions).await?;
     Ok(())
 }
 
-async fn upgrade(
-    State(state): State<AppState>,
-    uri: axum::http::Uri,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    if !server_kit::under_base(uri.path(), &state.base) {
-        return (StatusCode::NOT_FOUND, "no such route\n").into_response();
-    }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            return (
-                StatusCode::UPGRADE_REQUIRED,
-                format!("webterm speaks WebSocket only: {rejection}\n"),
-            )
-                .into_response();
-        }
-    };
-    let mut html = state.html_output;
+/// Whether a connection gets its output as HTML: `?output=html` or
+/// `?output=text`, else the server's default.
+fn output_mode(uri: &Uri, mut html: bool) -> Result<bool, Refused> {
     for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         if key == "output" {
             match value.as_ref() {
                 "html" => html = true,
                 "text" => html = false,
                 other => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        format!("unknown output mode {other:?}: use html or text\n"),
-                    )
-                        .into_response();
+                    return Err(Refused {
+                        status: StatusCode::BAD_REQUEST,
+                        text: format!("unknown output mode {other:?}: use html or text\n"),
+                    });
                 }
             }
         }
     }
-    let AppState {
-        shared,
-        tracker,
-        max_message,
-        ws_ping,
-        ..
-    } = state;
-    let span = tracing::Span::current();
-    ws.read_buffer_size(32 * 1024)
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            let session = async move {
-                let probe = shared.probe.clone();
-                let _connection = probe.connection();
-                let transport = WsTransport::new(socket, &probe).ping_every(ws_ping);
-                session::run(transport, shared, html).await;
-            };
-            tracker.track_future(session.instrument(span))
-        })
+    Ok(html)
 }

@@ -1,7 +1,7 @@
 //! `webterm-server`: serve the Web-Terminal Protocol v3.
 
 use clap::Parser;
-use server_kit::{Flags, Spec};
+use server_kit::{Announce, Flags, Spec};
 
 const SPEC: Spec = Spec {
     name: "webterm-server",
@@ -32,35 +32,17 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(SPEC.parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}: {e:#}", SPEC.name);
-            std::process::ExitCode::FAILURE
-        }
-    }
+    server_kit::exit_code(SPEC.name, run(SPEC.parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    server_kit::init_logging(args.common.log_format)?;
-    exec_core::raise_open_files_limit();
-    let started = args.common.start(&SPEC).await?;
-    let base = format!("{}/", server_kit::base_prefix(&args.common.base_path));
-    for listener in &started.listeners {
-        let url = server_kit::url(listener.local_addr()?, started.tls.is_some(), true, &base);
-        println!("{} listening on {url}", SPEC.name);
-    }
-    let ws_ping = args.common.ws_ping();
+    let launched = server_kit::launch(&SPEC, &args.common, &[Announce::WEBSOCKET]).await?;
     let config = webterm_server::Config {
-        token: started.token,
-        allowed_origins: args.common.allow_origins,
+        common: launched.common,
         html_output: args.html_output,
         shell: args.shell.unwrap_or_else(webterm_server::default_shell),
-        tls: started.tls,
-        ws_ping,
-        base_path: args.common.base_path,
         ..webterm_server::Config::default()
     };
-    webterm_server::serve(started.listeners, config, server_kit::shutdown_signal()).await?;
+    webterm_server::serve(launched.listeners, config, server_kit::shutdown_signal()).await?;
     Ok(())
 }

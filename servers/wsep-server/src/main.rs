@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use server_kit::{Flags, Spec};
+use server_kit::{Announce, Flags, Spec};
 
 const SPEC: Spec = Spec {
     name: "wsep-server",
@@ -28,39 +28,17 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(SPEC.parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}: {e:#}", SPEC.name);
-            std::process::ExitCode::FAILURE
-        }
-    }
+    server_kit::exit_code(SPEC.name, run(SPEC.parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    server_kit::init_logging(args.common.log_format)?;
-    let files = exec_core::raise_open_files_limit();
-    tracing::debug!(files, "open-files limit");
-    let started = args.common.start(&SPEC).await?;
-    let base = format!("{}/", server_kit::base_prefix(&args.common.base_path));
-    for listener in &started.listeners {
-        let url = server_kit::url(listener.local_addr()?, started.tls.is_some(), true, &base);
-        println!("{} listening on {url}", SPEC.name);
-    }
-    if started.token.is_none() {
-        println!("authentication is off");
-    }
-    let ws_ping = args.common.ws_ping();
+    let launched = server_kit::launch(&SPEC, &args.common, &[Announce::WEBSOCKET]).await?;
     let config = wsep_server::Config {
-        token: started.token,
-        allowed_origins: args.common.allow_origins,
+        common: launched.common,
         session_timeout: Duration::from_secs(args.session_timeout),
-        tls: started.tls,
-        ws_ping,
-        base_path: args.common.base_path,
         ..wsep_server::Config::default()
     };
-    wsep_server::serve(started.listeners, config, server_kit::shutdown_signal()).await?;
+    wsep_server::serve(launched.listeners, config, server_kit::shutdown_signal()).await?;
     tracing::info!("shut down");
     Ok(())
 }

@@ -12,7 +12,7 @@
 
 use std::process::Stdio;
 
-use server_kit::AccessToken;
+use server_kit::{AccessToken, CommonConfig as _};
 use tokio::sync::oneshot;
 use wsep_proto::StartCommand;
 
@@ -90,10 +90,7 @@ impl Server {
                 };
                 match kind {
                     Kind::Ours => {
-                        let config = wsep_server::Config {
-                            token,
-                            ..wsep_server::Config::default()
-                        };
+                        let config = wsep_server::Config::default().with_token(token);
                         wsep_server::serve(listener, config, shutdown)
                             .await
                             .unwrap();

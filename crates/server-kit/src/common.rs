@@ -1,0 +1,252 @@
+//! What every server is configured with, apart from its protocol, and the
+//! one call a server binary makes before it serves.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::Error;
+use crate::auth::AccessToken;
+use crate::flags::{Flags, LogFormat, Spec, Started, url};
+use crate::metrics::Metrics;
+use crate::origin::Origin;
+use crate::tls::Tls;
+
+/// The settings every server shares, each server's `Config` embeds one as
+/// `common` beside its protocol's own. `Common::default()` is what a
+/// server runs with when given no flags, but for the token, which the
+/// binary generates.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// The token clients must present; `None` turns authentication off.
+    /// (webexec also admits its authorized file's entries: there this
+    /// token is one more of them.)
+    pub token: Option<AccessToken>,
+    /// Origins whose web pages may connect besides the server's own
+    /// (`--allow-origin`); see [`OriginPolicy`](crate::OriginPolicy).
+    pub allowed_origins: Vec<Origin>,
+    /// Serve `https://` and `wss://` with this identity; `None`: plain.
+    pub tls: Option<Tls>,
+    /// Where the server counts what happens (`GET /metrics`).
+    pub metrics: Metrics,
+    /// Ping each WebSocket client this often (`None`: never), so an idle
+    /// session survives proxies that cut silent connections.
+    pub ws_ping: Option<Duration>,
+    /// Serve only under this path (`/` or e.g. `/host-a/wsep/`), for a
+    /// reverse proxy that passes paths on as they are; elsewhere `404`.
+    /// `/metrics` stays at the root.
+    pub base_path: String,
+    /// How long shutdown waits for sessions to end before returning.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            token: None,
+            allowed_origins: Vec::new(),
+            tls: None,
+            metrics: Metrics::new(),
+            ws_ping: Some(crate::ws::DEFAULT_WS_PING),
+            base_path: "/".into(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Common {
+    /// The base path as routes see it: without its trailing slash, and
+    /// empty for `/` (see [`base_prefix`](crate::base_prefix)).
+    pub fn base(&self) -> String {
+        crate::base::base_prefix(&self.base_path)
+    }
+}
+
+/// Builder methods for any configuration that holds a [`Common`], so that
+/// a test reads `wsep_server::Config::default().with_token(t)` rather than
+/// a nested struct update.
+pub trait CommonConfig: Sized {
+    /// The [`Common`] part.
+    fn common_mut(&mut self) -> &mut Common;
+
+    /// With this token (`None`: authentication off).
+    fn with_token(mut self, token: Option<AccessToken>) -> Self {
+        self.common_mut().token = token;
+        self
+    }
+
+    /// With these origins allowed besides the server's own.
+    fn with_allowed_origins(mut self, origins: Vec<Origin>) -> Self {
+        self.common_mut().allowed_origins = origins;
+        self
+    }
+
+    /// Serving TLS with this identity.
+    fn with_tls(mut self, tls: Tls) -> Self {
+        self.common_mut().tls = Some(tls);
+        self
+    }
+
+    /// Pinging WebSocket clients this often (`None`: never).
+    fn with_ws_ping(mut self, every: Option<Duration>) -> Self {
+        self.common_mut().ws_ping = every;
+        self
+    }
+
+    /// Serving under this path.
+    fn with_base_path(mut self, path: impl Into<String>) -> Self {
+        self.common_mut().base_path = path.into();
+        self
+    }
+}
+
+impl CommonConfig for Common {
+    fn common_mut(&mut self) -> &mut Common {
+        self
+    }
+}
+
+impl Flags {
+    /// The [`Common`] settings these flags and what [`Flags::start`] made
+    /// (the token, the TLS identity) say; the rest are the defaults.
+    pub fn common(&self, token: Option<AccessToken>, tls: Option<Tls>) -> Common {
+        Common {
+            token,
+            allowed_origins: self.allow_origins.clone(),
+            tls,
+            ws_ping: self.ws_ping(),
+            base_path: self.base_path.clone(),
+            ..Common::default()
+        }
+    }
+}
+
+/// One URL a server binary prints for each listener at start, so that an
+/// operator can copy it into a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Announce {
+    /// What the line says before the URL; `None`: `NAME listening on`.
+    pub label: Option<&'static str>,
+    /// A `ws://` URL, else `http://` (`wss://`/`https://` with TLS).
+    pub websocket: bool,
+    /// The path after the base path's `/` (`""`, `docs/`).
+    pub path: &'static str,
+}
+
+impl Announce {
+    /// `NAME listening on ws://ADDR/BASE/`: a WebSocket server's line.
+    pub const WEBSOCKET: Announce = Announce {
+        label: None,
+        websocket: true,
+        path: "",
+    };
+}
+
+/// What a server binary has once it started: its listeners and its
+/// [`Common`] settings, to hand to its library's `serve`.
+#[derive(Debug)]
+pub struct Launched {
+    /// One bound listener per address.
+    pub listeners: Vec<TcpListener>,
+    /// The settings from the flags, with the token and the TLS identity.
+    pub common: Common,
+}
+
+/// Everything a server binary does before it serves, in one call: logging
+/// (`--log-format`), the open-files limit raised (each session holds a few
+/// descriptors), [`Flags::start`] (TLS, the exposure check, binding, the
+/// token), then for each listener a line per `announce`, and
+/// `authentication is off` when it is.
+pub async fn launch(spec: &Spec, flags: &Flags, announce: &[Announce]) -> Result<Launched, Error> {
+    init_process(flags.log_format)?;
+    let Started {
+        listeners,
+        token,
+        tls,
+    } = flags.start(spec).await?;
+    let common = flags.common(token, tls);
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    for addr in addrs {
+        for line in announce {
+            println!("{}", line.line(spec, addr, &common));
+        }
+    }
+    if common.token.is_none() {
+        println!("authentication is off");
+    }
+    Ok(Launched { listeners, common })
+}
+
+/// What a server process sets up first: logging as `format` says, and
+/// the open-files limit raised to its hard limit (each session holds a
+/// few descriptors; the usual soft limit of 1024 would refuse sessions
+/// long before memory runs out).
+pub fn init_process(format: LogFormat) -> Result<(), Error> {
+    crate::logging::init_logging(format)?;
+    let files = exec_core::raise_open_files_limit();
+    tracing::debug!(files, "open-files limit");
+    Ok(())
+}
+
+/// A server binary's exit: success, or its name and the error with its
+/// causes (`{e:#}`) on stderr and failure.
+pub fn exit_code<E: std::fmt::Display>(
+    name: &str,
+    result: Result<(), E>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+impl Announce {
+    /// The printed line for a listener on `addr`.
+    fn line(&self, spec: &Spec, addr: SocketAddr, common: &Common) -> String {
+        let path = format!("{}/{}", common.base(), self.path);
+        let url = url(addr, common.tls.is_some(), self.websocket, &path);
+        match self.label {
+            Some(label) => format!("{label} {url}"),
+            None => format!("{} listening on {url}", spec.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::flags::loopback;
+
+    const SPEC: Spec = Spec {
+        name: "x-server",
+        token_env: "X_TOKEN",
+        listen: &[loopback(1)],
+    };
+
+    #[test]
+    fn lines_name_the_url_under_the_base_path() {
+        let common = Common::default().with_base_path("/a/b/");
+        let addr = loopback(80);
+        assert_eq!(
+            Announce::WEBSOCKET.line(&SPEC, addr, &common),
+            "x-server listening on ws://127.0.0.1:80/a/b/"
+        );
+        let docs = Announce {
+            label: Some("docs:"),
+            websocket: false,
+            path: "docs/",
+        };
+        assert_eq!(
+            docs.line(&SPEC, addr, &Common::default()),
+            "docs: http://127.0.0.1:80/docs/"
+        );
+    }
+}
