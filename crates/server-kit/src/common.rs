@@ -192,6 +192,29 @@ pub fn init_process(format: LogFormat) -> Result<(), Error> {
     Ok(())
 }
 
+/// A server binary's whole `main`: the allocator set to give memory back
+/// ([`tune_allocator`](crate::tune_allocator)) before any thread exists,
+/// then `run` on a multi-threaded tokio runtime, and its result as the
+/// process's exit ([`exit_code`]).
+pub fn run_main<T, E>(name: &str, run: impl Future<Output = Result<T, E>>) -> std::process::ExitCode
+where
+    T: std::process::Termination,
+    E: std::fmt::Display,
+{
+    crate::tune_allocator();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return exit_code(name, Err(format!("starting the runtime: {e}"))),
+    };
+    match runtime.block_on(run) {
+        Ok(done) => done.report(),
+        Err(e) => exit_code::<E>(name, Err(e)),
+    }
+}
+
 /// A server binary's exit: success, or its name and the error with its
 /// causes (`{e:#}`) on stderr and failure.
 pub fn exit_code<E: std::fmt::Display>(

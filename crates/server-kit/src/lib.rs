@@ -21,6 +21,7 @@
 //! in the Go text the wsep and pow-1 references print ([`go_exit_text`]).
 
 mod accept;
+mod alloc;
 mod auth;
 mod base;
 mod common;
@@ -35,9 +36,12 @@ mod tls;
 mod ws;
 
 pub use accept::{Refused, WsAccept, WsLimits, websocket_only};
+pub use alloc::tune_allocator;
 pub use auth::{AccessToken, TokenCheck, TokenGate, check_exposure, request_token, require_token};
 pub use base::{base_prefix, under_base};
-pub use common::{Announce, Common, CommonConfig, Launched, exit_code, init_process, launch};
+pub use common::{
+    Announce, Common, CommonConfig, Launched, exit_code, init_process, launch, run_main,
+};
 pub use error::Error;
 pub use exit::{go_exit_code, go_exit_text};
 pub use flags::{Flags, LogFormat, Spec, Started, loopback, loopback6, url};

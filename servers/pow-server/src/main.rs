@@ -27,9 +27,8 @@ struct Args {
     config: Option<std::path::PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    server_kit::exit_code(SPEC.name, run(SPEC.parse()).await)
+fn main() -> std::process::ExitCode {
+    server_kit::run_main(SPEC.name, run(SPEC.parse()))
 }
 
 /// What pow-server prints per listener: its WebSocket, and its REST API

@@ -114,12 +114,8 @@ enum Cmd {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(code) => code,
-        Err(e) => server_kit::exit_code(SPEC.name, Err(e)),
-    }
+fn main() -> std::process::ExitCode {
+    server_kit::run_main(SPEC.name, run())
 }
 
 async fn run() -> anyhow::Result<std::process::ExitCode> {

@@ -30,9 +30,8 @@ struct Args {
     shell: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    server_kit::exit_code(SPEC.name, run(SPEC.parse()).await)
+fn main() -> std::process::ExitCode {
+    server_kit::run_main(SPEC.name, run(SPEC.parse()))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

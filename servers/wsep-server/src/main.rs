@@ -26,9 +26,8 @@ struct Args {
     session_timeout: u64,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    server_kit::exit_code(SPEC.name, run(SPEC.parse()).await)
+fn main() -> std::process::ExitCode {
+    server_kit::run_main(SPEC.name, run(SPEC.parse()))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
