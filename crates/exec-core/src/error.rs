@@ -36,6 +36,10 @@ pub enum Error {
     /// A session already holds an entry of this name.
     #[error("the name {0:?} is taken")]
     NameTaken(String),
+    /// The session ended all its entries ([`Session::end_all`](crate::Session::end_all))
+    /// while this one was starting; it was ended too.
+    #[error("the session was shut down while the process started")]
+    SessionEnded,
     /// An I/O error on the process's pipes or terminal.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -8,10 +8,10 @@
 //! (ids nobody can guess into existence, an idle timeout that starts when
 //! the last client leaves, everything ended on shutdown) hold for all.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -146,6 +146,9 @@ impl<T: Entry> Clone for Session<T> {
 #[derive(Debug)]
 struct Inner<T> {
     state: Mutex<State<T>>,
+    /// Notified whenever a reservation ends (its entry was inserted, or
+    /// its spawn failed), for [`Session::get_or_spawn`] waiting on a name.
+    reservations: Condvar,
     payload: watch::Sender<Payload>,
     config: SessionConfig,
 }
@@ -153,7 +156,12 @@ struct Inner<T> {
 #[derive(Debug)]
 struct State<T> {
     entries: BTreeMap<PaneId, Slot<T>>,
+    /// Names of entries, and of ids reserved for an entry still starting
+    /// (in `reserved`, not yet in `entries`).
     names: HashMap<String, PaneId>,
+    /// Ids handed to spawns in progress: their process is being started
+    /// outside the lock. Not live: `get`, `find` and `by_name` skip them.
+    reserved: HashSet<PaneId>,
     next_id: u64,
     markers: VecDeque<(Marker, HashMap<PaneId, u64>)>,
     next_marker: u64,
@@ -184,10 +192,12 @@ impl<T: Entry> Session<T> {
                 state: Mutex::new(State {
                     entries: BTreeMap::new(),
                     names: HashMap::new(),
+                    reserved: HashSet::new(),
                     next_id: 1,
                     markers: VecDeque::new(),
                     next_marker: 1,
                 }),
+                reservations: Condvar::new(),
                 payload: watch::Sender::new(Payload::default()),
                 config,
             }),
@@ -218,7 +228,7 @@ impl<T: Entry> Session<T> {
             },
         );
         drop(state);
-        self.arm_idle(id, 0);
+        arm_idle(&self.inner, id, 0);
         Ok(id)
     }
 
@@ -246,7 +256,7 @@ impl<T: Entry> Session<T> {
         let mut state = self.lock();
         let slot = state.entries.remove(&id)?;
         if let Some(name) = &slot.name {
-            state.names.remove(name);
+            state.forget_name(name, id);
         }
         Some(slot.entry)
     }
@@ -259,12 +269,17 @@ impl<T: Entry> Session<T> {
         slot.leases += 1;
         slot.generation += 1;
         drop(state);
-        Some(Lease {
+        Some(self.lease_counted(id))
+    }
+
+    /// The [`Lease`] of a claim on `id` already counted in its slot.
+    fn lease_counted(&self, id: PaneId) -> Lease {
+        Lease {
             release: Some(Box::new(Releaser {
                 session: Arc::downgrade(&self.inner),
                 id,
             })),
-        })
+        }
     }
 
     /// Every entry, in id order.
@@ -292,11 +307,13 @@ impl<T: Entry> Session<T> {
         self.len() == 0
     }
 
-    /// Forgets and ends every entry (server shutdown).
+    /// Forgets and ends every entry (server shutdown). An entry still
+    /// starting ([`Session::spawn`]) is ended as soon as it has started.
     pub fn end_all(&self) {
         let entries: Vec<T> = {
             let mut state = self.lock();
             state.names.clear();
+            state.reserved.clear();
             std::mem::take(&mut state.entries)
                 .into_values()
                 .map(|slot| slot.entry)
@@ -364,12 +381,6 @@ impl<T: Entry> Session<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         lock(&self.inner.state)
     }
-
-    /// Starts the idle timer of `id` if the session has one: it ends the
-    /// entry unless a lease was taken since (`generation` moved) or is held.
-    fn arm_idle(&self, id: PaneId, generation: u64) {
-        arm_idle(&self.inner, id, generation);
-    }
 }
 
 impl<T: Entry> State<T> {
@@ -378,8 +389,34 @@ impl<T: Entry> State<T> {
         self.next_id += 1;
         id
     }
+
+    /// Drops `name` if it still means `id` (a later entry may have taken
+    /// it since `id` let it go).
+    fn forget_name(&mut self, name: &str, id: PaneId) {
+        if self.names.get(name) == Some(&id) {
+            self.names.remove(name);
+        }
+    }
+
+    /// Takes a new id (and `name`, which must be free) for an entry about
+    /// to start, without making it live.
+    fn reserve(&mut self, name: Option<&str>) -> Result<PaneId, Error> {
+        if let Some(name) = name
+            && self.names.contains_key(name)
+        {
+            return Err(Error::NameTaken(name.to_owned()));
+        }
+        let id = self.new_id();
+        if let Some(name) = name {
+            self.names.insert(name.to_owned(), id);
+        }
+        self.reserved.insert(id);
+        Ok(id)
+    }
 }
 
+/// Starts the idle timer of `id` if the session has one: it ends the
+/// entry unless a lease was taken since (`generation` moved) or is held.
 fn arm_idle<T: Entry>(inner: &Arc<Inner<T>>, id: PaneId, generation: u64) {
     let Some(timeout) = inner.config.idle_timeout else {
         return;
@@ -400,7 +437,7 @@ fn arm_idle<T: Entry>(inner: &Arc<Inner<T>>, id: PaneId, generation: u64) {
             match idle {
                 true => state.entries.remove(&id).inspect(|slot| {
                     if let Some(name) = &slot.name {
-                        state.names.remove(name);
+                        state.forget_name(name, id);
                     }
                 }),
                 false => None,
@@ -466,66 +503,147 @@ impl Session<Pane> {
     /// must be free), with a client attached from its first byte (see
     /// [`Pane::spawn_attached`]) and leasing it. The pane leaves the
     /// session when its process ends.
+    ///
+    /// The process is started outside the session's lock (a fork and exec
+    /// would hold up every other client of the session): its id and name
+    /// are reserved first, not live until the pane is in, and freed again
+    /// if it fails to start.
     pub fn spawn(
         &self,
         cmd: &Command,
         config: PaneConfig,
         name: Option<String>,
     ) -> Result<(PaneId, Attachment, Lease), Error> {
-        let mut state = self.lock();
-        if let Some(name) = &name
-            && state.names.contains_key(name)
-        {
-            return Err(Error::NameTaken(name.clone()));
-        }
+        let id = self.lock().reserve(name.as_deref())?;
+        self.start(Reservation::new(self, id, name), cmd, config)
+    }
+
+    /// Starts the pane of `reservation` and makes it live.
+    fn start(
+        &self,
+        reservation: Reservation<'_>,
+        cmd: &Command,
+        config: PaneConfig,
+    ) -> Result<(PaneId, Attachment, Lease), Error> {
         let (pane, attachment) = Pane::spawn_attached(cmd, config)?;
-        let id = state.new_id();
-        if let Some(name) = &name {
-            state.names.insert(name.clone(), id);
-        }
-        state.entries.insert(
-            id,
-            Slot {
-                entry: pane.clone(),
-                name,
-                started: SystemTime::now(),
-                leases: 1,
-                generation: 1,
-            },
-        );
-        drop(state);
+        let id = reservation.fill(pane.clone())?;
         let session = Arc::downgrade(&self.inner);
         pane.on_exit(move || {
             if let Some(inner) = session.upgrade() {
                 Session { inner }.remove(id);
             }
         });
-        let lease = Lease {
-            release: Some(Box::new(Releaser {
-                session: Arc::downgrade(&self.inner),
-                id,
-            })),
-        };
-        Ok((id, attachment, lease))
+        Ok((id, attachment, self.lease_counted(id)))
     }
 
     /// The live pane named `name` with a new lease on it, or a new pane of
     /// that name running `cmd` (see [`Session::spawn`]). The flag is true
-    /// when the pane was started by this call.
+    /// when the pane was started by this call. While another call is
+    /// starting a pane of that name, this one waits for it (and leases
+    /// it), so two clients asking for one name at once share one pane.
     pub fn get_or_spawn(
         &self,
         name: &str,
         cmd: &Command,
         config: PaneConfig,
     ) -> Result<(PaneId, Pane, Lease, bool), Error> {
-        if let Some((id, pane)) = self.by_name(name)
-            && pane.exit_status().is_none()
-            && let Some(lease) = self.lease(id)
-        {
-            return Ok((id, pane, lease, false));
-        }
-        let (id, attachment, lease) = self.spawn(cmd, config, Some(name.to_owned()))?;
+        let mut state = self.lock();
+        let id = loop {
+            let Some(&id) = state.names.get(name) else {
+                break state.reserve(Some(name))?;
+            };
+            if state.reserved.contains(&id) {
+                // Starting elsewhere, outside the lock: a fork, not long.
+                state = self
+                    .inner
+                    .reservations
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            match state.entries.get_mut(&id) {
+                Some(slot) if slot.entry.exit_status().is_none() => {
+                    slot.leases += 1;
+                    slot.generation += 1;
+                    let pane = slot.entry.clone();
+                    drop(state);
+                    return Ok((id, pane, self.lease_counted(id), false));
+                }
+                // It ended and is leaving the session: the name is free.
+                Some(slot) => {
+                    slot.name = None;
+                    state.names.remove(name);
+                }
+                None => {
+                    state.names.remove(name);
+                }
+            }
+        };
+        drop(state);
+        let reservation = Reservation::new(self, id, Some(name.to_owned()));
+        let (id, attachment, lease) = self.start(reservation, cmd, config)?;
         Ok((id, attachment.pane(), lease, true))
+    }
+}
+
+/// An id (and name) reserved for a pane being started: filled with the
+/// pane, or, when dropped unfilled (the spawn failed), freed again.
+struct Reservation<'a> {
+    session: &'a Session<Pane>,
+    id: PaneId,
+    name: Option<String>,
+    filled: bool,
+}
+
+impl<'a> Reservation<'a> {
+    fn new(session: &'a Session<Pane>, id: PaneId, name: Option<String>) -> Self {
+        Reservation {
+            session,
+            id,
+            name,
+            filled: false,
+        }
+    }
+
+    /// Makes `pane` live under the reserved id, leased once (by the
+    /// spawner). Fails, ending the pane, when the session ended everything
+    /// while it started.
+    fn fill(mut self, pane: Pane) -> Result<PaneId, Error> {
+        let mut state = self.session.lock();
+        if !state.reserved.remove(&self.id) {
+            drop(state);
+            pane.end(EndReason::Shutdown);
+            return Err(Error::SessionEnded);
+        }
+        state.entries.insert(
+            self.id,
+            Slot {
+                entry: pane,
+                name: self.name.take(),
+                started: SystemTime::now(),
+                leases: 1,
+                generation: 1,
+            },
+        );
+        self.filled = true;
+        drop(state);
+        self.session.inner.reservations.notify_all();
+        Ok(self.id)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.filled {
+            return;
+        }
+        let mut state = self.session.lock();
+        state.reserved.remove(&self.id);
+        if let Some(name) = &self.name {
+            state.forget_name(name, self.id);
+        }
+        drop(state);
+        self.session.inner.reservations.notify_all();
     }
 }
 
@@ -709,5 +827,81 @@ mod tests {
         drop((lease, second));
         session.end_all();
         assert!(session.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_name_being_spawned_is_waited_for_not_spawned_twice() {
+        let session = Session::<Pane>::default();
+        let cmd = Command::new("cat");
+        // A spawn of "w" in progress: its id and name are reserved.
+        let id = session.lock().reserve(Some("w")).unwrap();
+        assert!(session.by_name("w").is_none(), "not live while starting");
+        assert!(session.find(id.get()).is_none());
+        assert!(session.list().is_empty());
+        assert!(matches!(
+            session.spawn(&cmd, PaneConfig::default(), Some("w".into())),
+            Err(Error::NameTaken(name)) if name == "w"
+        ));
+        let runtime = tokio::runtime::Handle::current();
+        let (first, second) = std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let _runtime = runtime.enter();
+                session.get_or_spawn("w", &cmd, PaneConfig::default())
+            });
+            let _runtime = runtime.enter();
+            let first = session.start(
+                Reservation::new(&session, id, Some("w".into())),
+                &cmd,
+                PaneConfig::default(),
+            );
+            (first.unwrap(), waiter.join().unwrap().unwrap())
+        });
+        let (first_id, attachment, lease) = first;
+        let (second_id, pane, second_lease, created) = second;
+        assert!(!created, "the second caller leases the pane being started");
+        assert_eq!((first_id, second_id), (id, id));
+        assert!(pane.ptr_eq(&attachment.pane()));
+        assert_eq!(session.len(), 1);
+        assert_eq!(session.list()[0].leases, 2);
+        drop((attachment, lease, second_lease));
+        session.end_all();
+    }
+
+    #[tokio::test]
+    async fn a_failed_spawn_frees_its_name() {
+        let session = Session::<Pane>::default();
+        let missing = Command::new("/nonexistent/execwire-test-program");
+        assert!(matches!(
+            session.get_or_spawn("w", &missing, PaneConfig::default()),
+            Err(Error::Spawn { .. })
+        ));
+        assert!(matches!(
+            session.spawn(&missing, PaneConfig::default(), Some("w".into())),
+            Err(Error::Spawn { .. })
+        ));
+        assert!(session.is_empty());
+        let (id, pane, lease, created) = session
+            .get_or_spawn("w", &Command::new("cat"), PaneConfig::default())
+            .unwrap();
+        assert!(created, "the name is free again");
+        assert_eq!(session.by_name("w").unwrap().0, id);
+        assert!(pane.exit_status().is_none());
+        drop(lease);
+        session.end_all();
+    }
+
+    #[tokio::test]
+    async fn a_pane_started_while_everything_ends_is_ended_too() {
+        let session = Session::<Pane>::default();
+        let id = session.lock().reserve(Some("late")).unwrap();
+        session.end_all();
+        let started = session.start(
+            Reservation::new(&session, id, Some("late".into())),
+            &Command::new("cat"),
+            PaneConfig::default(),
+        );
+        assert!(matches!(started, Err(Error::SessionEnded)));
+        assert!(session.is_empty());
+        assert!(session.by_name("late").is_none());
     }
 }
