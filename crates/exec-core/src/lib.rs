@@ -14,6 +14,10 @@
 //!   any [`Entry`]) by a [`PaneId`] only the session hands out, optional
 //!   names, [`Marker`]s, a shared [`Payload`], an idle timeout that starts
 //!   when the last [`Lease`] goes, and [`Session::end_all`] on shutdown;
+//! - [`OutputPump`]: a process's [`Events`] or a pane's [`Attachment`] as
+//!   messages of a [`Stream`], cut and headed as a protocol's [`Framing`]
+//!   says, then the exit ([`Outgoing`]): the output half of every
+//!   connection;
 //! - [`Transport`]: how messages reach a client (a WebSocket, a WebRTC data
 //!   channel, [`memory_pair`] in tests), so the engine can be driven over
 //!   anything message-shaped; why one closes is a [`CloseReason`], which
@@ -43,6 +47,7 @@ mod command;
 mod error;
 mod pane;
 mod process;
+mod pump;
 mod replay;
 mod screen;
 mod session;
@@ -58,6 +63,7 @@ pub use process::{
     DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin,
     raise_open_files_limit,
 };
+pub use pump::{Framing, Outgoing, OutputPump, Stream};
 pub use session::{
     EndReason, Entry, Lease, Listed, Marker, PaneId, Payload, Session, SessionConfig,
 };

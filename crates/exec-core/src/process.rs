@@ -179,6 +179,11 @@ impl ProcessControl {
         let _ = self.signal_group(Signal::KILL);
     }
 
+    /// True when the process runs under a terminal.
+    pub fn is_terminal(&self) -> bool {
+        self.inner.pty.is_some()
+    }
+
     /// True once the leader was reaped.
     pub fn has_exited(&self) -> bool {
         self.inner.exited.load(Ordering::Acquire)

@@ -11,17 +11,16 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use exec_core::{
-    Attachment, CloseReason, Command, Event, Events, ExitStatus, Lease, Message, Pane, PaneConfig,
-    PaneEvent, Process, ProcessControl, PtySize, Replay, Session, StdinWriter, Transport,
+    CloseReason, Command, ExitStatus, Framing, Lease, Message, Outgoing, OutputPump, Pane,
+    PaneConfig, Process, ProcessControl, PtySize, Replay, Session, StdinWriter, Transport,
     TransportError, TransportRx, TransportTx,
 };
 use server_kit::{Open, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use wsep_proto::{ClientMsg, OutputStream, ServerMsg, StartCommand};
+use wsep_proto::{ClientMsg, ServerMsg, StartCommand};
 
 use crate::Error;
 
@@ -44,6 +43,15 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
 /// `stdin` messages, so the connection reads on (a resize, a close) while
 /// the command catches up.
 const STDIN_QUEUE: usize = 256 * 1024;
+
+/// Output messages: a header naming the stream, then at most
+/// [`wsep_proto::MAX_OUTPUT_BODY`] bytes. A terminal's output is `stdout`.
+const FRAMING: Framing = Framing {
+    max_message: wsep_proto::MAX_MESSAGE_SIZE,
+    stdout: wsep_proto::STDOUT_HEADER,
+    stderr: wsep_proto::STDERR_HEADER,
+    terminal: wsep_proto::STDOUT_HEADER,
+};
 
 /// Serves one connection to its end.
 pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
@@ -184,7 +192,8 @@ async fn drain_until_closed<Rx: TransportRx>(rx: &mut Rx) {
 /// A started command, split into what the two loops need.
 struct Running {
     pid: u32,
-    output: OutputSource,
+    /// A terminal of the connection's own ends with it (`owned_pane`).
+    output: OutputPump,
     input: InputSink,
     control: ProcessControl,
     /// A plain command counts as running while its output is read (it is
@@ -192,13 +201,6 @@ struct Running {
     counted: Option<Open>,
     /// The claim on a named session that keeps its idle timeout off.
     lease: Option<Lease>,
-}
-
-enum OutputSource {
-    /// A plain command: stdout and stderr apart.
-    Process(Box<Events>),
-    /// A terminal: everything on stdout. `owned` panes end with the connection.
-    Pane { attachment: Attachment, owned: bool },
 }
 
 enum InputSink {
@@ -252,12 +254,7 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
         return Ok(Running {
             pid,
             // Output chunks arrive as ready-made wsep messages.
-            output: OutputSource::Process(Box::new(Events::with_prefixes(
-                process,
-                wsep_proto::STDOUT_HEADER,
-                wsep_proto::STDERR_HEADER,
-                wsep_proto::MAX_MESSAGE_SIZE,
-            ))),
+            output: OutputPump::process(process, FRAMING),
             input,
             control,
             counted,
@@ -285,10 +282,14 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
         (pane, false, Some(lease))
     };
     let attachment = pane.attach(Replay::Screen);
+    let output = match owned {
+        true => OutputPump::owned_pane(attachment, FRAMING),
+        false => OutputPump::pane(attachment, FRAMING),
+    };
     Ok(Running {
         pid: pane.pid(),
         control: pane.control().clone(),
-        output: OutputSource::Pane { attachment, owned },
+        output,
         input: InputSink::Pane(pane),
         lease,
         counted: None,
@@ -316,23 +317,10 @@ fn exit_message(status: ExitStatus) -> Message {
     })
 }
 
-/// Sends `data` as output messages no larger than the protocol allows.
-async fn send_output<Tx: TransportTx>(
-    tx: &mut Tx,
-    stream: OutputStream,
-    data: &Bytes,
-) -> Result<(), TransportError> {
-    for piece in data.chunks(wsep_proto::MAX_OUTPUT_BODY) {
-        let msg = wsep_proto::encode_output(stream, piece);
-        tx.send(Message::Binary(msg)).await?;
-    }
-    Ok(())
-}
-
 /// Process output to the client, then `exit_code` and a normal close.
 async fn output_loop<Tx: TransportTx>(
     mut tx: Tx,
-    mut source: OutputSource,
+    mut source: OutputPump,
     mut refusals: mpsc::Receiver<Refusal>,
     shutdown: CancellationToken,
     done: oneshot::Sender<()>,
@@ -340,12 +328,15 @@ async fn output_loop<Tx: TransportTx>(
     let outcome: Result<Option<Refusal>, TransportError> = async {
         loop {
             tokio::select! {
-                event = next_event(&mut source) => match event {
-                    Some(Outgoing::Data(stream, bytes)) => send_output(&mut tx, stream, &bytes).await?,
-                    Some(Outgoing::Framed(message)) => tx.send(Message::Binary(message)).await?,
-                    Some(Outgoing::Exit(status)) => {
+                event = source.next() => match event {
+                    Some(Ok(Outgoing::Output(_, message))) => tx.send(Message::Binary(message)).await?,
+                    Some(Ok(Outgoing::Exit(status))) => {
                         tx.send(exit_message(status)).await?;
                         return Ok(None);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "waiting for the process failed");
+                        return Ok(Some(Refusal { reason: CloseReason::Internal, text: "process output failed".into() }));
                     }
                     None => return Ok(Some(Refusal { reason: CloseReason::Internal, text: "process output failed".into() })),
                 },
@@ -357,8 +348,8 @@ async fn output_loop<Tx: TransportTx>(
         }
     }
     .await;
-    // The process ends before the client hears the close (a plain command
-    // by dropping its `Events`, a connection's own terminal by `Drop` below);
+    // The process ends before the client hears the close (dropping the pump
+    // kills a plain command's group and ends a connection's own terminal);
     // a named terminal session lives on for its idle timeout.
     drop(source);
     let result = match outcome {
@@ -370,45 +361,6 @@ async fn output_loop<Tx: TransportTx>(
         tracing::debug!(error = %e, "client stopped receiving");
     }
     let _ = done.send(());
-}
-
-impl Drop for OutputSource {
-    fn drop(&mut self) {
-        if let OutputSource::Pane {
-            attachment,
-            owned: true,
-        } = self
-        {
-            attachment.pane().terminate();
-        }
-    }
-}
-
-enum Outgoing {
-    /// Output bytes, to be framed (and split) as messages of this stream.
-    Data(OutputStream, Bytes),
-    /// One output message, already framed.
-    Framed(Bytes),
-    Exit(ExitStatus),
-}
-
-async fn next_event(source: &mut OutputSource) -> Option<Outgoing> {
-    match source {
-        OutputSource::Process(events) => match events.next().await? {
-            Ok(Event::Stdout(b) | Event::Stderr(b)) => Some(Outgoing::Framed(b)),
-            Ok(Event::Exit(s)) => Some(Outgoing::Exit(s)),
-            Err(e) => {
-                tracing::warn!(error = %e, "waiting for the process failed");
-                None
-            }
-        },
-        OutputSource::Pane { attachment, .. } => match attachment.next().await? {
-            PaneEvent::Output(b) | PaneEvent::Redraw(b) => {
-                Some(Outgoing::Data(OutputStream::Stdout, b))
-            }
-            PaneEvent::Exit(s) => Some(Outgoing::Exit(s)),
-        },
-    }
 }
 
 /// Client messages to the process until the connection ends.
@@ -511,6 +463,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use exec_core::{SessionConfig, memory_pair};
 
     fn shared() -> Shared {
