@@ -18,6 +18,9 @@
 //!   messages of a [`Stream`], cut and headed as a protocol's [`Framing`]
 //!   says, then the exit ([`Outgoing`]): the output half of every
 //!   connection;
+//! - [`Batcher`]: when waiting output goes out, paced as [`Pacing`] says
+//!   (a burst at once, then one small message per interval, a full batch
+//!   at once), for protocols that coalesce small writes;
 //! - [`Transport`]: how messages reach a client (a WebSocket, a WebRTC data
 //!   channel, [`memory_pair`] in tests), so the engine can be driven over
 //!   anything message-shaped; why one closes is a [`CloseReason`], which
@@ -43,6 +46,7 @@
 //! (`server-kit`), so an embedder with its own [`Transport`] pulls in none
 //! of it.
 
+mod batch;
 mod command;
 mod error;
 mod pane;
@@ -56,6 +60,7 @@ mod stdin;
 mod text;
 mod transport;
 
+pub use batch::{Batcher, Pacing};
 pub use command::{Command, ExitStatus, PtySize};
 pub use error::{Error, TransportError};
 pub use pane::{Attachment, Pane, PaneConfig, PaneEvent, Replay};

@@ -108,10 +108,7 @@ pub struct OutputPump {
 enum Source {
     /// A process's streams; its stdout is [`Stream::Terminal`] when
     /// `terminal`.
-    Process {
-        events: Box<Events>,
-        terminal: bool,
-    },
+    Process { events: Box<Events>, terminal: bool },
     /// A client of a pane; an `owned` pane ends with the pump.
     Pane { attachment: Attachment, owned: bool },
 }
@@ -197,7 +194,9 @@ impl OutputPump {
     /// The next message of a pane's waiting output.
     fn cut(&mut self) -> Outgoing {
         let stream = self.pane_stream;
-        let body = self.rest.split_to(self.framing.body(stream).min(self.rest.len()));
+        let body = self
+            .rest
+            .split_to(self.framing.body(stream).min(self.rest.len()));
         let header = self.framing.header(stream);
         if header.is_empty() {
             return Outgoing::Output(stream, body);
@@ -294,7 +293,11 @@ mod tests {
             .pty(PtySize { rows: 24, cols: 80 });
         let (_pane, attachment) = Pane::spawn_attached(&cmd, PaneConfig::default()).unwrap();
         let (messages, _) = drain(OutputPump::pane(attachment, Framing::plain(3))).await;
-        assert!(messages.iter().all(|(s, m)| *s == Stream::Terminal && m.len() <= 3));
+        assert!(
+            messages
+                .iter()
+                .all(|(s, m)| *s == Stream::Terminal && m.len() <= 3)
+        );
         let text: Vec<u8> = messages.iter().flat_map(|(_, m)| m.to_vec()).collect();
         assert_eq!(text, b"hello\r\n");
     }

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use exec_core::{
-    Attachment, CloseReason, Message, PaneEvent, Replay, Transport, TransportError, TransportRx,
-    TransportTx,
+    Attachment, CloseReason, Framing, Message, Outgoing, OutputPump, Replay, Transport,
+    TransportError, TransportRx, TransportTx,
 };
 use server_kit::{Open, Probe};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -390,25 +390,21 @@ async fn serve_pane<C: Connection>(
 /// terminal is, rather than losing output.
 async fn pump_output<Tx: TransportTx>(
     tx: &mut Tx,
-    mut attachment: Attachment,
+    attachment: Attachment,
     probe: &Probe,
     piece: usize,
 ) -> bool {
-    let piece = piece.max(1);
-    while let Some(event) = attachment.next().await {
-        let data = match event {
-            PaneEvent::Output(data) | PaneEvent::Redraw(data) => data,
-            PaneEvent::Exit(_) => return true,
+    let mut output = OutputPump::pane(attachment, Framing::plain(piece));
+    // A pane's pump yields no errors.
+    while let Some(Ok(item)) = output.next().await {
+        let Outgoing::Output(_, data) = item else {
+            return true;
         };
-        let mut start = 0;
-        while start < data.len() {
-            let end = data.len().min(start + piece);
-            if send(tx, data.slice(start..end)).await.is_err() {
-                return false;
-            }
-            start = end;
+        let len = data.len();
+        if send(tx, data).await.is_err() {
+            return false;
         }
-        probe.sent(data.len());
+        probe.sent(len);
     }
     true
 }

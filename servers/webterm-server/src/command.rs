@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use exec_core::{Decoded, Event, Events, Process, ProcessControl, StdinWriter, TextDecoder};
+use exec_core::{
+    Batcher, Decoded, Event, Events, Pacing, Process, ProcessControl, StdinWriter, TextDecoder,
+};
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
@@ -23,17 +25,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use webterm_proto::{Breakpoint, Output, Raw, Reply, Status, Streams, Update};
 
-/// Small updates of one command are paced at one per interval on average,
-/// with bursts of [`BURST`]: output after a quiet spell (an echoed
-/// keystroke, a prompt) goes out at once, while a stream of small writes is
-/// coalesced instead of flooding the client with tiny messages.
-const BATCH_INTERVAL: Duration = Duration::from_millis(5);
-
-/// Small updates that may go out back to back before pacing starts.
-const BURST: f64 = 4.0;
-
-/// An update goes out as soon as this much output is waiting.
-const BATCH_BYTES: usize = 32 * 1024;
+/// Small updates of one command are paced at one per 5 ms on average,
+/// with bursts of 4: output after a quiet spell (an echoed keystroke, a
+/// prompt) goes out at once, while a stream of small writes is coalesced
+/// instead of flooding the client with tiny messages, each of which
+/// repeats the command's line and ids. An update goes out as soon as
+/// 32 KiB of output is waiting.
+const PACING: Pacing = Pacing {
+    interval: Duration::from_millis(5),
+    burst: 4,
+    batch_bytes: 32 * 1024,
+};
 
 /// After the shell exits, how long breakpoint pipes may take to drain
 /// before whatever still holds them (a background job) is killed.
@@ -176,8 +178,7 @@ pub(crate) fn start(
         begin,
         out,
         pending: Pending::default(),
-        tokens: BURST,
-        counted: Instant::now(),
+        batcher: Batcher::new(PACING, Instant::now()),
     };
     let done = finished.clone();
     let task = async move {
@@ -302,6 +303,8 @@ impl Fields {
 struct Pending {
     main: Fields,
     taps: BTreeMap<usize, Fields>,
+    /// Bytes waiting, in all fields: 0 exactly when the update would be
+    /// empty.
     bytes: usize,
     decoders: BTreeMap<(Option<usize>, bool), TextDecoder>,
 }
@@ -344,10 +347,6 @@ impl Pending {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.main.is_empty() && self.taps.values().all(Fields::is_empty)
-    }
-
     fn take(&mut self) -> Output {
         self.bytes = 0;
         let breakpoints = std::mem::take(&mut self.taps)
@@ -370,9 +369,8 @@ struct Reporter {
     begin: String,
     out: mpsc::Sender<String>,
     pending: Pending,
-    /// Small updates that may go out now, and when that was last counted.
-    tokens: f64,
-    counted: Instant,
+    /// When `pending` goes out.
+    batcher: Batcher,
 }
 
 impl Reporter {
@@ -386,7 +384,7 @@ impl Reporter {
         let html = self.spec.html;
         let mut taps_open = true;
         let status = loop {
-            let deadline = self.deadline();
+            let deadline = self.batcher.deadline(self.pending.bytes);
             tokio::select! {
                 event = events.next() => match event {
                     Some(Ok(Event::Stdout(data))) => self.pending.push(None, false, &data, html),
@@ -410,7 +408,9 @@ impl Reporter {
                     return;
                 }
             }
-            if self.due() && !self.send(Status::Running, None).await {
+            if self.batcher.due(self.pending.bytes, Instant::now())
+                && !self.send(Status::Running, None).await
+            {
                 return;
             }
         };
@@ -436,35 +436,6 @@ impl Reporter {
         }
         self.pending.finish(html);
         self.send(Status::Completed, status).await;
-    }
-
-    /// When the waiting output must go out.
-    fn deadline(&self) -> Option<Instant> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let missing = (1.0 - self.tokens).max(0.0);
-        Some(self.counted + BATCH_INTERVAL.mul_f64(missing))
-    }
-
-    /// Whether the waiting output goes out now: a full batch always, a
-    /// small one while the burst allows. Spends the token when it does.
-    fn due(&mut self) -> bool {
-        if self.pending.is_empty() {
-            return false;
-        }
-        let now = Instant::now();
-        let earned = now.duration_since(self.counted).as_secs_f64() / BATCH_INTERVAL.as_secs_f64();
-        self.tokens = (self.tokens + earned).min(BURST);
-        self.counted = now;
-        if self.pending.bytes >= BATCH_BYTES {
-            return true;
-        }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return true;
-        }
-        false
     }
 
     /// Sends an update; false when the connection is gone.
