@@ -106,7 +106,7 @@ pub struct SessionConfig {
 /// The payload clients share, and who set it last.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Payload {
-    /// The payload; `None` until a client sets one.
+    /// The payload; `None` until a client sets one, or after one cleared it.
     pub data: Option<Bytes>,
     /// The tag the setter gave ([`Session::set_payload`]), so it can skip
     /// the echo of its own change.
@@ -359,13 +359,11 @@ impl<T: Entry> Session<T> {
         offsets.get(&id).copied()
     }
 
-    /// Stores the shared payload and wakes every [`Session::watch_payload`]
-    /// receiver; `from` tags the change so its setter can ignore it.
-    pub fn set_payload(&self, data: Bytes, from: u64) {
-        self.inner.payload.send_replace(Payload {
-            data: Some(data),
-            from,
-        });
+    /// Stores the shared payload (`None` clears it) and wakes every
+    /// [`Session::watch_payload`] receiver; `from` tags the change so its
+    /// setter can ignore it.
+    pub fn set_payload(&self, data: Option<Bytes>, from: u64) {
+        self.inner.payload.send_replace(Payload { data, from });
     }
 
     /// The shared payload, if one was set.
@@ -787,12 +785,15 @@ mod tests {
         let session = Session::<Counted>::default();
         let mut watcher = session.watch_payload();
         assert_eq!(session.payload(), None);
-        session.set_payload(Bytes::from_static(b"{\"a\":1}"), 3);
+        session.set_payload(Some(Bytes::from_static(b"{\"a\":1}")), 3);
         watcher.changed().await.unwrap();
         let seen = watcher.borrow_and_update().clone();
         assert_eq!(seen.data.as_deref(), Some(&b"{\"a\":1}"[..]));
         assert_eq!(seen.from, 3);
         assert_eq!(session.payload().as_deref(), Some(&b"{\"a\":1}"[..]));
+        session.set_payload(None, 4);
+        assert_eq!(session.payload(), None);
+        assert_eq!(watcher.borrow_and_update().from, 4);
     }
 
     #[tokio::test]

@@ -246,20 +246,29 @@ impl Host {
 
     /// The payload as the current reference sends it: a JSON string (the
     /// payload itself when it is a string, else its JSON), none when unset.
+    /// The session keeps it in that form, so nothing is parsed here.
     pub(crate) fn payload(&self) -> Option<String> {
-        let json = self.session.payload()?;
-        match serde_json::from_slice::<Value>(&json) {
-            Ok(Value::Null) | Err(_) => None,
-            Ok(Value::String(s)) => Some(s),
-            Ok(other) => Some(other.to_string()),
-        }
+        let text = self.session.payload()?;
+        Some(String::from_utf8_lossy(&text).into_owned())
     }
 
-    /// Stores a payload and sends it to every peer but `from`.
-    pub(crate) fn set_payload(&self, from: u64, payload: Value) {
+    /// Stores a payload and sends it, as the client gave it, to every peer
+    /// but `from`. Returns the stored form ([`Host::payload`]).
+    ///
+    /// The broadcast is sent from here, not by each peer watching the
+    /// session's payload: a watch would skip changes that come faster than
+    /// a peer reads, and the stored form no longer tells a string payload
+    /// from JSON text, which the broadcast keeps apart.
+    pub(crate) fn set_payload(&self, from: u64, payload: Value) -> Option<String> {
+        let stored = match &payload {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        };
         self.session
-            .set_payload(Bytes::from(payload.to_string()), from);
+            .set_payload(stored.clone().map(Bytes::from), from);
         self.broadcast(from, &Notice::SetPayload { payload });
+        stored
     }
 
     /// A marker: the current output offset of every live pane.

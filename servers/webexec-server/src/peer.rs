@@ -513,8 +513,8 @@ async fn handle<C: Connection>(
         }
         Request::GetPayload => ack(reference, host.payload()),
         Request::SetPayload { payload } => {
-            host.set_payload(state.id, payload);
-            ack(reference, host.payload())
+            let stored = host.set_payload(state.id, payload);
+            ack(reference, stored)
         }
         Request::AddPane {
             command,
