@@ -10,9 +10,11 @@
 //! channel, which has none, says nothing), so no wire's numbers reach a
 //! protocol session or the engine.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::error::TransportError;
 
@@ -113,7 +115,8 @@ pub trait Transport: Send + 'static {
 }
 
 enum Frame {
-    Msg(Message),
+    /// A message, holding its room in the buffer until it is received.
+    Msg(Message, Option<OwnedSemaphorePermit>),
     Close(CloseFrame),
 }
 
@@ -127,35 +130,81 @@ pub struct MemoryTransport {
 /// Sending half of a [`MemoryTransport`].
 #[derive(Debug)]
 pub struct MemoryTx {
-    tx: Option<mpsc::Sender<Frame>>,
+    tx: Option<mpsc::UnboundedSender<Frame>>,
+    buffer: Buffer,
 }
 
 /// Receiving half of a [`MemoryTransport`].
 #[derive(Debug)]
 pub struct MemoryRx {
-    rx: mpsc::Receiver<Frame>,
+    rx: mpsc::UnboundedReceiver<Frame>,
     close: Option<CloseFrame>,
+    buffer: Buffer,
+}
+
+/// The bytes one direction may have in flight: a permit per byte.
+#[derive(Debug, Clone)]
+struct Buffer {
+    room: Arc<Semaphore>,
+    capacity: u32,
+}
+
+impl Buffer {
+    fn new(max_bytes: usize) -> Self {
+        let capacity =
+            u32::try_from(max_bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        Buffer {
+            room: Arc::new(Semaphore::new(capacity as usize)),
+            capacity,
+        }
+    }
+
+    /// Waits for room for `msg`: its size, or the whole buffer for a
+    /// message larger than that (it then travels alone). Fails once the
+    /// receiver is gone.
+    async fn reserve(&self, msg: &Message) -> Result<OwnedSemaphorePermit, TransportError> {
+        let want =
+            u32::try_from(msg.payload().len()).map_or(self.capacity, |n| n.min(self.capacity));
+        self.room
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| TransportError::Closed)
+    }
 }
 
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Frame::Msg(m) => m.fmt(f),
+            Frame::Msg(m, _) => m.fmt(f),
             Frame::Close(c) => c.fmt(f),
         }
     }
 }
 
-/// Two connected in-memory transport ends, each buffering at most `depth`
-/// messages in flight (so backpressure behaves as over a socket).
-pub fn memory_pair(depth: usize) -> (MemoryTransport, MemoryTransport) {
-    let (a_tx, b_rx) = mpsc::channel(depth.max(1));
-    let (b_tx, a_rx) = mpsc::channel(depth.max(1));
-    let end = |tx, rx| MemoryTransport {
-        tx: MemoryTx { tx: Some(tx) },
-        rx: MemoryRx { rx, close: None },
+/// Two connected in-memory transport ends, each way buffering at most
+/// `max_bytes` of messages in flight, as a socket's buffers do: a sender
+/// waits while the receiver has not taken them. A message larger than
+/// that travels alone, when nothing else is in flight.
+pub fn memory_pair(max_bytes: usize) -> (MemoryTransport, MemoryTransport) {
+    let (a_tx, b_rx) = mpsc::unbounded_channel();
+    let (b_tx, a_rx) = mpsc::unbounded_channel();
+    let (a_to_b, b_to_a) = (Buffer::new(max_bytes), Buffer::new(max_bytes));
+    let end = |tx, rx, sending: &Buffer, receiving: &Buffer| MemoryTransport {
+        tx: MemoryTx {
+            tx: Some(tx),
+            buffer: sending.clone(),
+        },
+        rx: MemoryRx {
+            rx,
+            close: None,
+            buffer: receiving.clone(),
+        },
     };
-    (end(a_tx, a_rx), end(b_tx, b_rx))
+    (
+        end(a_tx, a_rx, &a_to_b, &b_to_a),
+        end(b_tx, b_rx, &b_to_a, &a_to_b),
+    )
 }
 
 impl Transport for MemoryTransport {
@@ -169,9 +218,13 @@ impl Transport for MemoryTransport {
 #[async_trait]
 impl TransportTx for MemoryTx {
     async fn send(&mut self, msg: Message) -> Result<(), TransportError> {
+        if self.tx.is_none() {
+            return Err(TransportError::AlreadyClosed);
+        }
+        // Cancel-safe: dropped while waiting for room, nothing was sent.
+        let room = self.buffer.reserve(&msg).await?;
         let tx = self.tx.as_ref().ok_or(TransportError::AlreadyClosed)?;
-        tx.send(Frame::Msg(msg))
-            .await
+        tx.send(Frame::Msg(msg, Some(room)))
             .map_err(|_| TransportError::Closed)
     }
 
@@ -182,7 +235,6 @@ impl TransportTx for MemoryTx {
             text: text.to_owned(),
             code: None,
         }))
-        .await
         .map_err(|_| TransportError::Closed)
     }
 }
@@ -194,7 +246,8 @@ impl TransportRx for MemoryRx {
             return Ok(None);
         }
         match self.rx.recv().await {
-            Some(Frame::Msg(m)) => Ok(Some(m)),
+            // Dropping the frame's permit makes its room free.
+            Some(Frame::Msg(m, _room)) => Ok(Some(m)),
             Some(Frame::Close(c)) => {
                 self.close = Some(c);
                 Ok(None)
@@ -208,13 +261,20 @@ impl TransportRx for MemoryRx {
     }
 }
 
+impl Drop for MemoryRx {
+    /// Nobody will make room any more: a sender waiting for it fails.
+    fn drop(&mut self) {
+        self.buffer.room.close();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn memory_pair_carries_messages_and_close() {
-        let (a, b) = memory_pair(4);
+        let (a, b) = memory_pair(64);
         let (mut atx, _arx) = a.split();
         let (_btx, mut brx) = b.split();
         atx.send(Message::text("hi")).await.unwrap();
@@ -234,6 +294,41 @@ mod tests {
         assert!(matches!(
             atx.send(Message::text("late")).await,
             Err(TransportError::AlreadyClosed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_pair_buffers_bytes_not_messages() {
+        use futures_util::FutureExt as _;
+        let (a, b) = memory_pair(10);
+        let (mut atx, _arx) = a.split();
+        let (_btx, mut brx) = b.split();
+        // Many small messages fit where one count-bounded slot each would not.
+        for _ in 0..10 {
+            atx.send(Message::text("x")).await.unwrap();
+        }
+        assert!(
+            atx.send(Message::text("y")).now_or_never().is_none(),
+            "the buffer is full: the sender waits"
+        );
+        assert_eq!(brx.recv().await.unwrap(), Some(Message::text("x")));
+        atx.send(Message::text("y")).await.unwrap();
+        for _ in 0..10 {
+            brx.recv().await.unwrap();
+        }
+        // A message larger than the buffer goes alone.
+        let big = Message::Binary(Bytes::from(vec![7; 100]));
+        atx.send(big.clone()).await.unwrap();
+        assert!(atx.send(Message::text("z")).now_or_never().is_none());
+        assert_eq!(brx.recv().await.unwrap(), Some(big));
+        atx.send(Message::text("z")).await.unwrap();
+        // A sender waiting for a receiver that went away fails.
+        let waiting =
+            tokio::spawn(async move { atx.send(Message::Binary(Bytes::from(vec![0; 10]))).await });
+        drop(brx);
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Err(TransportError::Closed)
         ));
     }
 }

@@ -616,8 +616,8 @@ mod tests {
     /// already cross messages.
     const PIECE: usize = 4;
 
-    /// Messages each way of a channel before its sender waits.
-    const DEPTH: usize = 64;
+    /// Bytes each way of a channel before its sender waits.
+    const BUFFER: usize = 64 * 1024;
 
     /// A connection in memory: the channels the server opens reach the
     /// test's client through `opened`; ending it is cancelling `ended`.
@@ -633,7 +633,7 @@ mod tests {
         const OUTPUT_PIECE: usize = PIECE;
 
         async fn open_channel(&self, label: &str) -> Result<MemoryTransport, crate::Error> {
-            let (server, client) = memory_pair(DEPTH);
+            let (server, client) = memory_pair(BUFFER);
             self.opened
                 .send((label.to_owned(), client))
                 .map_err(|_| crate::Error::ChannelClosed)?;
@@ -700,7 +700,7 @@ mod tests {
 
         /// Opens a channel labelled `label` to the server.
         fn open(&self, label: &str) -> Channel {
-            let (client, server) = memory_pair(DEPTH);
+            let (client, server) = memory_pair(BUFFER);
             self.channels
                 .send(Accepted {
                     label: label.to_owned(),

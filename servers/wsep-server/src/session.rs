@@ -485,7 +485,7 @@ mod tests {
     /// The protocol over an in-memory transport: no sockets involved.
     #[tokio::test]
     async fn cat_session_over_memory_transport() {
-        let (server_end, client_end) = memory_pair(8);
+        let (server_end, client_end) = memory_pair(64 * 1024);
         let session = tokio::spawn(run(server_end, shared()));
         let (mut tx, mut rx) = client_end.split();
         let start = StartCommand {
@@ -520,7 +520,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_start_in_time_is_a_policy_close() {
-        let (server_end, client_end) = memory_pair(8);
+        let (server_end, client_end) = memory_pair(64 * 1024);
         let config = Shared {
             start_timeout: Duration::from_millis(20),
             ..shared()
