@@ -47,6 +47,7 @@
 //! of it.
 
 mod batch;
+mod budget;
 mod command;
 mod error;
 mod pane;

@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
 
+use crate::budget::ByteBudget;
 use crate::error::Error;
 use crate::process::Stdin;
 
@@ -39,11 +40,9 @@ struct Shared {
     /// To the writer task; `None` once input was closed. Dropping the last
     /// sender tells the task to close the input after what is queued.
     queue: Mutex<Option<mpsc::UnboundedSender<Chunk>>>,
-    /// One permit per byte of room in the queue; closed when the input
-    /// closes or the writer ends, which fails every waiting sender.
-    room: Arc<Semaphore>,
-    /// The queue's size in permits.
-    capacity: u32,
+    /// Room in the queue; closed when the input closes or the writer
+    /// ends, which fails every waiting sender.
+    room: ByteBudget,
     terminal: bool,
 }
 
@@ -58,9 +57,7 @@ impl StdinWriter {
     /// Starts the task that writes to `stdin`; the queue holds at most
     /// `max_bytes` (at least one). Must be called inside a tokio runtime.
     pub fn new(stdin: Stdin, max_bytes: usize) -> Self {
-        let capacity =
-            u32::try_from(max_bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
-        let room = Arc::new(Semaphore::new(capacity as usize));
+        let room = ByteBudget::new(max_bytes);
         let (tx, rx) = mpsc::unbounded_channel();
         let terminal = stdin.is_terminal();
         tokio::spawn(write_queued(stdin, rx, room.clone()));
@@ -68,7 +65,6 @@ impl StdinWriter {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Some(tx)),
                 room,
-                capacity,
                 terminal,
             }),
         }
@@ -86,10 +82,9 @@ impl StdinWriter {
         let room = self
             .shared
             .room
-            .clone()
-            .acquire_many_owned(self.room_for(&data))
+            .reserve(data.len())
             .await
-            .map_err(|_| Error::StdinClosed)?;
+            .ok_or(Error::StdinClosed)?;
         self.enqueue(data, room)
     }
 
@@ -101,12 +96,7 @@ impl StdinWriter {
         if data.is_empty() {
             return self.check_open();
         }
-        let room = match self
-            .shared
-            .room
-            .clone()
-            .try_acquire_many_owned(self.room_for(&data))
-        {
+        let room = match self.shared.room.try_reserve(data.len()) {
             Ok(room) => room,
             Err(TryAcquireError::NoPermits) => return Err(Error::StdinFull),
             Err(TryAcquireError::Closed) => return Err(Error::StdinClosed),
@@ -132,12 +122,6 @@ impl StdinWriter {
     /// True once sends fail: input was closed, or the writer ended.
     pub fn is_closed(&self) -> bool {
         self.shared.room.is_closed()
-    }
-
-    /// Permits for `data`: its length, or the whole queue for a chunk
-    /// larger than the queue.
-    fn room_for(&self, data: &Bytes) -> u32 {
-        u32::try_from(data.len()).map_or(self.shared.capacity, |n| n.min(self.shared.capacity))
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -167,7 +151,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 async fn write_queued(
     mut stdin: Stdin,
     mut queue: mpsc::UnboundedReceiver<Chunk>,
-    room: Arc<Semaphore>,
+    room: ByteBudget,
 ) {
     let gone = stdin.process_gone();
     gone.run_until_cancelled_owned(async move {

@@ -10,12 +10,11 @@
 //! channel, which has none, says nothing), so no wire's numbers reach a
 //! protocol session or the engine.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use crate::budget::ByteBudget;
 use crate::error::TransportError;
 
 /// One message of a message-oriented transport.
@@ -131,7 +130,8 @@ pub struct MemoryTransport {
 #[derive(Debug)]
 pub struct MemoryTx {
     tx: Option<mpsc::UnboundedSender<Frame>>,
-    buffer: Buffer,
+    /// Room for what this direction has in flight.
+    buffer: ByteBudget,
 }
 
 /// Receiving half of a [`MemoryTransport`].
@@ -139,38 +139,8 @@ pub struct MemoryTx {
 pub struct MemoryRx {
     rx: mpsc::UnboundedReceiver<Frame>,
     close: Option<CloseFrame>,
-    buffer: Buffer,
-}
-
-/// The bytes one direction may have in flight: a permit per byte.
-#[derive(Debug, Clone)]
-struct Buffer {
-    room: Arc<Semaphore>,
-    capacity: u32,
-}
-
-impl Buffer {
-    fn new(max_bytes: usize) -> Self {
-        let capacity =
-            u32::try_from(max_bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
-        Buffer {
-            room: Arc::new(Semaphore::new(capacity as usize)),
-            capacity,
-        }
-    }
-
-    /// Waits for room for `msg`: its size, or the whole buffer for a
-    /// message larger than that (it then travels alone). Fails once the
-    /// receiver is gone.
-    async fn reserve(&self, msg: &Message) -> Result<OwnedSemaphorePermit, TransportError> {
-        let want =
-            u32::try_from(msg.payload().len()).map_or(self.capacity, |n| n.min(self.capacity));
-        self.room
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .map_err(|_| TransportError::Closed)
-    }
+    /// Room for what this direction has in flight.
+    buffer: ByteBudget,
 }
 
 impl std::fmt::Debug for Frame {
@@ -189,8 +159,8 @@ impl std::fmt::Debug for Frame {
 pub fn memory_pair(max_bytes: usize) -> (MemoryTransport, MemoryTransport) {
     let (a_tx, b_rx) = mpsc::unbounded_channel();
     let (b_tx, a_rx) = mpsc::unbounded_channel();
-    let (a_to_b, b_to_a) = (Buffer::new(max_bytes), Buffer::new(max_bytes));
-    let end = |tx, rx, sending: &Buffer, receiving: &Buffer| MemoryTransport {
+    let (a_to_b, b_to_a) = (ByteBudget::new(max_bytes), ByteBudget::new(max_bytes));
+    let end = |tx, rx, sending: &ByteBudget, receiving: &ByteBudget| MemoryTransport {
         tx: MemoryTx {
             tx: Some(tx),
             buffer: sending.clone(),
@@ -222,7 +192,11 @@ impl TransportTx for MemoryTx {
             return Err(TransportError::AlreadyClosed);
         }
         // Cancel-safe: dropped while waiting for room, nothing was sent.
-        let room = self.buffer.reserve(&msg).await?;
+        let room = self
+            .buffer
+            .reserve(msg.payload().len())
+            .await
+            .ok_or(TransportError::Closed)?;
         let tx = self.tx.as_ref().ok_or(TransportError::AlreadyClosed)?;
         tx.send(Frame::Msg(msg, Some(room)))
             .map_err(|_| TransportError::Closed)
@@ -264,7 +238,7 @@ impl TransportRx for MemoryRx {
 impl Drop for MemoryRx {
     /// Nobody will make room any more: a sender waiting for it fails.
     fn drop(&mut self) {
-        self.buffer.room.close();
+        self.buffer.close();
     }
 }
 
