@@ -3,8 +3,66 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use wsep_client::{Output, Trust};
+use wsep_client::{Input, Output, Outputs, Trust};
 use wsep_proto::StartCommand;
+
+/// `cat` on a raw terminal over wsep, ready to echo keystrokes.
+#[derive(Debug)]
+pub struct Echo {
+    input: Input,
+    out: Outputs,
+    sent: usize,
+}
+
+impl Echo {
+    /// Starts the terminal at `url`, trusted as `trust` says, and waits
+    /// until it echoes.
+    pub async fn open(url: &str, token: &str, trust: &Trust) -> anyhow::Result<Echo> {
+        let start = StartCommand {
+            command: "sh".into(),
+            args: vec!["-c".into(), "stty raw -echo; echo ready; exec cat".into()],
+            tty: true,
+            rows: 24,
+            cols: 80,
+            ..StartCommand::default()
+        };
+        let (input, mut out) = wsep_client::start_trusting(url, Some(token), start, trust).await?;
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("ready") {
+            match out.next().await? {
+                Some(Output::Stdout(b)) => seen.extend_from_slice(&b),
+                other => bail!("echo session ended early: {other:?}"),
+            }
+        }
+        Ok(Echo {
+            input,
+            out,
+            sent: 0,
+        })
+    }
+
+    /// One keystroke's round trip, in ms.
+    pub async fn round_trip(&mut self) -> anyhow::Result<f64> {
+        let byte = b'a' + (self.sent % 26) as u8;
+        self.sent += 1;
+        let t = Instant::now();
+        self.input.write(&[byte]).await?;
+        loop {
+            match self.out.next().await? {
+                Some(Output::Stdout(b)) if b.contains(&byte) => break,
+                Some(Output::Stdout(_)) => continue,
+                other => bail!("echo session ended early: {other:?}"),
+            }
+        }
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    /// Ends the terminal.
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        self.input.write(&[4]).await?; // ^D is a byte in raw mode: end with a close instead
+        Ok(())
+    }
+}
 
 /// Round trips of one byte through `cat` on a raw terminal, over wsep at
 /// `url` trusted as `trust` says, `gap` apart; in ms, sorted.
@@ -15,41 +73,15 @@ pub async fn echoes(
     samples: usize,
     gap: Duration,
 ) -> anyhow::Result<Vec<f64>> {
-    let start = StartCommand {
-        command: "sh".into(),
-        args: vec!["-c".into(), "stty raw -echo; echo ready; exec cat".into()],
-        tty: true,
-        rows: 24,
-        cols: 80,
-        ..StartCommand::default()
-    };
-    let (mut input, mut out) = wsep_client::start_trusting(url, Some(token), start, trust).await?;
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("ready") {
-        match out.next().await? {
-            Some(Output::Stdout(b)) => seen.extend_from_slice(&b),
-            other => bail!("echo session ended early: {other:?}"),
-        }
-    }
+    let mut echo = Echo::open(url, token, trust).await?;
     let mut rtts = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let byte = b'a' + (i % 26) as u8;
-        let t = Instant::now();
-        input.write(&[byte]).await?;
-        loop {
-            match out.next().await? {
-                Some(Output::Stdout(b)) if b.contains(&byte) => break,
-                Some(Output::Stdout(_)) => continue,
-                other => bail!("echo session ended early: {other:?}"),
-            }
-        }
-        rtts.push(t.elapsed().as_secs_f64() * 1000.0);
+    for _ in 0..samples {
+        rtts.push(echo.round_trip().await?);
         if !gap.is_zero() {
             tokio::time::sleep(gap).await;
         }
     }
-    input.write(&[4]).await?; // ^D is a byte in raw mode: end with a close instead
-    drop(input);
+    echo.close().await?;
     rtts.sort_by(f64::total_cmp);
     Ok(rtts)
 }

@@ -18,7 +18,10 @@
 //! p99 + < 1 ms; through the relay >= 200 Mbit/s, echo p99 < 10 ms.
 //!
 //! `cargo build --release -p execwire-bench --bin deploy-bench &&
-//! ./target/release/deploy-bench` (`--mib N`, `--runs N`, `--echoes N`).
+//! ./target/release/deploy-bench` (`--mib N`, `--runs N`, `--echoes N`,
+//! `--only gateway` or `--only relay`). On a machine others share, the CPU
+//! figures (this process's and nginx's, per run) are steadier than the
+//! speeds.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,8 +29,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use execwire_bench::webexec::{echoes, node, open_pane, settle};
-use execwire_bench::wsep::echoes as echo;
-use execwire_bench::{cores, quantile, tempdir, write_random};
+use execwire_bench::wsep::Echo;
+use execwire_bench::{
+    Run, Runs, cores, cpu_seconds, descendants, quantile, tempdir, write_random,
+};
 use execwire_tests::TestServer;
 use execwire_tests::deploy::{Gateway, Turn};
 use execwire_tests::webexec::{Client, Relay, Signaling};
@@ -46,6 +51,23 @@ struct Args {
     /// Keystrokes to time per path.
     #[arg(long, default_value_t = 300)]
     echoes: usize,
+    /// Run only this part.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// wsep through nginx with TLS, and the server's own TLS.
+    Gateway,
+    /// webexec through coturn.
+    Relay,
+}
+
+impl Args {
+    fn wants(&self, part: Part) -> bool {
+        self.only.is_none_or(|only| only == part)
+    }
 }
 
 #[tokio::main]
@@ -62,13 +84,17 @@ async fn main() -> anyhow::Result<()> {
         args.runs,
         args.echoes
     );
-    match execwire_tests::deploy::find("nginx") {
-        Some(nginx) => gateway(&nginx, &file, bytes, &args).await?,
-        None => println!("nginx: skipped (not installed)"),
+    if args.wants(Part::Gateway) {
+        match execwire_tests::deploy::find("nginx") {
+            Some(nginx) => gateway(&nginx, &file, bytes, &args).await?,
+            None => println!("nginx: skipped (not installed)"),
+        }
     }
-    match execwire_tests::deploy::find("turnserver") {
-        Some(turnserver) => relay(&turnserver, &file, bytes, &args).await?,
-        None => println!("coturn: skipped (not installed)"),
+    if args.wants(Part::Relay) {
+        match execwire_tests::deploy::find("turnserver") {
+            Some(turnserver) => relay(&turnserver, &file, bytes, &args).await?,
+            None => println!("coturn: skipped (not installed)"),
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -94,33 +120,53 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
         Trust::Fingerprint(fingerprint),
     );
     let script = format!("cat {}", file.display());
-    let (mut plain, mut tls, mut wss) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain, mut tls, mut wss) = (Runs::default(), Runs::default(), Runs::default());
     for _ in 0..args.runs.max(1) {
         plain.push(wsep_output(&direct, &server.token, &script, bytes).await?);
         tls.push(wsep_output(&proxied, &server.token, &script, bytes).await?);
         wss.push(wsep_output(&own_tls, &secure.token, &script, bytes).await?);
     }
     let mib = bytes as f64 / f64::from(1 << 20);
-    let (plain, tls, wss) = (median(&mut plain), median(&mut tls), median(&mut wss));
+    let (plain, tls, wss) = (plain.median()?, tls.median()?, wss.median()?);
     println!("wsep through nginx with TLS (deploy/nginx), against direct plain ws://");
+    println!("  (CPU: this process, client and server, and nginx's, per run)");
     println!(
-        "  output, direct ws://                 {:>7.1} MiB/s",
-        mib / plain
+        "  output, direct ws://                 {:>7.1} MiB/s                 CPU {:.2} s",
+        mib / plain.wall,
+        plain.cpu
     );
     println!(
-        "  output, wss:// through nginx         {:>7.1} MiB/s = {:.2} of direct (target >= 0.6)",
-        mib / tls,
-        plain / tls
+        "  output, wss:// through nginx         {:>7.1} MiB/s = {:.2} of direct CPU {:.2} s (target >= 0.6)",
+        mib / tls.wall,
+        plain.wall / tls.wall,
+        tls.cpu
     );
     println!(
-        "  output, wss:// the server's own TLS  {:>7.1} MiB/s = {:.2} of direct (no proxy)",
-        mib / wss,
-        plain / wss
+        "  output, wss:// the server's own TLS  {:>7.1} MiB/s = {:.2} of direct CPU {:.2} s (no proxy)",
+        mib / wss.wall,
+        plain.wall / wss.wall,
+        wss.cpu
     );
     // Keystrokes 5 ms apart, as webexec-bench types.
     let gap = Duration::from_millis(5);
-    let direct_echo = echo(&direct.0, &server.token, &direct.1, args.echoes, gap).await?;
-    let proxied_echo = echo(&proxied.0, &server.token, &proxied.1, args.echoes, gap).await?;
+    // Both terminals open at once and typed in turn, so that both see the
+    // same moments of a shared machine's load: p99 on a busy machine is
+    // mostly other programs, and timed one path after the other, the
+    // difference was the load's rather than the gateway's (-15 to +4 ms
+    // between runs).
+    let mut near = Echo::open(&direct.0, &server.token, &direct.1).await?;
+    let mut far = Echo::open(&proxied.0, &server.token, &proxied.1).await?;
+    let (mut direct_echo, mut proxied_echo) = (Vec::new(), Vec::new());
+    for _ in 0..args.echoes {
+        direct_echo.push(near.round_trip().await?);
+        tokio::time::sleep(gap).await;
+        proxied_echo.push(far.round_trip().await?);
+        tokio::time::sleep(gap).await;
+    }
+    near.close().await?;
+    far.close().await?;
+    direct_echo.sort_by(f64::total_cmp);
+    proxied_echo.sort_by(f64::total_cmp);
     print_latency("echo over a PTY, direct ws://", &direct_echo);
     print_latency("echo over a PTY, through nginx", &proxied_echo);
     println!(
@@ -133,13 +179,15 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
     Ok(())
 }
 
-/// Seconds to receive `cat FILE`'s `bytes` over wsep at `url`.
+/// Wall seconds to receive `cat FILE`'s `bytes` over wsep at `url`, and
+/// the CPU seconds this process (client, server, `cat`) and nginx spent.
 async fn wsep_output(
     (url, trust): &(String, Trust),
     token: &str,
     script: &str,
     bytes: u64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Run> {
+    let cpu = cpu_seconds("self")? + nginx_cpu();
     let start = Instant::now();
     let command = StartCommand {
         command: "sh".into(),
@@ -161,7 +209,23 @@ async fn wsep_output(
     if got != bytes {
         bail!("{url}: got {got} bytes of {bytes}");
     }
-    Ok(start.elapsed().as_secs_f64())
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds("self")? + nginx_cpu() - cpu;
+    Ok(Run { wall, cpu })
+}
+
+/// CPU seconds of the nginx processes below this one (the gateway's
+/// master and worker; none on a direct run, whose figure is then this
+/// process's alone).
+fn nginx_cpu() -> f64 {
+    descendants(std::process::id())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "nginx")
+        })
+        .filter_map(|pid| cpu_seconds(&pid.to_string()).ok())
+        .sum()
 }
 
 /// webexec through coturn, relay only, against the same client direct.
