@@ -45,7 +45,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -59,16 +58,7 @@ mod tls;
 
 pub use tls::Trust;
 
-type Ws = WebSocketStream<MaybeTlsStream<BufReader<TcpStream>>>;
-
-/// Bytes read from the socket at once when rustls asks for less. rustls
-/// reads TLS 4 KiB at a time, so a 64000-byte message over `wss://` took
-/// some 16 `recv` calls; read ahead, it takes one or two, and rustls takes
-/// its pieces from memory. tungstenite itself reads a whole message's
-/// worth at a time, more than this, so plain `ws://` reads go straight to
-/// the socket (tokio's `BufReader` does not buffer a read at least as
-/// large as itself) and cost no copy.
-const READ_AHEAD: usize = 32 * 1024;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The sending half of the socket, shared: [`Input`] writes through it and
 /// [`Outputs`] closes through it when the command ends.
@@ -224,16 +214,8 @@ pub async fn connect_trusting(url: &str, token: Option<&str>, trust: &Trust) -> 
         .write_buffer_size(wsep_proto::MAX_MESSAGE_SIZE)
         .max_write_buffer_size(4 * wsep_proto::MAX_MESSAGE_SIZE);
     let connector = trust.connector()?;
-    let tcp = open_tcp(&request).await.map_err(|error| Error::Connect {
-        url: url.to_owned(),
-        error,
-    })?;
-    let connecting = tokio_tungstenite::client_async_tls_with_config(
-        request,
-        BufReader::with_capacity(READ_AHEAD, tcp),
-        Some(config),
-        connector,
-    );
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
     match connecting.await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) if response.status() == 401 => {
@@ -245,28 +227,6 @@ pub async fn connect_trusting(url: &str, token: Option<&str>, trust: &Trust) -> 
             error,
         }),
     }
-}
-
-/// The TCP connection to the request's host and port (the scheme's when
-/// none is given), sending at once (`TCP_NODELAY`: a keystroke is not held
-/// back behind unacknowledged data).
-async fn open_tcp(request: &http::Request<()>) -> Result<TcpStream, tungstenite::Error> {
-    use tungstenite::error::UrlError;
-    let uri = request.uri();
-    let host = uri.host().ok_or(tungstenite::Error::Url(UrlError::NoHostName))?;
-    // An IPv6 address comes bracketed in a URL, bare in a socket address.
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri
-        .port_u16()
-        .or(match uri.scheme_str() {
-            Some("wss") => Some(443),
-            Some("ws") => Some(80),
-            _ => None,
-        })
-        .ok_or(tungstenite::Error::Url(UrlError::UnsupportedUrlScheme))?;
-    let tcp = TcpStream::connect((host, port)).await?;
-    tcp.set_nodelay(true)?;
-    Ok(tcp)
 }
 
 /// `command` with every field a server might default differently made
