@@ -30,9 +30,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use execwire_bench::webexec::{echoes, node, open_pane, settle};
 use execwire_bench::wsep::Echo;
-use execwire_bench::{
-    Run, Runs, cores, cpu_seconds, descendants, quantile, tempdir, write_random,
-};
+use execwire_bench::{Run, Runs, cores, cpu_seconds, descendants, quantile, tempdir, write_random};
 use execwire_tests::TestServer;
 use execwire_tests::deploy::{Gateway, Turn};
 use execwire_tests::webexec::{Client, Relay, Signaling};
