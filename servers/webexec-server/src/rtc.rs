@@ -85,8 +85,18 @@ const SEND_BUFFER: usize = 16 * 1024;
 const STREAM_PIECE: usize = 32 * 1024;
 
 /// How long a closing channel waits for the client to acknowledge any
-/// more of what was sent before it gives up on the rest.
+/// more of what was sent before it gives up on the rest, once the
+/// connection is no longer connected (ICE saw no answer for 3 s).
 const LINGER: Duration = Duration::from_secs(2);
+
+/// How long a closing channel waits without any acknowledgement while the
+/// connection is still connected. A live client that is slow (100 peers'
+/// worth of panes on two loaded cores in `reliability-bench load`) went
+/// 2 s without acknowledging and lost its panes' last output to the
+/// 2 s [`LINGER`] alone: 1-24 panes a run. A client that stopped is no
+/// longer connected 3 s later; this bounds one that answers ICE but
+/// never reads.
+const STALLED: Duration = Duration::from_secs(30);
 
 /// Least time between our opening a channel and closing it. A browser
 /// makes the script object for a channel its peer opened on its main thread;
@@ -497,7 +507,11 @@ impl PeerConnectionEventHandler for Handler {
         // Already open: `OnOpen` is its first event, skipped by `recv`.
         let _ = self.channels.send(Accepted {
             label,
-            channel: RtcTransport::new(dc, tokio::time::Instant::now() + ACCEPTED_GRACE),
+            channel: RtcTransport::new(
+                dc,
+                tokio::time::Instant::now() + ACCEPTED_GRACE,
+                self.state.subscribe(),
+            ),
         });
     }
 }
@@ -559,6 +573,7 @@ impl Connection for Peer {
         Ok(RtcTransport::new(
             dc,
             tokio::time::Instant::now() + OPENED_GRACE,
+            self.state.clone(),
         ))
     }
 
@@ -593,6 +608,9 @@ struct Shared {
     dc: Arc<dyn DataChannel>,
     /// When a close may go out: see [`OPENED_GRACE`] and [`ACCEPTED_GRACE`].
     close_not_before: tokio::time::Instant,
+    /// The connection's state: a closing channel waits longer for a
+    /// client that is still connected.
+    state: watch::Receiver<RTCPeerConnectionState>,
     /// Cancelled once either half saw the channel close, so that the other
     /// stops reading too (the stack hands each event to one reader only).
     closed: CancellationToken,
@@ -607,11 +625,16 @@ impl std::fmt::Debug for RtcTransport {
 }
 
 impl RtcTransport {
-    fn new(dc: Arc<dyn DataChannel>, close_not_before: tokio::time::Instant) -> RtcTransport {
+    fn new(
+        dc: Arc<dyn DataChannel>,
+        close_not_before: tokio::time::Instant,
+        state: watch::Receiver<RTCPeerConnectionState>,
+    ) -> RtcTransport {
         RtcTransport {
             shared: Arc::new(Shared {
                 dc,
                 close_not_before,
+                state,
                 closed: CancellationToken::new(),
             }),
         }
@@ -714,9 +737,11 @@ impl TransportTx for RtcTx {
     /// acknowledged: the stack drops queued messages when a channel closes,
     /// and a pane's last output or a refusal's reason must arrive before
     /// the close that follows it. Waits as long as the client keeps
-    /// acknowledging; gives up after [`LINGER`] without progress (a client
-    /// that stopped reading, or is gone), so a slow client still gets every
-    /// byte where a fixed deadline would cut its tail.
+    /// acknowledging; without progress, gives up after [`LINGER`] once the
+    /// connection is no longer connected (a client gone) or after
+    /// [`STALLED`] while it is (one that stopped reading), so a slow
+    /// client still gets every byte where a fixed deadline would cut its
+    /// tail.
     ///
     /// A data channel's close carries no code and no text: `reason` and
     /// `text` are only logged (webexec says why in a message before the
@@ -727,26 +752,31 @@ impl TransportTx for RtcTx {
         }
         tracing::debug!(channel = ?self.shared.dc.id(), ?reason, text, "closing a data channel");
         let shared = &self.shared;
-        let mut deadline = tokio::time::Instant::now() + LINGER;
+        let mut progress = tokio::time::Instant::now();
         // The stack has no event for "all acknowledged" that does not go
         // through `recv`'s queue: look at the counter.
         let mut outstanding = shared.dc.outstanding_bytes().await.unwrap_or(0);
-        while outstanding > 0 && tokio::time::Instant::now() < deadline {
+        while outstanding > 0 {
+            let connected = *shared.state.borrow() == RTCPeerConnectionState::Connected;
+            let patience = if connected { STALLED } else { LINGER };
+            if progress.elapsed() >= patience {
+                // What is cut is the end of a pane's output: say so, it
+                // is what a user would miss.
+                tracing::info!(
+                    outstanding,
+                    connected,
+                    "closing a channel whose client acknowledged nothing for {patience:?}"
+                );
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
             let now = shared.dc.outstanding_bytes().await.unwrap_or(0);
             if now < outstanding {
-                deadline = tokio::time::Instant::now() + LINGER;
+                progress = tokio::time::Instant::now();
             }
             outstanding = now;
         }
-        if outstanding > 0 {
-            // What is cut is the end of a pane's output: say so, it is
-            // what a user would miss.
-            tracing::info!(
-                outstanding,
-                "closing a channel whose client acknowledged nothing for {LINGER:?}"
-            );
-        }
+        let deadline = tokio::time::Instant::now() + LINGER;
         tokio::time::sleep_until(shared.close_not_before).await;
         let _ = shared.dc.close().await;
         // Read (and drop) whatever the client still sends until its side
