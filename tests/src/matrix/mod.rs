@@ -19,12 +19,15 @@ use async_trait::async_trait;
 
 use crate::TestServer;
 
+mod execwire;
 mod pow;
 mod webexec;
 mod webterm;
 mod wsep;
 
+pub use execwire::{Execwire, Mounted};
 pub use pow::Pow;
+pub(crate) use pow::PROCESSES as POW_PROCESSES;
 pub use webexec::Webexec;
 pub use webterm::Webterm;
 pub use wsep::Wsep;
