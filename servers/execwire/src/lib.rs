@@ -181,10 +181,12 @@ pub fn router(config: &Config, sessions: &Sessions) -> Result<Router, Error> {
         app = mount(app, &path, webterm_server::router(&webterm, sessions));
     }
     let probe = common.metrics.probe(PROTOCOL);
+    // `route_layer`: the token guards `/metrics` only; a path no protocol
+    // serves stays `404` for everyone.
     let metrics = common
         .metrics
         .route()
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             TokenGate::new(common.token.clone(), &probe),
             require_token,
         ));
