@@ -10,9 +10,9 @@
 //! the like), given the daemon's [`Common`] settings with the protocol's
 //! path as its base path, so that every URL it prints or documents (pow's
 //! OpenAPI servers, webexec's page assets) is the one a client uses. The
-//! routers are mounted by path without stripping it (`route_service`,
-//! not `nest`): each one still sees the path its client sent and answers
-//! refusals as it does alone. They share one [`Metrics`](server_kit::Metrics)
+//! routers are mounted by path without stripping it (a dispatch by
+//! prefix, not `nest`): each one still sees the path its client sent and
+//! answers refusals as it does alone. They share one [`Metrics`](server_kit::Metrics)
 //! (its series are labelled by protocol) and one set of
 //! [`Sessions`], so one shutdown ends them all.
 //!
@@ -128,14 +128,38 @@ fn mounted(common: &Common, path: &str) -> Common {
     }
 }
 
-/// Hands every request for `path` and below to `router`, path untouched
-/// (as a plain service: axum refuses a `Router` in `route_service`, to
-/// point at `nest`, which would strip the path).
-fn mount(app: Router, path: &str, router: Router) -> Router {
-    let router = router.into_service::<axum::body::Body>();
-    app.route_service(path, router.clone())
-        .route_service(&format!("{path}/"), router.clone())
-        .route_service(&format!("{path}/{{*rest}}"), router)
+/// The protocols served under a path of their own: each prefix (the
+/// base path and the protocol's path, as [`server_kit::base_prefix`]
+/// makes it) with its router.
+type Mounts = Arc<Vec<(String, Router)>>;
+
+/// Hands a request no route of the root took to the protocol whose path
+/// it is under, path untouched; `404` when none. (Not axum's `nest`,
+/// which strips the prefix, nor a `{*rest}` route, whose parameter the
+/// protocol's own `Path` extractors would see.)
+async fn dispatch(mounts: Mounts, request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use tower_service::Service as _;
+    let path = request.uri().path();
+    let Some((_, router)) = mounts
+        .iter()
+        .find(|(prefix, _)| server_kit::under_base(path, prefix))
+    else {
+        return server_kit::Refused::no_such_route().into_response();
+    };
+    let mut router = router.clone();
+    // A Router is always ready and never fails (`Infallible`).
+    let ready = std::future::poll_fn(|cx| {
+        tower_service::Service::<axum::extract::Request>::poll_ready(&mut router, cx)
+    })
+    .await;
+    match ready {
+        Ok(()) => match router.call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Err(never) => match never {},
+    }
 }
 
 /// The daemon's routes: every protocol switched on, under its path, and
@@ -155,31 +179,33 @@ pub fn router(config: &Config, sessions: &Sessions) -> Result<Router, Error> {
         let server = webexec_server::Server::with_sessions(webexec, sessions)?;
         app = app.merge(server.router());
     }
+    let mut mounts = Vec::new();
     if let Some(wsep) = &config.wsep {
-        let path = format!("{base}{WSEP_PATH}");
         let wsep = wsep_server::Config {
             common: mounted(common, WSEP_PATH),
             ..wsep.clone()
         };
-        app = mount(app, &path, wsep_server::router(&wsep, sessions));
+        let routes = wsep_server::router(&wsep, sessions);
+        mounts.push((format!("{base}{WSEP_PATH}"), routes));
     }
     if let Some(pow) = &config.pow {
-        let path = format!("{base}{POW_PATH}");
         let pow_config = pow_server::Config {
             common: mounted(common, POW_PATH),
             ..pow.config.clone()
         };
         let routes = pow_server::router(&pow_config, pow.handler.clone(), sessions);
-        app = mount(app, &path, routes);
+        mounts.push((format!("{base}{POW_PATH}"), routes));
     }
     if let Some(webterm) = &config.webterm {
-        let path = format!("{base}{WEBTERM_PATH}");
         let webterm = webterm_server::Config {
             common: mounted(common, WEBTERM_PATH),
             ..webterm.clone()
         };
-        app = mount(app, &path, webterm_server::router(&webterm, sessions));
+        let routes = webterm_server::router(&webterm, sessions);
+        mounts.push((format!("{base}{WEBTERM_PATH}"), routes));
     }
+    let mounts: Mounts = Arc::new(mounts);
+    app = app.fallback(move |request| dispatch(mounts.clone(), request));
     let probe = common.metrics.probe(PROTOCOL);
     // `route_layer`: the token guards `/metrics` only; a path no protocol
     // serves stays `404` for everyone.
