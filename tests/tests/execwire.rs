@@ -110,7 +110,10 @@ async fn a_protocol_switched_off_answers_404() {
     let server = TestServer::execwire_auth(config, true, "").await;
     let base = format!("ws://{}", server.addr);
     let token = Some(server.token.as_str());
-    assert_eq!(refused_upgrade(&format!("{base}{WSEP_PATH}"), token, None).await, 404);
+    assert_eq!(
+        refused_upgrade(&format!("{base}{WSEP_PATH}"), token, None).await,
+        404
+    );
     let pow = refused_upgrade(&format!("{base}{POW_PATH}/"), token, Some("pow-1")).await;
     assert_eq!(pow, 404);
     let docs = reqwest::get(format!("http://{}{POW_PATH}/docs/", server.addr))

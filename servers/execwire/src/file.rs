@@ -143,6 +143,22 @@ argv = ["echo", "hi"]
     }
 
     #[test]
+    fn the_example_in_deploy_reads() {
+        let text = include_str!("../../../deploy/execwire.toml");
+        let file = FileConfig::parse(text).unwrap();
+        assert_eq!(file.listen.unwrap().len(), 1);
+        let names: Vec<String> = file
+            .process
+            .as_ref()
+            .unwrap()
+            .names()
+            .map(String::from)
+            .collect();
+        assert_eq!(names, ["date", "echo", "ls"]);
+        assert!(file.process.unwrap().registry().is_ok());
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = FileConfig::parse("lisen = []\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `lisen`"), "{e}");

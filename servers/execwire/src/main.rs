@@ -157,8 +157,9 @@ fn merge(
             })?;
     }
     // The certificate files and a self-signed one exclude each other too.
-    let tls_given =
-        given(matches, "tls_cert") || given(matches, "tls_key") || given(matches, "tls_self_signed");
+    let tls_given = given(matches, "tls_cert")
+        || given(matches, "tls_key")
+        || given(matches, "tls_self_signed");
     if !tls_given {
         if tls_cert.is_some() {
             args.common.tls_cert = tls_cert;
@@ -183,8 +184,8 @@ fn merge(
     if let Some(path) = base_path
         && !given(matches, "base_path")
     {
-        args.common.base_path = server_kit::parse_base_path(&path)
-            .map_err(|why| FileError::Value {
+        args.common.base_path =
+            server_kit::parse_base_path(&path).map_err(|why| FileError::Value {
                 key: "base-path",
                 why,
             })?;
@@ -194,8 +195,14 @@ fn merge(
     take!(no_pow = no_pow, "no_pow");
     take!(no_webterm = no_webterm, "no_webterm");
     take!(shell = shell.map(Some), "shell");
-    take!(wsep_session_timeout = wsep_session_timeout, "wsep_session_timeout");
-    take!(webterm_html_output = webterm_html_output, "webterm_html_output");
+    take!(
+        wsep_session_timeout = wsep_session_timeout,
+        "wsep_session_timeout"
+    );
+    take!(
+        webterm_html_output = webterm_html_output,
+        "webterm_html_output"
+    );
     take!(udp_ports = udp_ports, "udp_ports");
     take!(ice_servers = ice_server, "ice_servers");
     check(&args.common)?;

@@ -144,7 +144,11 @@ async fn prints_each_protocols_url_with_the_token() {
         format!("{ws}/webterm"),
         format!("{base}/metrics"),
     ] {
-        assert!(daemon.printed.contains(&expected), "{expected} in\n{}", daemon.printed);
+        assert!(
+            daemon.printed.contains(&expected),
+            "{expected} in\n{}",
+            daemon.printed
+        );
     }
     assert_eq!(daemon.get("/metrics", &token).await.0, 200);
     daemon.stop().await;
@@ -182,7 +186,9 @@ argv = ["echo", "hello from the file"]
     let id: String = response.text().await.unwrap().trim_matches('"').to_owned();
     // Each poll is one real request: no timing assumed.
     let status = loop {
-        let (code, status) = daemon.get(&format!("/pow/status/{id}"), "from-the-file").await;
+        let (code, status) = daemon
+            .get(&format!("/pow/status/{id}"), "from-the-file")
+            .await;
         assert_eq!(code, 200, "{status}");
         if !status.contains("pending") {
             break status;
@@ -203,7 +209,11 @@ argv = ["echo", "hello from the file"]
 #[tokio::test]
 async fn unknown_key_is_refused_by_name() {
     let dir = scratch("unknown");
-    let config = write(&dir, "bad.toml", "listen = [\"127.0.0.1:0\"]\nno-wsepp = true\n");
+    let config = write(
+        &dir,
+        "bad.toml",
+        "listen = [\"127.0.0.1:0\"]\nno-wsepp = true\n",
+    );
     let out = Command::new(BIN)
         .args(["--config", &config])
         .env_remove("EXECWIRE_TOKEN")

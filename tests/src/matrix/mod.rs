@@ -26,8 +26,8 @@ mod webterm;
 mod wsep;
 
 pub use execwire::{Execwire, Mounted};
-pub use pow::Pow;
 pub(crate) use pow::PROCESSES as POW_PROCESSES;
+pub use pow::Pow;
 pub use webexec::Webexec;
 pub use webterm::Webterm;
 pub use wsep::Wsep;
