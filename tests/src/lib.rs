@@ -130,6 +130,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The token it expects.
     pub token: String,
+    /// Where its protocol is served: `""` for a server of one protocol,
+    /// the protocol's path on the `execwire` daemon (`/wsep`).
+    pub path: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -161,6 +164,7 @@ impl TestServer {
         TestServer {
             addr,
             token: exposed,
+            path: String::new(),
             stop: Some(stop),
             task: Some(task),
         }
@@ -312,9 +316,45 @@ impl TestServer {
         }
     }
 
-    /// `ws://addr/`
+    /// `ws://addr/`, or under the protocol's path (`ws://addr/wsep/`).
     pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        format!("ws://{}{}/", self.addr, self.path)
+    }
+
+    /// The `execwire` daemon with `config` and, when `auth`, a fresh token
+    /// for every protocol (webexec's included); else without
+    /// authentication. Its clients reach the protocol at `path`
+    /// ([`TestServer::at`] gives the others).
+    pub async fn execwire_auth(config: execwire::Config, auth: bool, path: &str) -> TestServer {
+        let mut server = Self::spawn(auth, |listener, token, shutdown| async move {
+            let mut config = config.with_token(token);
+            if let Some(webexec) = &mut config.webexec {
+                webexec.authorized.open = config.common.token.is_none();
+            }
+            execwire::serve(listener, config, shutdown).await.unwrap();
+        })
+        .await;
+        server.path = path.to_owned();
+        server
+    }
+
+    /// The daemon with every protocol, configured as the matrix's
+    /// single-protocol servers are (pow's one process `sh -c {0}`,
+    /// webterm's shell `/bin/sh`), a fresh token, clients at `path`.
+    pub async fn execwire(path: &str) -> TestServer {
+        Self::execwire_auth(execwire_matrix_config(), true, path).await
+    }
+
+    /// The same server, its clients reaching the protocol at `path`: a
+    /// view that does not own the server (dropping it stops nothing).
+    pub fn at(&self, path: &str) -> TestServer {
+        TestServer {
+            addr: self.addr,
+            token: self.token.clone(),
+            path: path.to_owned(),
+            stop: None,
+            task: None,
+        }
     }
 
     /// Triggers graceful shutdown and waits for `serve` to return.
@@ -334,6 +374,19 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// The daemon's configuration for the matrix: every protocol, pow's one
+/// process `sh -c {0}`, webterm's shell `/bin/sh`.
+pub fn execwire_matrix_config() -> execwire::Config {
+    let mut config = execwire::Config::all(server_kit::Common::default()).unwrap();
+    if let Some(pow) = &mut config.pow {
+        pow.handler = Arc::new(pow_server::registry_from_toml(matrix::POW_PROCESSES).unwrap());
+    }
+    if let Some(webterm) = &mut config.webterm {
+        webterm.shell = "/bin/sh".into();
+    }
+    config
 }
 
 /// Waits until process `pid` has exited, by its pidfd becoming readable

@@ -48,7 +48,7 @@ impl Client {
     /// Connects to `server` with `query` after the path (`?output=html`),
     /// without authenticating.
     pub async fn connect(server: &TestServer, query: &str) -> Client {
-        let url = format!("ws://{}/{query}", server.addr);
+        let url = format!("{}{query}", server.url());
         let ws = crate::ws_connect(&url, None, None).await.unwrap();
         Client {
             ws,

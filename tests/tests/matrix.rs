@@ -2,7 +2,9 @@
 //! against the client interface of `execwire_tests::matrix`, and
 //! [`matrix!`] makes it a test per server whose protocol can express it
 //! (`cargo test -p execwire-tests --test matrix echo::` runs one scenario
-//! on every server, `-- ::pow` one server through every scenario).
+//! on every server, `-- ::pow` one server through every scenario), and
+//! per protocol of the `execwire` daemon, the same adapter at the
+//! protocol's path on the daemon's one listener (`execwire_pow`).
 //!
 //! A protocol left out of a scenario is left out by the type checker: the
 //! scenario asks for the capability trait it needs, which only the
@@ -34,6 +36,18 @@ macro_rules! client {
     };
     (webexec) => {
         execwire_tests::matrix::Webexec
+    };
+    (execwire_wsep) => {
+        execwire_tests::matrix::Execwire<execwire_tests::matrix::Wsep>
+    };
+    (execwire_pow) => {
+        execwire_tests::matrix::Execwire<execwire_tests::matrix::Pow>
+    };
+    (execwire_webterm) => {
+        execwire_tests::matrix::Execwire<execwire_tests::matrix::Webterm>
+    };
+    (execwire_webexec) => {
+        execwire_tests::matrix::Execwire<execwire_tests::matrix::Webexec>
     };
 }
 
@@ -281,25 +295,25 @@ async fn bad_input_answered_while_another_runs<S: Session>() {
     filter.ends_with_all_output().await;
 }
 
-matrix!(echo: wsep, pow, webterm, webexec);
+matrix!(echo: wsep, pow, webterm, webexec, execwire_wsep, execwire_pow, execwire_webterm, execwire_webexec);
 
 // webexec: a pane's channel closes when the process exits, with no code.
-matrix!(exit_code: wsep, pow, webterm);
+matrix!(exit_code: wsep, pow, webterm, execwire_wsep, execwire_pow, execwire_webterm);
 
 // pow streams stdout only (the end of stderr is a failed call's reason);
 // webexec merges both into the pane.
-matrix!(stdout_and_stderr_apart: wsep, webterm);
+matrix!(stdout_and_stderr_apart: wsep, webterm, execwire_wsep, execwire_webterm);
 
 // webexec: a pane has no end-of-input (pane input is typed, as into a
 // terminal); its input round trip is in `ten_mib_intact`.
-matrix!(stdin_round_trip_with_close: wsep, pow, webterm);
+matrix!(stdin_round_trip_with_close: wsep, pow, webterm, execwire_wsep, execwire_pow, execwire_webterm);
 
-matrix!(ten_mib_intact: wsep, pow, webterm, webexec);
+matrix!(ten_mib_intact: wsep, pow, webterm, webexec, execwire_wsep, execwire_pow, execwire_webterm, execwire_webexec);
 
 // pow and webterm run commands on pipes, never on a terminal.
-matrix!(pty_echo_and_resize: wsep, webexec);
+matrix!(pty_echo_and_resize: wsep, webexec, execwire_wsep, execwire_webexec);
 
 // pow and webterm sessions end with their connection.
-matrix!(reattach_with_redraw: wsep, webexec);
+matrix!(reattach_with_redraw: wsep, webexec, execwire_wsep, execwire_webexec);
 
-matrix!(bad_input_answered_while_another_runs: wsep, pow, webterm, webexec);
+matrix!(bad_input_answered_while_another_runs: wsep, pow, webterm, webexec, execwire_wsep, execwire_pow, execwire_webterm, execwire_webexec);

@@ -22,8 +22,9 @@ pub fn base_prefix(given: &str) -> String {
 
 /// Checks a `--base-path` as given: only characters a URL path may carry
 /// unescaped (letters, digits, `-._~!$&'()+,;=:@%` and `/`), so that it is
-/// one route, never a pattern (`{id}`, `*rest`) or a query.
-pub(crate) fn parse_base_path(given: &str) -> Result<String, String> {
+/// one route, never a pattern (`{id}`, `*rest`) or a query. Public for a
+/// server that reads the base path from elsewhere than a flag (a file).
+pub fn parse_base_path(given: &str) -> Result<String, String> {
     let bad = given
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "-._~!$&'()+,;=:@%/".contains(*c)));

@@ -30,6 +30,11 @@ pub struct Common {
     pub tls: Option<Tls>,
     /// Where the server counts what happens (`GET /metrics`).
     pub metrics: Metrics,
+    /// Whether the protocol's router serves `GET /metrics` itself. A
+    /// listener that serves several protocols (the `execwire` daemon)
+    /// turns it off in each and serves one `/metrics` for all, since the
+    /// [`Metrics`] they share already labels every series by protocol.
+    pub serve_metrics: bool,
     /// Ping each WebSocket client this often (`None`: never), so an idle
     /// session survives proxies that cut silent connections.
     pub ws_ping: Option<Duration>,
@@ -48,6 +53,7 @@ impl Default for Common {
             allowed_origins: Vec::new(),
             tls: None,
             metrics: Metrics::new(),
+            serve_metrics: true,
             ws_ping: Some(crate::ws::DEFAULT_WS_PING),
             base_path: "/".into(),
             shutdown_grace: Duration::from_secs(5),

@@ -111,21 +111,27 @@ impl Spec {
     /// naming its default. Exits with clap's message on bad flags, as
     /// `Parser::parse` does.
     pub fn parse<A: clap::Parser>(&self) -> A {
+        let matches = self.command::<A>().get_matches();
+        A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The `clap::Command` [`Spec::parse`] parses with, for a server that
+    /// also needs the matches themselves (to tell a flag given on the
+    /// command line from its default, when a file may set it too).
+    pub fn command<A: clap::Parser>(&self) -> clap::Command {
         let defaults = self
             .listen
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let command = A::command()
+        A::command()
             .mut_arg("token", |a| a.env(self.token_env))
             .mut_arg("listen", |a| {
                 a.help(format!(
                     "Address to listen on; repeatable [default: {defaults}]"
                 ))
-            });
-        let matches = command.get_matches();
-        A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+            })
     }
 }
 

@@ -50,8 +50,17 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
-    process: BTreeMap<String, Definition>,
+    process: Processes,
 }
+
+/// The `[process.NAME]` tables of a configuration file, read but not yet
+/// checked: a type of its own so that a larger file (the `execwire`
+/// daemon's, where pow is one protocol of several) can hold them as its
+/// `process` key and build the [`Registry`] with the same rules as
+/// [`registry_from_toml`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Processes(BTreeMap<String, Definition>);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,8 +108,24 @@ struct Template {
 /// Builds a [`Registry`] from TOML text.
 pub fn registry_from_toml(text: &str) -> Result<Registry, ConfigError> {
     let file: File = toml::from_str(text)?;
+    file.process.registry()
+}
+
+impl Processes {
+    /// The processes defined, by name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Checks every definition and builds the [`Registry`] of them.
+    pub fn registry(self) -> Result<Registry, ConfigError> {
+        build(self.0)
+    }
+}
+
+fn build(definitions: BTreeMap<String, Definition>) -> Result<Registry, ConfigError> {
     let mut registry = Registry::new();
-    for (name, def) in file.process {
+    for (name, def) in definitions {
         let bad = |why: String| ConfigError::Process {
             name: name.clone(),
             why,

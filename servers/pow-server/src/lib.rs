@@ -37,7 +37,7 @@ mod process;
 mod rest;
 mod ws;
 
-pub use config::{ConfigError, DEFAULT_CONFIG, registry_from_toml};
+pub use config::{ConfigError, DEFAULT_CONFIG, Processes, registry_from_toml};
 pub use process::{
     Cancel, CancelCause, Echo, GetError, GoneError, Handler, Io, OutputSink, PowProcess, Registry,
 };
@@ -161,8 +161,12 @@ pub fn router(config: &Config, handler: Arc<dyn Handler>, sessions: &Sessions) -
         .fallback(upgrade)
         .with_state(state)
         .layer(auth.clone());
-    app.merge(common.metrics.route().layer(auth))
-        .fallback_service(websocket)
+    let app = if common.serve_metrics {
+        app.merge(common.metrics.route().layer(auth))
+    } else {
+        app
+    };
+    app.fallback_service(websocket)
 }
 
 /// Serves pow-1 on `listeners` (one, or a `Vec` of them) with `handler`

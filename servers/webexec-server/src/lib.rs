@@ -159,6 +159,8 @@ pub struct Server {
     auth: bool,
     tls: Option<Tls>,
     metrics: Metrics,
+    /// Serve `GET /metrics` ([`Common::serve_metrics`]).
+    serve_metrics: bool,
     probe: Probe,
     /// The base path as [`server_kit::base_prefix`] makes it.
     base: String,
@@ -225,6 +227,7 @@ impl Server {
             auth,
             tls: common.tls,
             metrics: common.metrics,
+            serve_metrics: common.serve_metrics,
             probe,
         })
     }
@@ -248,7 +251,8 @@ impl Server {
     /// and TLS are the listener's ([`Server::serve_tcp_all`] adds them).
     pub fn router(&self) -> axum::Router {
         let any_origin = server_kit::admits_any_origin(&self.allowed_origins, self.auth);
-        http::router(self.state(true), any_origin, Some(&self.metrics))
+        let metrics = self.serve_metrics.then_some(&self.metrics);
+        http::router(self.state(true), any_origin, metrics)
     }
 
     /// The state of the routes of a TCP listener (`tcp`), or of the

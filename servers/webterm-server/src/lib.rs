@@ -137,7 +137,11 @@ pub fn router(config: &Config, sessions: &Sessions) -> Router {
             TokenGate::new(common.token.clone(), &probe),
             require_token,
         ));
-    websocket.merge(metrics)
+    if common.serve_metrics {
+        websocket.merge(metrics)
+    } else {
+        websocket
+    }
 }
 
 /// Serves webterm on every listener until `shutdown` completes; then stops

@@ -134,14 +134,22 @@ pub fn router(config: &Config, sessions: &Sessions) -> Router {
             })
         },
     );
-    common
-        .metrics
-        .route()
+    metrics_route(common)
         .merge(websocket)
         .layer(axum::middleware::from_fn_with_state(
             TokenGate::new(common.token.clone(), &probe),
             require_token,
         ))
+}
+
+/// `GET /metrics`, unless the listener serves it for several protocols
+/// ([`Common::serve_metrics`]).
+fn metrics_route(common: &Common) -> Router {
+    if common.serve_metrics {
+        common.metrics.route()
+    } else {
+        Router::new()
+    }
 }
 
 /// Serves wsep on `listeners` (one, or a `Vec` of them) until `shutdown`

@@ -19,11 +19,14 @@ use async_trait::async_trait;
 
 use crate::TestServer;
 
+mod execwire;
 mod pow;
 mod webexec;
 mod webterm;
 mod wsep;
 
+pub use execwire::{Execwire, Mounted};
+pub(crate) use pow::PROCESSES as POW_PROCESSES;
 pub use pow::Pow;
 pub use webexec::Webexec;
 pub use webterm::Webterm;

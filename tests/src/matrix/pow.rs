@@ -14,7 +14,7 @@ use crate::pow::{assert_clean_close, call, connect, outcome, signal};
 use crate::{TestServer, Ws};
 
 /// The processes of the matrix's pow server.
-const PROCESSES: &str = "[process.sh]\nargv = [\"sh\", \"-c\", \"{0}\"]\nparams = 1\n";
+pub(crate) const PROCESSES: &str = "[process.sh]\nargv = [\"sh\", \"-c\", \"{0}\"]\nparams = 1\n";
 
 /// A pow call on its own WebSocket.
 #[derive(Debug)]

@@ -1,0 +1,354 @@
+//! `execwire`: every protocol on one listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches as _, Parser, ValueEnum as _};
+use execwire::{Config, FileConfig, FileError, POW_PATH, Pow, WEBTERM_PATH, WSEP_PATH};
+use server_kit::{Flags, LogFormat, Origin, Spec};
+use webexec_server::{Authorized, IceServer, PortRange, RtcConfig};
+
+const SPEC: Spec = Spec {
+    name: "execwire",
+    token_env: "EXECWIRE_TOKEN",
+    // webexec's port: its page and Terminal7 expect it.
+    listen: &[server_kit::loopback(7777)],
+};
+
+/// Run commands and terminals for every client on one listener: the
+/// webexec demo page and Terminal7 (WebRTC, signaling at /), wsep at
+/// /wsep, pow-1 (WebSocket, REST, OpenAPI, docs) under /pow/, Web-Terminal
+/// v3 at /webterm, and the counters of all at /metrics.
+///
+/// One token for every protocol: give it with --token (or EXECWIRE_TOKEN,
+/// or `token` in the config file), or one is generated and printed with
+/// the URL of each protocol. Clients send it as each protocol does
+/// (`Authorization: Bearer`, `?token=`, webexec's page `#token=`,
+/// webterm's first message).
+///
+/// Every flag can be set in a TOML file (--config) under the flag's name
+/// (`no-auth = true`, `listen = ["127.0.0.1:7777"]`); a flag on the
+/// command line (or EXECWIRE_TOKEN) wins over the file. pow's processes
+/// are `[process.NAME]` tables in the same file (see deploy/execwire.toml).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: Flags,
+    /// TOML file of settings: a key per flag, and pow's processes as
+    /// [process.NAME] tables. Unknown keys are an error.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Do not serve webexec (its page, signaling and WebRTC).
+    #[arg(long)]
+    no_webexec: bool,
+    /// Do not serve wsep.
+    #[arg(long)]
+    no_wsep: bool,
+    /// Do not serve pow-1.
+    #[arg(long)]
+    no_pow: bool,
+    /// Do not serve Web-Terminal v3.
+    #[arg(long)]
+    no_webterm: bool,
+    /// Shell of webexec panes (`*`) and of webterm command lines
+    /// [default: $SHELL, else /bin/sh].
+    #[arg(long, value_name = "PATH")]
+    shell: Option<String>,
+    /// Seconds a named wsep terminal session lives after its last client leaves.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    wsep_session_timeout: u64,
+    /// Send webterm output HTML-escaped with <br> for newlines (the
+    /// original web-terminal client's rendering); a connection can still
+    /// ask for `?output=text`.
+    #[arg(long)]
+    webterm_html_output: bool,
+    /// UDP ports for webexec's WebRTC, MIN-MAX (0-0: any free port).
+    #[arg(long, default_value = "60000-61000", value_name = "MIN-MAX")]
+    udp_ports: String,
+    /// STUN or TURN server for webexec (`stun:host:port`,
+    /// `turn:user:pass@host:port`); repeatable.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let matches = SPEC.command::<Args>().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    server_kit::run_main(SPEC.name, run(args, matches))
+}
+
+/// True when `id` was given on the command line or by its environment
+/// variable: then it wins over the file.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Takes from `file` what the command line did not give; returns pow's
+/// processes if the file defines them.
+fn merge(
+    args: &mut Args,
+    file: FileConfig,
+    matches: &ArgMatches,
+) -> Result<Option<pow_server::Processes>, FileError> {
+    /// `args.FIELD = file.KEY` unless `ID` was given.
+    macro_rules! take {
+        ($($field:ident).+ = $value:expr, $id:literal) => {
+            if let Some(value) = $value {
+                if !given(matches, $id) {
+                    args.$($field).+ = value;
+                }
+            }
+        };
+    }
+    let FileConfig {
+        listen,
+        token,
+        no_auth,
+        insecure,
+        allow_origin,
+        tls_cert,
+        tls_key,
+        tls_self_signed,
+        log_format,
+        ws_ping,
+        base_path,
+        no_webexec,
+        no_wsep,
+        no_pow,
+        no_webterm,
+        shell,
+        wsep_session_timeout,
+        webterm_html_output,
+        udp_ports,
+        ice_server,
+        process,
+    } = file;
+    take!(common.listen = listen, "listen");
+    // The token and --no-auth exclude each other: one given on the
+    // command line overrides the file's either.
+    let auth_given = given(matches, "token") || given(matches, "no_auth");
+    if !auth_given {
+        if let Some(token) = token {
+            args.common.token = Some(token);
+        }
+        if let Some(no_auth) = no_auth {
+            args.common.no_auth = no_auth;
+        }
+    }
+    take!(common.insecure = insecure, "insecure");
+    if let Some(origins) = allow_origin
+        && !given(matches, "allow_origins")
+    {
+        args.common.allow_origins = origins
+            .iter()
+            .map(|o| o.parse::<Origin>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| FileError::Value {
+                key: "allow-origin",
+                why: e.to_string(),
+            })?;
+    }
+    // The certificate files and a self-signed one exclude each other too.
+    let tls_given = given(matches, "tls_cert")
+        || given(matches, "tls_key")
+        || given(matches, "tls_self_signed");
+    if !tls_given {
+        if tls_cert.is_some() {
+            args.common.tls_cert = tls_cert;
+        }
+        if tls_key.is_some() {
+            args.common.tls_key = tls_key;
+        }
+        if let Some(self_signed) = tls_self_signed {
+            args.common.tls_self_signed = self_signed;
+        }
+    }
+    if let Some(format) = log_format
+        && !given(matches, "log_format")
+    {
+        args.common.log_format =
+            LogFormat::from_str(&format, true).map_err(|_| FileError::Value {
+                key: "log-format",
+                why: format!("{format:?}: use text or json"),
+            })?;
+    }
+    take!(common.ws_ping = ws_ping, "ws_ping");
+    if let Some(path) = base_path
+        && !given(matches, "base_path")
+    {
+        args.common.base_path =
+            server_kit::parse_base_path(&path).map_err(|why| FileError::Value {
+                key: "base-path",
+                why,
+            })?;
+    }
+    take!(no_webexec = no_webexec, "no_webexec");
+    take!(no_wsep = no_wsep, "no_wsep");
+    take!(no_pow = no_pow, "no_pow");
+    take!(no_webterm = no_webterm, "no_webterm");
+    take!(shell = shell.map(Some), "shell");
+    take!(
+        wsep_session_timeout = wsep_session_timeout,
+        "wsep_session_timeout"
+    );
+    take!(
+        webterm_html_output = webterm_html_output,
+        "webterm_html_output"
+    );
+    take!(udp_ports = udp_ports, "udp_ports");
+    take!(ice_servers = ice_server, "ice_servers");
+    check(&args.common)?;
+    Ok(process)
+}
+
+/// What clap checks of the command line, checked again once the file
+/// added its settings.
+fn check(flags: &Flags) -> Result<(), FileError> {
+    let bad = |key, why: &str| {
+        Err(FileError::Value {
+            key,
+            why: why.to_owned(),
+        })
+    };
+    if flags.no_auth && flags.token.is_some() {
+        return bad("token, no-auth", "give a token or no-auth, not both");
+    }
+    if flags.tls_cert.is_some() != flags.tls_key.is_some() {
+        return bad("tls-cert, tls-key", "give both or neither");
+    }
+    if flags.tls_self_signed && flags.tls_cert.is_some() {
+        return bad(
+            "tls-self-signed, tls-cert",
+            "give a certificate or tls-self-signed, not both",
+        );
+    }
+    Ok(())
+}
+
+async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
+    // Everything that can be wrong in the settings fails before anything
+    // listens.
+    let processes = match args.config.clone() {
+        Some(path) => {
+            let file = FileConfig::read(&path)?;
+            merge(&mut args, file, &matches).with_context(|| format!("{}", path.display()))?
+        }
+        None => None,
+    };
+    let registry = match processes {
+        Some(processes) => processes.registry()?,
+        None => pow_server::registry_from_toml(pow_server::DEFAULT_CONFIG)?,
+    };
+    let ice_servers = args
+        .ice_servers
+        .iter()
+        .map(|s| IceServer::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let udp_ports = PortRange::parse(&args.udp_ports)?;
+    let generated = args.common.token.is_none() && !args.common.no_auth;
+    let launched = server_kit::launch(&SPEC, &args.common, &[]).await?;
+    let common = launched.common;
+    let addrs = launched
+        .listeners
+        .iter()
+        .map(tokio::net::TcpListener::local_addr)
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let shell = args.shell.clone();
+    let config = Config {
+        webexec: (!args.no_webexec).then(|| webexec_server::Config {
+            // WebRTC binds the interface HTTP listens on (the first
+            // --listen); a wildcard listen binds every interface.
+            rtc: RtcConfig {
+                ice_servers,
+                udp_ip: addrs
+                    .first()
+                    .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip()),
+                udp_ports,
+                turn: None,
+            },
+            authorized: Authorized {
+                file: None,
+                tokens: Vec::new(),
+                open: common.token.is_none(),
+            },
+            shell: shell
+                .clone()
+                .unwrap_or_else(|| webexec_server::Config::default().shell),
+            ..webexec_server::Config::default()
+        }),
+        wsep: (!args.no_wsep).then(|| wsep_server::Config {
+            session_timeout: Duration::from_secs(args.wsep_session_timeout),
+            ..wsep_server::Config::default()
+        }),
+        pow: (!args.no_pow).then(|| Pow {
+            config: pow_server::Config::default(),
+            handler: Arc::new(registry),
+        }),
+        webterm: (!args.no_webterm).then(|| webterm_server::Config {
+            html_output: args.webterm_html_output,
+            shell: shell.unwrap_or_else(webterm_server::default_shell),
+            ..webterm_server::Config::default()
+        }),
+        common,
+    };
+    for addr in &addrs {
+        print!("{}", announce(&config, *addr, generated));
+    }
+    execwire::serve(launched.listeners, config, server_kit::shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// What the daemon prints for a listener on `addr`: per protocol, the URL
+/// its client uses, with the token where the client takes it in the URL
+/// when the token was generated (a given one the operator knows).
+fn announce(config: &Config, addr: SocketAddr, generated: bool) -> String {
+    use std::fmt::Write as _;
+    let common = &config.common;
+    let tls = common.tls.is_some();
+    let base = common.base();
+    let http = |path: &str| server_kit::url(addr, tls, false, &format!("{base}{path}"));
+    let ws = |path: &str| server_kit::url(addr, tls, true, &format!("{base}{path}"));
+    let token = match (&common.token, generated) {
+        (None, _) => None,
+        (Some(token), true) => Some(token.expose().to_owned()),
+        (Some(_), false) => Some("TOKEN".to_owned()),
+    };
+    let mut out = format!("execwire listening on {}\n", http("/"));
+    if config.webexec.is_some() {
+        let page = match &token {
+            Some(token) => format!("{}#token={token}", http("/")),
+            None => http("/"),
+        };
+        let _ = writeln!(out, "  webexec (open in a browser): {page}");
+    }
+    if config.wsep.is_some() {
+        let url = ws(WSEP_PATH);
+        let cli = match &token {
+            Some(token) => format!("wsep --token {token} {url} -- bash"),
+            None => format!("wsep {url} -- bash"),
+        };
+        let _ = writeln!(out, "  wsep: {url}   (CLI: {cli})");
+    }
+    if config.pow.is_some() {
+        let _ = writeln!(
+            out,
+            "  pow-1: {}   (REST API and docs: {})",
+            ws(&format!("{POW_PATH}/")),
+            http(&format!("{POW_PATH}/docs/"))
+        );
+    }
+    if config.webterm.is_some() {
+        let _ = writeln!(out, "  Web-Terminal v3: {}", ws(WEBTERM_PATH));
+    }
+    let _ = writeln!(out, "  metrics: {}", http("/metrics"));
+    out
+}

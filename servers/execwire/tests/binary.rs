@@ -1,0 +1,229 @@
+//! The `execwire` binary as an operator runs it: its help, what it
+//! prints, and its configuration file (a flag from the file, a flag that
+//! overrides the file, pow's processes from the file, an unknown key
+//! refused). Real binary, `127.0.0.1:0`, real HTTP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_execwire");
+
+/// A fresh directory for this test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("execwire-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The daemon started with `args` (on port 0, any UDP port, no token in
+/// the environment), and what it printed up to its metrics line.
+struct Daemon {
+    child: Child,
+    printed: String,
+    /// `http://127.0.0.1:PORT`
+    base: String,
+}
+
+impl Daemon {
+    async fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--udp-ports", "0-0"])
+            .args(args)
+            .env_remove("EXECWIRE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = String::new();
+        let mut base = None;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(url) = line.strip_prefix("execwire listening on ") {
+                base = Some(url.trim_end_matches('/').to_owned());
+            }
+            if line.trim_start().starts_with("metrics:") {
+                break;
+            }
+        }
+        let base = base.unwrap_or_else(|| panic!("no listening line in {printed:?}"));
+        Daemon {
+            child,
+            printed,
+            base,
+        }
+    }
+
+    /// `GET path` with `token`: the status and the body.
+    async fn get(&self, path: &str, token: &str) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    async fn stop(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn help_names_every_flag() {
+    let out = Command::new(BIN).arg("--help").output().await.unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--token",
+        "--no-auth",
+        "--insecure",
+        "--allow-origin",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-self-signed",
+        "--log-format",
+        "--ws-ping",
+        "--base-path",
+        "--config",
+        "--no-webexec",
+        "--no-wsep",
+        "--no-pow",
+        "--no-webterm",
+        "--shell",
+        "--wsep-session-timeout",
+        "--webterm-html-output",
+        "--udp-ports",
+        "--ice-server",
+        "EXECWIRE_TOKEN",
+        "127.0.0.1:7777",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+}
+
+/// It prints every protocol's URL, the page's with the generated token.
+#[tokio::test]
+async fn prints_each_protocols_url_with_the_token() {
+    let daemon = Daemon::start(&[]).await;
+    let token = daemon
+        .printed
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("a generated token")
+        .to_owned();
+    let base = &daemon.base;
+    let ws = base.replacen("http://", "ws://", 1);
+    for expected in [
+        format!("{base}/#token={token}"),
+        format!("{ws}/wsep"),
+        format!("wsep --token {token} {ws}/wsep"),
+        format!("{ws}/pow/"),
+        format!("{base}/pow/docs/"),
+        format!("{ws}/webterm"),
+        format!("{base}/metrics"),
+    ] {
+        assert!(
+            daemon.printed.contains(&expected),
+            "{expected} in\n{}",
+            daemon.printed
+        );
+    }
+    assert_eq!(daemon.get("/metrics", &token).await.0, 200);
+    daemon.stop().await;
+}
+
+/// Settings from the file apply (its token, a protocol off, its pow
+/// processes); a flag on the command line wins over the file's.
+#[tokio::test]
+async fn config_file_and_flags_over_it() {
+    let dir = scratch("config");
+    let config = write(
+        &dir,
+        "execwire.toml",
+        r#"
+token = "from-the-file"
+no-webterm = true
+
+[process.greet]
+argv = ["echo", "hello from the file"]
+"#,
+    );
+    let daemon = Daemon::start(&["--config", &config]).await;
+    assert!(!daemon.printed.contains("webterm"), "{}", daemon.printed);
+    assert_eq!(daemon.get("/metrics", "from-the-file").await.0, 200);
+    assert_eq!(daemon.get("/webterm", "from-the-file").await.0, 404);
+    // pow's REST runs the file's process.
+    let response = reqwest::Client::new()
+        .post(format!("{}/pow/new", daemon.base))
+        .bearer_auth("from-the-file")
+        .body(r#"{"call":"greet","params":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let id: String = response.text().await.unwrap().trim_matches('"').to_owned();
+    // Each poll is one real request: no timing assumed.
+    let status = loop {
+        let (code, status) = daemon
+            .get(&format!("/pow/status/{id}"), "from-the-file")
+            .await;
+        assert_eq!(code, 200, "{status}");
+        if !status.contains("pending") {
+            break status;
+        }
+    };
+    assert!(status.contains("hello from the file"), "{status}");
+    daemon.stop().await;
+
+    let daemon = Daemon::start(&["--config", &config, "--token", "from-the-flag"]).await;
+    assert_eq!(daemon.get("/metrics", "from-the-flag").await.0, 200);
+    assert_eq!(daemon.get("/metrics", "from-the-file").await.0, 401);
+    daemon.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A key the daemon does not know stops it before it listens, with an
+/// error that names the key and the file.
+#[tokio::test]
+async fn unknown_key_is_refused_by_name() {
+    let dir = scratch("unknown");
+    let config = write(
+        &dir,
+        "bad.toml",
+        "listen = [\"127.0.0.1:0\"]\nno-wsepp = true\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--config", &config])
+        .env_remove("EXECWIRE_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `no-wsepp`"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(out.stdout.is_empty(), "it listened: {:?}", out.stdout);
+}
