@@ -53,6 +53,7 @@ mod error;
 mod pane;
 mod process;
 mod pump;
+mod queue;
 mod replay;
 mod screen;
 mod session;
@@ -70,6 +71,7 @@ pub use process::{
     raise_open_files_limit,
 };
 pub use pump::{Framing, Outgoing, OutputPump, Stream};
+pub use queue::{ByteReceiver, ByteSender, byte_queue};
 pub use session::{
     EndReason, Entry, Lease, Listed, Marker, PaneId, Payload, Session, SessionConfig,
 };

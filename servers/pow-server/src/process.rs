@@ -100,7 +100,7 @@ impl Cancel {
 /// text frame; bytes that are not UTF-8 are replaced (U+FFFD).
 #[derive(Debug, Clone)]
 pub struct OutputSink {
-    tx: mpsc::Sender<Bytes>,
+    tx: exec_core::ByteSender<Bytes>,
 }
 
 impl OutputSink {
@@ -128,12 +128,15 @@ pub struct Io {
     pub cancel: Cancel,
 }
 
+/// A process's input (`input_depth` chunks: the input the client sent is
+/// counted in bytes before it, in `Pending`) and its output, a queue of
+/// `output_bytes` (a process may write chunks of any size).
 pub(crate) fn io_pair(
     input_depth: usize,
-    output_depth: usize,
-) -> (Io, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+    output_bytes: usize,
+) -> (Io, mpsc::Sender<Bytes>, exec_core::ByteReceiver<Bytes>) {
     let (in_tx, in_rx) = mpsc::channel(input_depth.max(1));
-    let (out_tx, out_rx) = mpsc::channel(output_depth.max(1));
+    let (out_tx, out_rx) = exec_core::byte_queue(output_bytes);
     let io = Io {
         input: in_rx,
         output: OutputSink { tx: out_tx },

@@ -150,7 +150,7 @@ async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
             return (StatusCode::BAD_REQUEST, format!("bad call: {e}\n")).into_response();
         }
     };
-    let (io, input, mut output) = io_pair(8, 8);
+    let (io, input, mut output) = io_pair(8, 256 * 1024);
     let session = Arc::new(ProcessState {
         input: tokio::sync::Mutex::new(Some(input)),
         cancel: io.cancel.clone(),
@@ -187,7 +187,7 @@ async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
                         Some(chunk) = output.recv() => lock(&session.buffer).push(&chunk),
                     }
                 };
-                while let Ok(chunk) = output.try_recv() {
+                while let Some(chunk) = output.try_recv() {
                     lock(&session.buffer).push(&chunk);
                 }
                 match joined {
