@@ -3,7 +3,8 @@
 //! A queue of chunks counted by number holds anything from a few bytes to
 //! that many times the largest chunk; counted in bytes it holds what it
 //! says. Every queue of the engine between a process and a client is
-//! counted this way ([`StdinWriter`](crate::StdinWriter), [`memory_pair`](crate::memory_pair)).
+//! counted this way ([`StdinWriter`](crate::StdinWriter), [`memory_pair`](crate::memory_pair)),
+//! and so are the servers' own ([`byte_queue`](crate::byte_queue)).
 
 use std::sync::Arc;
 
@@ -31,8 +32,10 @@ impl ByteBudget {
     }
 
     /// The permits a chunk of `len` bytes takes.
+    /// An empty chunk still takes one, so a flood of empty messages is
+    /// bounded too.
     fn share(&self, len: usize) -> u32 {
-        u32::try_from(len).map_or(self.capacity, |n| n.min(self.capacity))
+        u32::try_from(len.max(1)).map_or(self.capacity, |n| n.min(self.capacity))
     }
 
     /// Waits for room for `len` bytes; `None` once the budget is closed.

@@ -270,9 +270,14 @@ mod tests {
         // A message over the limit cuts the connection; the session ends,
         // and with it its count.
         client.send(Ws::binary(vec![0u8; 1001])).await.unwrap();
-        while let Some(Ok(msg)) = client.next().await {
-            assert!(matches!(msg, Ws::Close(_)), "{msg:?}");
-        }
+        let cut = async {
+            while let Some(Ok(msg)) = client.next().await {
+                assert!(matches!(msg, Ws::Close(_)), "{msg:?}");
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), cut)
+            .await
+            .expect("the connection was not cut");
         sessions.tracker.close();
         sessions.tracker.wait().await;
         assert!(

@@ -253,7 +253,7 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
         .map(|s| IceServer::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let udp_ports = PortRange::parse(&args.udp_ports)?;
-    let generated = args.common.token.is_none() && !args.common.no_auth;
+    let generated = !args.common.no_auth && args.common.token.as_deref().is_none_or(str::is_empty);
     let launched = server_kit::launch(&SPEC, &args.common, &[]).await?;
     let common = launched.common;
     let addrs = launched

@@ -67,7 +67,7 @@ impl Daemon {
 
     /// `GET path` with `token`: the status and the body.
     async fn get(&self, path: &str, token: &str) -> (u16, String) {
-        let response = reqwest::Client::new()
+        let response = http()
             .get(format!("{}{path}", self.base))
             .bearer_auth(token)
             .send()
@@ -81,6 +81,14 @@ impl Daemon {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
+}
+
+/// An HTTP client. In a workspace build reqwest gets rustls without a
+/// provider of its own (see `tests/src/tls.rs`): make ring the process's
+/// first.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -175,7 +183,7 @@ argv = ["echo", "hello from the file"]
     assert_eq!(daemon.get("/metrics", "from-the-file").await.0, 200);
     assert_eq!(daemon.get("/webterm", "from-the-file").await.0, 404);
     // pow's REST runs the file's process.
-    let response = reqwest::Client::new()
+    let response = http()
         .post(format!("{}/pow/new", daemon.base))
         .bearer_auth("from-the-file")
         .body(r#"{"call":"greet","params":[]}"#)
@@ -184,16 +192,21 @@ argv = ["echo", "hello from the file"]
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let id: String = response.text().await.unwrap().trim_matches('"').to_owned();
-    // Each poll is one real request: no timing assumed.
-    let status = loop {
-        let (code, status) = daemon
-            .get(&format!("/pow/status/{id}"), "from-the-file")
-            .await;
-        assert_eq!(code, 200, "{status}");
-        if !status.contains("pending") {
-            break status;
+    // Each poll is one real request: no timing assumed, but a bound.
+    let poll = async {
+        loop {
+            let (code, status) = daemon
+                .get(&format!("/pow/status/{id}"), "from-the-file")
+                .await;
+            assert_eq!(code, 200, "{status}");
+            if !status.contains("pending") {
+                break status;
+            }
         }
     };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
+        .await
+        .expect("the process never finished");
     assert!(status.contains("hello from the file"), "{status}");
     daemon.stop().await;
 

@@ -39,8 +39,9 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
 /// Input chunks the process may have in flight before the queue holds them.
 const INPUT_DEPTH: usize = 8;
 
-/// Output chunks in flight between the process and the socket.
-const OUTPUT_DEPTH: usize = 8;
+/// Output bytes in flight between the process and the socket: a few of
+/// the largest chunks a command's read returns (64 KiB).
+const OUTPUT_BYTES: usize = 256 * 1024;
 
 pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     let (mut tx, mut rx) = transport.split();
@@ -64,7 +65,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     };
     tracing::debug!(call = %call.call, params = call.params.len(), "process started");
     let _running = shared.probe.process();
-    let (io, input, mut output) = io_pair(INPUT_DEPTH, OUTPUT_DEPTH);
+    let (io, input, mut output) = io_pair(INPUT_DEPTH, OUTPUT_BYTES);
     let cancel = io.cancel.clone();
     let mut task = tokio::spawn(process.run(io));
     let mut input = Some(input);
@@ -152,7 +153,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         return;
     }
     // Output the process wrote before it returned comes before the result.
-    while let Ok(chunk) = output.try_recv() {
+    while let Some(chunk) = output.try_recv() {
         if send_text(&mut tx, decoder.push(&chunk)).await.is_err() {
             return;
         }
@@ -251,7 +252,7 @@ async fn wait_for_call<R: TransportRx>(
             Err(e @ (TransportError::MessageTooLarge | TransportError::Malformed(_))) => {
                 tracing::debug!(error = %e, "unreadable message before the call");
                 probe.protocol_error();
-                return Err(Some(format!("{}: {e}", reason::PROTOCOL_ERROR)));
+                return Err(Some(reason::PROTOCOL_ERROR.to_owned()));
             }
             Ok(None) | Err(_) => return Err(None),
         }

@@ -134,9 +134,10 @@ const ACCEPTED_GRACE: Duration = Duration::from_millis(100);
 ///   offers no UDP GRO: a packet plus its DTLS record (at most 65 bytes
 ///   more, with AES-CBC; 37 with the AES-GCM browsers pick) must fit.
 ///
-/// Only on loopback: a datagram of ~2 KB is more than an Ethernet frame,
-/// and the stack sends with "don't fragment". Paths off this machine keep
-/// the stack's 1191, sized for the smallest tunnels and TURN over IPv6.
+/// Only on loopback and without STUN/TURN servers: a datagram of ~2 KB is
+/// more than an Ethernet frame, and the stack sends with "don't
+/// fragment". Paths off this machine (a relay's included) keep the
+/// stack's 1191, sized for the smallest tunnels and TURN over IPv6.
 const LOOPBACK_SCTP_MTU: u32 = 1920;
 
 // The bounds above, checked when building: Chromium's record buffer and
@@ -387,7 +388,10 @@ impl Rtc {
                 // answers a packet and goes out at once (Chromium:
                 // connect to first output p50 200 -> 150 ms).
                 .with_answering_dtls_role(RTCDtlsRole::Server);
-            if self.config.udp_ip.is_loopback() {
+            // A relay (a TURN server on this machine, say) carries the
+            // packets on to paths off it: keep the stack's size then.
+            let relayed = !self.config.ice_servers.is_empty() || self.config.turn.is_some();
+            if self.config.udp_ip.is_loopback() && !relayed {
                 settings = settings.with_sctp_mtu(LOOPBACK_SCTP_MTU);
             }
             let builder = PeerConnectionBuilder::new()
