@@ -137,7 +137,7 @@ impl Recorder {
             return;
         }
         let text = state.decoder.push(chunk);
-        self.event(state, "o", &text);
+        drop(self.event(state, "o", &text));
     }
 
     /// Records a resize to `size`.
@@ -147,7 +147,7 @@ impl Recorder {
             return;
         }
         let data = format!("{}x{}", size.cols, size.rows);
-        self.event(state, "r", data.as_bytes());
+        drop(self.event(state, "r", data.as_bytes()));
     }
 
     /// Ends the recording: what a split character held back (as U+FFFD)
@@ -170,7 +170,8 @@ impl Recorder {
         }
     }
 
-    /// Appends one event line unless it would pass the limit.
+    /// Appends one event line; one that would pass the limit is cut to
+    /// what fits (at a character), and the recording stops there.
     fn event<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
@@ -182,12 +183,31 @@ impl Recorder {
         }
         let seconds = state.started.elapsed().as_secs_f64();
         let text = String::from_utf8_lossy(data);
-        let line = format!(
-            "[{seconds:.6}, \"{code}\", {}]\n",
-            serde_json::Value::from(text.as_ref())
-        );
-        if state.size + line.len() as u64 > state.max_bytes {
+        let line = |text: &str| {
+            format!(
+                "[{seconds:.6}, \"{code}\", {}]\n",
+                serde_json::Value::from(text)
+            )
+        };
+        let room = state.max_bytes.saturating_sub(state.size);
+        let mut line_text = line(&text);
+        if line_text.len() as u64 > room {
             state.stopped = true;
+            // Shorten the text by what is over (escapes make a character
+            // longer on the line, never shorter) until the line fits.
+            let mut cut = text.len();
+            while line_text.len() as u64 > room && cut > 0 {
+                let over = usize::try_from(line_text.len() as u64 - room).unwrap_or(cut);
+                cut = cut.saturating_sub(over);
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                line_text = line(text.get(..cut).unwrap_or_default());
+            }
+            if cut > 0 && code == "o" {
+                state.size += line_text.len() as u64;
+                state.buf.extend_from_slice(line_text.as_bytes());
+            }
             tracing::warn!(
                 path = %self.shared.path.display(),
                 max_bytes = state.max_bytes,
@@ -195,8 +215,8 @@ impl Recorder {
             );
             return state;
         }
-        state.size += line.len() as u64;
-        state.buf.extend_from_slice(line.as_bytes());
+        state.size += line_text.len() as u64;
+        state.buf.extend_from_slice(line_text.as_bytes());
         if state.buf.len() >= FLUSH_BYTES {
             self.shared.wake.notify_one();
         }
