@@ -21,6 +21,8 @@
 //! - [`Batcher`]: when waiting output goes out, paced as [`Pacing`] says
 //!   (a burst at once, then one small message per interval, a full batch
 //!   at once), for protocols that coalesce small writes;
+//! - [`Recorder`]: a terminal pane's output and resizes as an asciicast v2
+//!   file, when its [`PaneConfig`] asks for one ([`RecordConfig`]);
 //! - [`Transport`]: how messages reach a client (a WebSocket, a WebRTC data
 //!   channel, [`memory_pair`] in tests), so the engine can be driven over
 //!   anything message-shaped; why one closes is a [`CloseReason`], which
@@ -54,6 +56,7 @@ mod pane;
 mod process;
 mod pump;
 mod queue;
+mod record;
 mod replay;
 mod screen;
 mod session;
@@ -72,6 +75,7 @@ pub use process::{
 };
 pub use pump::{Framing, Outgoing, OutputPump, Stream};
 pub use queue::{ByteReceiver, ByteSender, byte_queue};
+pub use record::{FLUSH_EVERY, RecordConfig, Recorder};
 pub use session::{
     EndReason, Entry, Lease, Listed, Marker, PaneId, Payload, Session, SessionConfig,
 };

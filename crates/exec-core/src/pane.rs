@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use crate::command::{Command, ExitStatus, PtySize};
 use crate::error::Error;
 use crate::process::{Event, Events, MAX_CHUNK, Process, ProcessControl, VEOF};
+use crate::record::{RecordConfig, Recorder};
 use crate::replay::{ReadFrom, ReplayRing};
 use crate::screen::Screen;
 use crate::stdin::StdinWriter;
@@ -43,6 +44,9 @@ pub struct PaneConfig {
     /// behind gets its backlog in pieces this large): the output a
     /// protocol's largest message holds, at most [`MAX_CHUNK`].
     pub chunk: usize,
+    /// Record a terminal pane's output to an asciicast file (see
+    /// [`Recorder`]); panes without a terminal are not recorded.
+    pub record: Option<RecordConfig>,
 }
 
 impl Default for PaneConfig {
@@ -50,6 +54,7 @@ impl Default for PaneConfig {
         PaneConfig {
             replay_bytes: 1 << 20,
             chunk: MAX_CHUNK,
+            record: None,
         }
     }
 }
@@ -110,6 +115,9 @@ struct PaneInner {
     size: Mutex<Option<PtySize>>,
     /// [`PaneConfig::chunk`].
     chunk: usize,
+    /// Fed by the reader task itself, so it sees every byte whatever the
+    /// clients do.
+    recorder: Option<Recorder>,
 }
 
 impl std::fmt::Debug for PaneInner {
@@ -139,7 +147,7 @@ impl Pane {
     /// Starts `cmd` as a pane. Under a terminal, stdout is the terminal;
     /// without one, stdout and stderr are merged into the pane's output.
     pub fn spawn(cmd: &Command, config: PaneConfig) -> Result<Pane, Error> {
-        let (pane, events) = Self::started(cmd, config)?;
+        let (pane, events) = Self::started(cmd, config, None)?;
         pane.read(events);
         Ok(pane)
     }
@@ -150,7 +158,17 @@ impl Pane {
     /// attach it runs freely, and a fast writer (`cat` of a large file) can
     /// push its first output out of the ring before the client is there.
     pub fn spawn_attached(cmd: &Command, config: PaneConfig) -> Result<(Pane, Attachment), Error> {
-        let (pane, events) = Self::started(cmd, config)?;
+        Self::spawn_attached_as(cmd, config, None)
+    }
+
+    /// [`Pane::spawn_attached`] for a pane whose session id is `id`, which
+    /// then names its recording.
+    pub(crate) fn spawn_attached_as(
+        cmd: &Command,
+        config: PaneConfig,
+        id: Option<u64>,
+    ) -> Result<(Pane, Attachment), Error> {
+        let (pane, events) = Self::started(cmd, config, id)?;
         // The ring is still empty: this reader starts at offset 0 and holds
         // the process back from there.
         let attachment = pane.attach(Replay::From(0));
@@ -158,9 +176,24 @@ impl Pane {
         Ok((pane, attachment))
     }
 
-    /// The pane of a started process whose output nobody reads yet.
-    fn started(cmd: &Command, config: PaneConfig) -> Result<(Pane, Events), Error> {
+    /// The pane of a started process whose output nobody reads yet. Its
+    /// recording (if any) is named by `id`, else by the process id, which
+    /// no other live pane has.
+    fn started(
+        cmd: &Command,
+        config: PaneConfig,
+        id: Option<u64>,
+    ) -> Result<(Pane, Events), Error> {
         let mut process = Process::spawn(cmd)?;
+        let recorder = match (&config.record, cmd.pty_size()) {
+            (Some(record), Some(size)) => Some(Recorder::start(
+                record,
+                id.unwrap_or_else(|| u64::from(process.pid())),
+                cmd,
+                size,
+            )),
+            _ => None,
+        };
         let stdin = process
             .take_stdin()
             .map(|s| StdinWriter::new(s, INPUT_QUEUE));
@@ -182,6 +215,7 @@ impl Pane {
             control,
             size: Mutex::new(cmd.pty_size()),
             chunk,
+            recorder,
         });
         Ok((
             Pane { inner },
@@ -263,6 +297,9 @@ impl Pane {
         }
         self.inner.control.resize(size)?;
         *current = Some(size);
+        if let Some(recorder) = &self.inner.recorder {
+            recorder.resize(size);
+        }
         if let Some(screen) = lock(&self.inner.screen).as_mut() {
             screen.resize(size.rows, size.cols);
         }
@@ -340,6 +377,9 @@ async fn pump(inner: Arc<PaneInner>, mut events: Events) {
                         state.ring.push(chunk.clone());
                         drop(state);
                         inner.changed.send_replace(());
+                        if let Some(recorder) = &inner.recorder {
+                            recorder.output(&chunk);
+                        }
                         if let Some(screen) = screen.as_mut() {
                             screen.push(chunk);
                         }
@@ -367,6 +407,10 @@ async fn pump(inner: Arc<PaneInner>, mut events: Events) {
     };
     // Anything the leader left behind in its group goes with it.
     inner.control.kill_group();
+    // The recording is complete before anyone learns of the exit.
+    if let Some(recorder) = &inner.recorder {
+        recorder.finish().await;
+    }
     let hooks = {
         let mut state = lock(&inner.state);
         state.exit = Some(status);

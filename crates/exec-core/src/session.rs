@@ -523,7 +523,7 @@ impl Session<Pane> {
         cmd: &Command,
         config: PaneConfig,
     ) -> Result<(PaneId, Attachment, Lease), Error> {
-        let (pane, attachment) = Pane::spawn_attached(cmd, config)?;
+        let (pane, attachment) = Pane::spawn_attached_as(cmd, config, Some(reservation.id.get()))?;
         let id = reservation.fill(pane.clone())?;
         let session = Arc::downgrade(&self.inner);
         pane.on_exit(move || {

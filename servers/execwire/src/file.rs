@@ -92,6 +92,10 @@ pub struct FileConfig {
     pub udp_ports: Option<String>,
     /// `--ice-server`, every server.
     pub ice_server: Option<Vec<String>>,
+    /// `--record`, a directory.
+    pub record: Option<PathBuf>,
+    /// `--record-max-bytes`.
+    pub record_max_bytes: Option<u64>,
     /// pow's processes, `[process.NAME]` as in pow-server's file.
     pub process: Option<pow_server::Processes>,
 }
@@ -129,6 +133,8 @@ no-auth = true
 allow-origin = ["https://a.example"]
 ws-ping = 0
 no-pow = false
+record = "/var/lib/execwire/casts"
+record-max-bytes = 1000
 [process.hi]
 argv = ["echo", "hi"]
 "#,
@@ -137,6 +143,8 @@ argv = ["echo", "hi"]
         assert_eq!(file.listen.unwrap().len(), 2);
         assert_eq!(file.no_auth, Some(true));
         assert_eq!(file.ws_ping, Some(0));
+        assert_eq!(file.record, Some(PathBuf::from("/var/lib/execwire/casts")));
+        assert_eq!(file.record_max_bytes, Some(1000));
         let processes = file.process.unwrap();
         assert_eq!(processes.names().collect::<Vec<_>>(), ["hi"]);
         assert!(processes.registry().is_ok());

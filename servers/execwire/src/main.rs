@@ -74,6 +74,15 @@ struct Args {
     /// `turn:user:pass@host:port`); repeatable.
     #[arg(long = "ice-server", value_name = "URL")]
     ice_servers: Vec<String>,
+    /// Record every terminal pane (wsep `tty` sessions, webexec panes) as
+    /// an asciicast v2 file DIR/<pane-id>-<start>.cast, which
+    /// `asciinema play` plays. DIR must exist.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// Most bytes one pane's recording holds; past it the recording stops
+    /// (logged) and the pane runs on.
+    #[arg(long, default_value_t = 64 << 20, value_name = "N")]
+    record_max_bytes: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -129,6 +138,8 @@ fn merge(
         webterm_html_output,
         udp_ports,
         ice_server,
+        record,
+        record_max_bytes,
         process,
     } = file;
     take!(common.listen = listen, "listen");
@@ -205,6 +216,8 @@ fn merge(
     );
     take!(udp_ports = udp_ports, "udp_ports");
     take!(ice_servers = ice_server, "ice_servers");
+    take!(record = record.map(Some), "record");
+    take!(record_max_bytes = record_max_bytes, "record_max_bytes");
     check(&args.common)?;
     Ok(process)
 }
@@ -262,6 +275,10 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
         .map(tokio::net::TcpListener::local_addr)
         .collect::<Result<Vec<SocketAddr>, _>>()?;
     let shell = args.shell.clone();
+    let record = args.record.clone().map(|dir| exec_core::RecordConfig {
+        dir,
+        max_bytes: args.record_max_bytes,
+    });
     let config = Config {
         webexec: (!args.no_webexec).then(|| webexec_server::Config {
             // WebRTC binds the interface HTTP listens on (the first
@@ -282,10 +299,12 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
             shell: shell
                 .clone()
                 .unwrap_or_else(|| webexec_server::Config::default().shell),
+            record: record.clone(),
             ..webexec_server::Config::default()
         }),
         wsep: (!args.no_wsep).then(|| wsep_server::Config {
             session_timeout: Duration::from_secs(args.wsep_session_timeout),
+            record,
             ..wsep_server::Config::default()
         }),
         pow: (!args.no_pow).then(|| Pow {

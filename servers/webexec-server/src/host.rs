@@ -146,6 +146,8 @@ pub(crate) struct PaneDefaults {
     pub(crate) home: Option<PathBuf>,
     /// Replay ring per pane.
     pub(crate) replay_bytes: usize,
+    /// Recording of every pane, if asked for.
+    pub(crate) record: Option<exec_core::RecordConfig>,
     /// Extra environment of every pane.
     pub(crate) env: Vec<(String, String)>,
 }
@@ -217,6 +219,7 @@ impl Host {
             &cmd,
             PaneConfig {
                 replay_bytes: self.defaults.replay_bytes,
+                record: self.defaults.record.clone(),
                 ..PaneConfig::default()
             },
             None,

@@ -104,6 +104,8 @@ pub struct Config {
     pub home: Option<PathBuf>,
     /// Recent output kept per pane for reconnects and slow clients.
     pub replay_bytes: usize,
+    /// Record every pane as an asciicast file ([`exec_core::Recorder`]).
+    pub record: Option<exec_core::RecordConfig>,
     /// The daemon socket this server serves, if any: panes get it in
     /// `WEBEXEC`, so `webexec-server copy`/`paste` in a pane reach the
     /// client's clipboard through this server.
@@ -133,6 +135,7 @@ impl Default for Config {
                 .unwrap_or_else(|| "/bin/sh".into()),
             home: std::env::var_os("HOME").map(PathBuf::from),
             replay_bytes: 1 << 20,
+            record: None,
             socket: None,
         }
     }
@@ -201,6 +204,7 @@ impl Server {
                 shell: config.shell.clone(),
                 home: config.home.clone(),
                 replay_bytes: config.replay_bytes,
+                record: config.record.clone(),
                 // The reference's variable: how `webexec-server copy` and
                 // `paste` run in a pane find the server that runs it.
                 env: config

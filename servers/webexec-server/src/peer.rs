@@ -661,6 +661,7 @@ mod tests {
                 shell: "/bin/sh".into(),
                 home: None,
                 replay_bytes: 64 * 1024,
+                record: None,
                 env: Vec::new(),
             },
         ))

@@ -55,6 +55,9 @@ pub struct Config {
     pub start_timeout: Duration,
     /// Recent output kept per terminal session for clients that fall behind.
     pub replay_bytes: usize,
+    /// Record every terminal session as an asciicast file
+    /// ([`exec_core::Recorder`]).
+    pub record: Option<exec_core::RecordConfig>,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             session_timeout: Duration::from_secs(5 * 60),
             start_timeout: Duration::from_secs(30),
             replay_bytes: 1 << 20,
+            record: None,
         }
     }
 }
@@ -112,6 +116,7 @@ pub fn router(config: &Config, sessions: &Sessions) -> Router {
         }),
         start_timeout: config.start_timeout,
         replay_bytes: config.replay_bytes,
+        record: config.record.clone(),
         shutdown: sessions.cancel.clone(),
         probe: probe.clone(),
     };

@@ -32,6 +32,7 @@ pub(crate) struct Shared {
     pub(crate) registry: Session,
     pub(crate) start_timeout: Duration,
     pub(crate) replay_bytes: usize,
+    pub(crate) record: Option<exec_core::RecordConfig>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) probe: Probe,
 }
@@ -265,6 +266,7 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
         replay_bytes: shared.replay_bytes,
         // Each output event fits one message behind its header.
         chunk: wsep_proto::MAX_OUTPUT_BODY,
+        record: shared.record.clone(),
     };
     let (pane, owned, lease) = if start.id.is_empty() {
         let pane = Pane::spawn(&cmd, config)?;
@@ -473,6 +475,7 @@ mod tests {
             }),
             start_timeout: Duration::from_secs(5),
             replay_bytes: 1 << 16,
+            record: None,
             shutdown: CancellationToken::new(),
             probe: server_kit::Metrics::new().probe("wsep"),
         }
