@@ -133,7 +133,7 @@ fn redirects_stderr(stage: &str) -> bool {
 /// `stop` fires (then it is killed).
 pub(crate) fn start(
     spec: Spec,
-    out: mpsc::Sender<String>,
+    out: exec_core::ByteSender<String>,
     stop: CancellationToken,
     probe: &server_kit::Probe,
 ) -> Result<Started, StartError> {
@@ -367,7 +367,7 @@ impl Pending {
 struct Reporter {
     spec: Spec,
     begin: String,
-    out: mpsc::Sender<String>,
+    out: exec_core::ByteSender<String>,
     pending: Pending,
     /// When `pending` goes out.
     batcher: Batcher,
@@ -424,6 +424,20 @@ impl Reporter {
                     chunk = taps.recv() => match chunk {
                         Some((location, stderr, data)) => {
                             self.pending.push(Some(location), stderr, &data, html);
+                            // Full batches go out as they fill, as before
+                            // the exit: gathered into the last update, a
+                            // tap's backlog (its pipe and channel, escaped
+                            // up to six times) outgrew the WebSocket's write
+                            // buffer and cut the connection. The time spent
+                            // waiting for the client is not the job's.
+                            if self.pending.bytes >= PACING.batch_bytes {
+                                let sending = Instant::now();
+                                if !self.send(Status::Running, None).await {
+                                    return;
+                                }
+                                let until = drain.deadline() + sending.elapsed();
+                                drain.as_mut().reset(until);
+                            }
                         }
                         None => break,
                     },

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use exec_core::{CloseReason, Message, Transport, TransportRx, TransportTx};
 use server_kit::{AccessToken, Open, Probe};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use webterm_proto::{Envelope, Reply, Request};
 
@@ -30,9 +30,11 @@ pub(crate) struct Shared {
 /// Failed `authentication` attempts before the connection is closed.
 const MAX_AUTH_FAILURES: u32 = 5;
 
-/// Replies and updates waiting for a slow client; beyond this, commands
-/// wait (and so do their processes).
-const OUT_DEPTH: usize = 64;
+/// Bytes of replies and updates waiting for a slow client; beyond this,
+/// commands wait (and so do their processes). Counted in bytes, as an
+/// update is anything from a few bytes to some hundreds of KiB once its
+/// output is escaped (one larger than this goes alone).
+const OUT_BYTES: usize = 8 << 20;
 
 /// Completed commands remembered (to answer "has completed" rather than
 /// "no such command") before they are forgotten.
@@ -41,7 +43,7 @@ const MAX_REMEMBERED: usize = 4096;
 /// Runs one connection until the client leaves or the server stops.
 pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, html: bool) {
     let (mut tx, mut rx) = transport.split();
-    let (out, mut out_rx) = mpsc::channel::<String>(OUT_DEPTH);
+    let (out, mut out_rx) = exec_core::byte_queue::<String>(OUT_BYTES);
     let (close_tx, close_rx) = oneshot::channel::<(CloseReason, String)>();
     let stop = shared.shutdown.child_token();
     // One writer: replies and every command's updates in the order queued,
@@ -106,7 +108,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, html: bool) 
 struct Connection {
     shared: Shared,
     html: bool,
-    out: mpsc::Sender<String>,
+    out: exec_core::ByteSender<String>,
     stop: CancellationToken,
     session_token: Option<AccessToken>,
     /// Counted as a session once authenticated.
