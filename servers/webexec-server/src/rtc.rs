@@ -756,6 +756,9 @@ impl TransportTx for RtcTx {
         }
         tracing::debug!(channel = ?self.shared.dc.id(), ?reason, text, "closing a data channel");
         let shared = &self.shared;
+        const FIRST_POLL: Duration = Duration::from_millis(2);
+        const LAST_POLL: Duration = Duration::from_millis(100);
+        let mut poll = FIRST_POLL;
         let mut progress = tokio::time::Instant::now();
         // The stack has no event for "all acknowledged" that does not go
         // through `recv`'s queue: look at the counter.
@@ -773,10 +776,15 @@ impl TransportTx for RtcTx {
                 );
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(poll).await;
             let now = shared.dc.outstanding_bytes().await.unwrap_or(0);
             if now < outstanding {
                 progress = tokio::time::Instant::now();
+                poll = FIRST_POLL;
+            } else {
+                // A client that stopped acknowledging is looked at less
+                // and less often, not 500 times a second for 30 s.
+                poll = (poll * 2).min(LAST_POLL);
             }
             outstanding = now;
         }
