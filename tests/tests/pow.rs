@@ -338,6 +338,7 @@ async fn cancel_kills_a_configured_command() {
 }
 
 /// A REST client for one server.
+#[derive(Clone)]
 struct RestClient {
     http: reqwest::Client,
     base: String,
@@ -850,6 +851,15 @@ async fn rest_cancel_during_a_blocked_write_ends_the_process() {
             .await;
         assert_eq!(sent, (200, "input sent".into()));
     }
+    // More than the input queue holds: the last of these waits for room
+    // that never comes, until the cancel ends the process.
+    let waiting: Vec<_> = (4..8)
+        .map(|k| {
+            let rest = rest.clone();
+            let path = format!("/input/{id}");
+            tokio::spawn(async move { rest.post(&path, &filter_frame(k, FILTER_FRAME)).await })
+        })
+        .collect();
     let cancelled = tokio::time::timeout(FILTER_NET, rest.post(&format!("/cancel/{id}"), ""))
         .await
         .expect("the cancel was not seen");
@@ -860,4 +870,15 @@ async fn rest_cancel_during_a_blocked_write_ends_the_process() {
         rest.status(&id).await.1.unwrap()["result"],
         json!({"status": "rejected", "reason": "cancelled: the client cancelled"})
     );
+    for post in waiting {
+        let (status, body) = tokio::time::timeout(FILTER_NET, post)
+            .await
+            .expect("an input request hung after the cancel")
+            .unwrap();
+        assert!(
+            (status, body.as_str()) == (200, "input sent")
+                || (status, body.as_str()) == (500, "input is closed or the process has ended\n"),
+            "{status} {body:?}"
+        );
+    }
 }

@@ -74,7 +74,7 @@ pub use process::{
     raise_open_files_limit,
 };
 pub use pump::{Framing, Outgoing, OutputPump, Stream};
-pub use queue::{ByteReceiver, ByteSender, byte_queue};
+pub use queue::{BytePermit, ByteReceiver, ByteSender, byte_queue};
 pub use record::{FLUSH_EVERY, RecordConfig, Recorder};
 pub use session::{
     EndReason, Entry, Lease, Listed, Marker, PaneId, Payload, Session, SessionConfig,

@@ -10,7 +10,9 @@ use crate::budget::ByteBudget;
 
 /// A queue of at most `max_bytes` bytes of `T`s (at least one byte). An
 /// item larger than the whole queue goes alone, when the queue is empty.
-pub fn byte_queue<T: AsRef<[u8]>>(max_bytes: usize) -> (ByteSender<T>, ByteReceiver<T>) {
+/// Items that are bytes weigh their length; others are weighed by the
+/// sender ([`ByteSender::reserve`]).
+pub fn byte_queue<T>(max_bytes: usize) -> (ByteSender<T>, ByteReceiver<T>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let budget = ByteBudget::new(max_bytes);
     (
@@ -46,6 +48,51 @@ impl<T: AsRef<[u8]>> ByteSender<T> {
             return Err(item);
         };
         self.tx.send((item, permit)).map_err(|e| e.0.0)
+    }
+}
+
+impl<T> ByteSender<T> {
+    /// Waits for room for an item of `len` bytes without giving it up
+    /// yet: a loop that must keep serving other events while the queue is
+    /// full selects on this, which took nothing when it is dropped
+    /// (cancel-safe), where a `send` dropped half-way would lose its item.
+    /// It also queues items that are not bytes, weighed by the caller.
+    /// `None` once the receiver is gone.
+    pub async fn reserve(&self, len: usize) -> Option<BytePermit<T>> {
+        let permit = self.budget.reserve(len).await?;
+        Some(self.permit(permit))
+    }
+
+    /// Room for an item of `len` bytes if there is some now; `None` when
+    /// the queue is full or its receiver gone. For a sender that must
+    /// never wait (a broadcast to many clients drops what one of them
+    /// does not read).
+    pub fn try_reserve(&self, len: usize) -> Option<BytePermit<T>> {
+        let permit = self.budget.try_reserve(len).ok()?;
+        Some(self.permit(permit))
+    }
+
+    fn permit(&self, permit: OwnedSemaphorePermit) -> BytePermit<T> {
+        BytePermit {
+            tx: self.tx.clone(),
+            permit,
+        }
+    }
+}
+
+/// Room in a [`byte_queue`] for one item, from [`ByteSender::reserve`].
+/// Dropped unused, the room goes back to the queue.
+#[derive(Debug)]
+pub struct BytePermit<T> {
+    tx: mpsc::UnboundedSender<(T, OwnedSemaphorePermit)>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl<T> BytePermit<T> {
+    /// Queues `item` in the room reserved, whatever its length (the
+    /// caller reserved for it). Gives it back once the receiver is gone.
+    pub fn send(self, item: T) -> Result<(), T> {
+        self.tx.send((item, self.permit)).map_err(|e| e.0.0)
     }
 }
 
@@ -105,6 +152,22 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap().len(), 100);
         next.await.unwrap();
         assert_eq!(rx.recv().await.unwrap(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_holds_room_until_used_or_dropped() {
+        let (tx, mut rx) = byte_queue::<Vec<u8>>(4);
+        let permit = tx.reserve(3).await.unwrap();
+        let mut waiting = Box::pin(tx.send(vec![1, 2]));
+        assert!((&mut waiting).now_or_never().is_none());
+        drop(permit);
+        waiting.await.unwrap();
+        let permit = tx.reserve(2).await.unwrap();
+        permit.send(vec![3, 4]).unwrap();
+        assert_eq!(rx.recv().await.unwrap(), vec![1, 2]);
+        assert_eq!(rx.recv().await.unwrap(), vec![3, 4]);
+        drop(rx);
+        assert!(tx.reserve(1).await.is_none());
     }
 
     #[tokio::test]

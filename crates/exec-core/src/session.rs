@@ -11,11 +11,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::command::Command;
 use crate::error::Error;
@@ -148,7 +148,7 @@ struct Inner<T> {
     state: Mutex<State<T>>,
     /// Notified whenever a reservation ends (its entry was inserted, or
     /// its spawn failed), for [`Session::get_or_spawn`] waiting on a name.
-    reservations: Condvar,
+    reservations: Notify,
     payload: watch::Sender<Payload>,
     config: SessionConfig,
 }
@@ -197,7 +197,7 @@ impl<T: Entry> Session<T> {
                     markers: VecDeque::new(),
                     next_marker: 1,
                 }),
-                reservations: Condvar::new(),
+                reservations: Notify::new(),
                 payload: watch::Sender::new(Payload::default()),
                 config,
             }),
@@ -538,46 +538,48 @@ impl Session<Pane> {
     /// that name running `cmd` (see [`Session::spawn`]). The flag is true
     /// when the pane was started by this call. While another call is
     /// starting a pane of that name, this one waits for it (and leases
-    /// it), so two clients asking for one name at once share one pane.
-    pub fn get_or_spawn(
+    /// it), so two clients asking for one name at once share one pane;
+    /// the wait is a task's, not a thread's.
+    pub async fn get_or_spawn(
         &self,
         name: &str,
         cmd: &Command,
         config: PaneConfig,
     ) -> Result<(PaneId, Pane, Lease, bool), Error> {
-        let mut state = self.lock();
         let id = loop {
-            let Some(&id) = state.names.get(name) else {
-                break state.reserve(Some(name))?;
+            // Taken before looking, so an end of the reservation between
+            // the look and the wait is not missed.
+            let ended = self.inner.reservations.notified();
+            let reserved = {
+                let mut state = self.lock();
+                match state.names.get(name).copied() {
+                    None => Some(state.reserve(Some(name))?),
+                    // Starting elsewhere, outside the lock: a fork, not long.
+                    Some(id) if state.reserved.contains(&id) => None,
+                    Some(id) => match state.entries.get_mut(&id) {
+                        Some(slot) if slot.entry.exit_status().is_none() => {
+                            slot.leases += 1;
+                            slot.generation += 1;
+                            let pane = slot.entry.clone();
+                            drop(state);
+                            return Ok((id, pane, self.lease_counted(id), false));
+                        }
+                        // It ended and is leaving the session: the name is free.
+                        ended_slot => {
+                            if let Some(slot) = ended_slot {
+                                slot.name = None;
+                            }
+                            state.names.remove(name);
+                            Some(state.reserve(Some(name))?)
+                        }
+                    },
+                }
             };
-            if state.reserved.contains(&id) {
-                // Starting elsewhere, outside the lock: a fork, not long.
-                state = self
-                    .inner
-                    .reservations
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            match state.entries.get_mut(&id) {
-                Some(slot) if slot.entry.exit_status().is_none() => {
-                    slot.leases += 1;
-                    slot.generation += 1;
-                    let pane = slot.entry.clone();
-                    drop(state);
-                    return Ok((id, pane, self.lease_counted(id), false));
-                }
-                // It ended and is leaving the session: the name is free.
-                Some(slot) => {
-                    slot.name = None;
-                    state.names.remove(name);
-                }
-                None => {
-                    state.names.remove(name);
-                }
+            match reserved {
+                Some(id) => break id,
+                None => ended.await,
             }
         };
-        drop(state);
         let reservation = Reservation::new(self, id, Some(name.to_owned()));
         let (id, attachment, lease) = self.start(reservation, cmd, config)?;
         Ok((id, attachment.pane(), lease, true))
@@ -625,7 +627,7 @@ impl<'a> Reservation<'a> {
         );
         self.filled = true;
         drop(state);
-        self.session.inner.reservations.notify_all();
+        self.session.inner.reservations.notify_waiters();
         Ok(self.id)
     }
 }
@@ -641,7 +643,7 @@ impl Drop for Reservation<'_> {
             state.forget_name(name, self.id);
         }
         drop(state);
-        self.session.inner.reservations.notify_all();
+        self.session.inner.reservations.notify_waiters();
     }
 }
 
@@ -655,6 +657,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::FutureExt as _;
 
     use super::*;
 
@@ -816,10 +820,12 @@ mod tests {
         let cmd = Command::new("cat");
         let (id, pane, lease, created) = session
             .get_or_spawn("w", &cmd, PaneConfig::default())
+            .await
             .unwrap();
         assert!(created);
         let (again, same, second, created) = session
             .get_or_spawn("w", &cmd, PaneConfig::default())
+            .await
             .unwrap();
         assert!(!created);
         assert_eq!(id, again);
@@ -843,20 +849,18 @@ mod tests {
             session.spawn(&cmd, PaneConfig::default(), Some("w".into())),
             Err(Error::NameTaken(name)) if name == "w"
         ));
-        let runtime = tokio::runtime::Handle::current();
-        let (first, second) = std::thread::scope(|s| {
-            let waiter = s.spawn(|| {
-                let _runtime = runtime.enter();
-                session.get_or_spawn("w", &cmd, PaneConfig::default())
-            });
-            let _runtime = runtime.enter();
-            let first = session.start(
+        // The second caller waits for the pane being started...
+        let mut waiter = Box::pin(session.get_or_spawn("w", &cmd, PaneConfig::default()));
+        assert!((&mut waiter).now_or_never().is_none());
+        // ...which then starts, and wakes it.
+        let first = session
+            .start(
                 Reservation::new(&session, id, Some("w".into())),
                 &cmd,
                 PaneConfig::default(),
-            );
-            (first.unwrap(), waiter.join().unwrap().unwrap())
-        });
+            )
+            .unwrap();
+        let second = waiter.await.unwrap();
         let (first_id, attachment, lease) = first;
         let (second_id, pane, second_lease, created) = second;
         assert!(!created, "the second caller leases the pane being started");
@@ -873,7 +877,9 @@ mod tests {
         let session = Session::<Pane>::default();
         let missing = Command::new("/nonexistent/execwire-test-program");
         assert!(matches!(
-            session.get_or_spawn("w", &missing, PaneConfig::default()),
+            session
+                .get_or_spawn("w", &missing, PaneConfig::default())
+                .await,
             Err(Error::Spawn { .. })
         ));
         assert!(matches!(
@@ -883,6 +889,7 @@ mod tests {
         assert!(session.is_empty());
         let (id, pane, lease, created) = session
             .get_or_spawn("w", &Command::new("cat"), PaneConfig::default())
+            .await
             .unwrap();
         assert!(created, "the name is free again");
         assert_eq!(session.by_name("w").unwrap().0, id);

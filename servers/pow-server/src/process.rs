@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Why a call was refused before anything ran.
@@ -121,21 +120,24 @@ pub struct GoneError;
 pub struct Io {
     /// Input, in the order it was sent; ends (`None`) when the client closes
     /// input, cancels or leaves.
-    pub input: mpsc::Receiver<Bytes>,
+    pub input: exec_core::ByteReceiver<Bytes>,
     /// Output to the client.
     pub output: OutputSink,
     /// Fires when the process should stop; says why.
     pub cancel: Cancel,
 }
 
-/// A process's input (`input_depth` chunks: the input the client sent is
-/// counted in bytes before it, in `Pending`) and its output, a queue of
-/// `output_bytes` (a process may write chunks of any size).
+/// A process's input and output: queues of `input_bytes` and
+/// `output_bytes` (chunks of any size on either side).
 pub(crate) fn io_pair(
-    input_depth: usize,
+    input_bytes: usize,
     output_bytes: usize,
-) -> (Io, mpsc::Sender<Bytes>, exec_core::ByteReceiver<Bytes>) {
-    let (in_tx, in_rx) = mpsc::channel(input_depth.max(1));
+) -> (
+    Io,
+    exec_core::ByteSender<Bytes>,
+    exec_core::ByteReceiver<Bytes>,
+) {
+    let (in_tx, in_rx) = exec_core::byte_queue(input_bytes);
     let (out_tx, out_rx) = exec_core::byte_queue(output_bytes);
     let io = Io {
         input: in_rx,

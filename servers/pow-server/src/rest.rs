@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use exec_core::{EndReason, Entry, Lease, Session, SessionConfig};
 use pow_proto::{Call, LineBuffer, Outcome, ResultState, Status};
 use server_kit::{Open, Probe};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::process::{Cancel, CancelCause, Handler, io_pair};
@@ -26,6 +26,14 @@ use crate::process::{Cancel, CancelCause, Handler, io_pair};
 /// Lines and bytes of output kept for `/status`.
 const STATUS_LINES: usize = 1000;
 const STATUS_BYTES: usize = 1 << 20;
+
+/// Input sent with `/input` that the process has not read yet: a few of
+/// the largest bodies. An `/input` waits while the queue is full (and is
+/// answered `500` if the process ends meanwhile).
+const INPUT_BYTES: usize = 4 << 20;
+
+/// Output on its way to the `/status` buffer.
+const OUTPUT_BYTES: usize = 256 * 1024;
 
 /// Shared by all REST requests of one server.
 #[derive(Clone)]
@@ -41,7 +49,7 @@ pub(crate) struct Rest {
 struct RestProcess(Arc<ProcessState>);
 
 struct ProcessState {
-    input: tokio::sync::Mutex<Option<mpsc::Sender<bytes::Bytes>>>,
+    input: tokio::sync::Mutex<Option<exec_core::ByteSender<bytes::Bytes>>>,
     cancel: Cancel,
     buffer: Mutex<LineBuffer>,
     result: watch::Sender<Option<Outcome>>,
@@ -150,7 +158,7 @@ async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
             return (StatusCode::BAD_REQUEST, format!("bad call: {e}\n")).into_response();
         }
     };
-    let (io, input, mut output) = io_pair(8, 256 * 1024);
+    let (io, input, mut output) = io_pair(INPUT_BYTES, OUTPUT_BYTES);
     let session = Arc::new(ProcessState {
         input: tokio::sync::Mutex::new(Some(input)),
         cancel: io.cancel.clone(),
@@ -240,7 +248,8 @@ async fn status(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
 
 /// Send input to a process.
 ///
-/// The body is passed to the process's input unchanged.
+/// The body is passed to the process's input unchanged. While the
+/// process has more than a few MiB of input unread, the request waits.
 #[utoipa::path(
     post,
     path = "/input/{id}",

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use exec_core::{
-    CloseReason, Message, TextDecoder, Transport, TransportError, TransportRx, TransportTx,
+    ByteSender, CloseReason, Message, TextDecoder, Transport, TransportError, TransportRx,
+    TransportTx,
 };
 use pow_proto::{Call, Outcome, Signal, reason};
 use server_kit::Probe;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{CancelCause, Handler, io_pair};
@@ -36,8 +36,9 @@ pub(crate) struct Shared {
 /// How long to wait for the client's close after ours.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
 
-/// Input chunks the process may have in flight before the queue holds them.
-const INPUT_DEPTH: usize = 8;
+/// Input in flight to the process, beyond what the connection holds in
+/// `Pending` (at most `max_pending_input`): one of the largest messages.
+const INPUT_BYTES: usize = 1 << 20;
 
 /// Output bytes in flight between the process and the socket: a few of
 /// the largest chunks a command's read returns (64 KiB).
@@ -65,7 +66,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
     };
     tracing::debug!(call = %call.call, params = call.params.len(), "process started");
     let _running = shared.probe.process();
-    let (io, input, mut output) = io_pair(INPUT_DEPTH, OUTPUT_BYTES);
+    let (io, input, mut output) = io_pair(INPUT_BYTES, OUTPUT_BYTES);
     let cancel = io.cancel.clone();
     let mut task = tokio::spawn(process.run(io));
     let mut input = Some(input);
@@ -82,14 +83,16 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         if close_requested && pending.is_empty() {
             input = None; // the process sees the end of its input
         }
-        let feeder = input.clone().filter(|_| !pending.is_empty());
+        let feeder = input.as_ref().zip(pending.front_len());
         tokio::select! {
             biased;
             result = &mut task => break result,
             permit = reserve(feeder) => match permit {
                 Some(permit) => {
                     if let Some(chunk) = pending.pop() {
-                        permit.send(chunk);
+                        // The process may return meanwhile; then its input
+                        // is gone with it, as below.
+                        let _ = permit.send(chunk);
                     }
                 }
                 None => {
@@ -178,9 +181,13 @@ fn cancel_fired(cancel: &crate::process::Cancel) -> bool {
     cancel.cause().is_some()
 }
 
-async fn reserve(sender: Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
-    match sender {
-        Some(s) => s.reserve_owned().await.ok(),
+/// Room in the process's input for the next pending chunk; never ready
+/// without a chunk (or without input).
+async fn reserve(
+    feeder: Option<(&ByteSender<Bytes>, usize)>,
+) -> Option<exec_core::BytePermit<Bytes>> {
+    match feeder {
+        Some((sender, len)) => sender.reserve(len).await,
         None => std::future::pending().await,
     }
 }
@@ -219,6 +226,11 @@ impl Pending {
 
     fn is_empty(&self) -> bool {
         self.chunks.is_empty()
+    }
+
+    /// The length of the next chunk, if any.
+    fn front_len(&self) -> Option<usize> {
+        self.chunks.front().map(Bytes::len)
     }
 }
 

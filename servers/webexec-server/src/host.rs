@@ -9,18 +9,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use exec_core::{Attachment, Command, Pane, PaneConfig, PtySize, Session};
+use exec_core::{
+    Attachment, ByteReceiver, ByteSender, Command, Pane, PaneConfig, PtySize, Session,
+};
 use serde_json::Value;
 use server_kit::{AccessToken, Probe, TokenCheck};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use webexec_proto::{Notice, Size};
 
 use crate::Error;
 
-/// Notices queued for one peer's control channel before more are dropped
-/// (a peer that does not read its control channel loses broadcasts, never
-/// stalls the sender).
-const NOTICE_QUEUE: usize = 256;
+/// Bytes of notices (as encoded on the control channel) queued for one
+/// peer before more are dropped: a peer that does not read its control
+/// channel loses broadcasts, never stalls the sender, and costs at most
+/// this much (or one notice larger than it).
+const NOTICE_BYTES: usize = 1 << 20;
 
 /// How long a request to a client (`get_clipboard`) waits for its ack.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -161,7 +164,7 @@ pub(crate) struct Host {
     defaults: PaneDefaults,
     /// The panes, their markers and the payload.
     session: Session,
-    peers: Mutex<HashMap<u64, mpsc::Sender<ToPeer>>>,
+    peers: Mutex<HashMap<u64, ByteSender<ToPeer>>>,
     next_peer: AtomicU64,
     /// The peer that sent something last (0: none): the one whose user is
     /// at the keyboard, which `webexec-server copy`/`paste` talk to.
@@ -292,9 +295,9 @@ impl Host {
     }
 
     /// Registers a peer for broadcasts: its id and its notices.
-    pub(crate) fn join(&self) -> (u64, mpsc::Receiver<ToPeer>) {
+    pub(crate) fn join(&self) -> (u64, ByteReceiver<ToPeer>) {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(NOTICE_QUEUE);
+        let (tx, rx) = exec_core::byte_queue(NOTICE_BYTES);
         lock(&self.peers).insert(id, tx);
         (id, rx)
     }
@@ -325,12 +328,15 @@ impl Host {
                 .cloned()
         };
         let peer = peer.ok_or(AskError::NoClient)?;
-        peer.try_send(ToPeer::Ask {
-            notice,
-            await_ack,
-            reply,
-        })
-        .map_err(|_| AskError::Refused("its control channel is full or closed".into()))?;
+        let full = || AskError::Refused("its control channel is full or closed".into());
+        let permit = peer.try_reserve(weight(&notice)).ok_or_else(full)?;
+        permit
+            .send(ToPeer::Ask {
+                notice,
+                await_ack,
+                reply,
+            })
+            .map_err(|_| full())?;
         match tokio::time::timeout(ASK_TIMEOUT, answer).await {
             Err(_) => Err(AskError::Timeout),
             Ok(Err(_)) => Err(AskError::Refused("it disconnected".into())),
@@ -345,12 +351,25 @@ impl Host {
 
     /// Sends `notice` to every peer but `from`.
     pub(crate) fn broadcast(&self, from: u64, notice: &Notice) {
+        let weight = weight(notice);
         for (id, tx) in lock(&self.peers).iter() {
-            if *id != from && tx.try_send(ToPeer::Notice(notice.clone())).is_err() {
+            if *id == from {
+                continue;
+            }
+            let sent = tx
+                .try_reserve(weight)
+                .is_some_and(|permit| permit.send(ToPeer::Notice(notice.clone())).is_ok());
+            if !sent {
                 tracing::debug!(peer = id, "control channel not read; notice dropped");
             }
         }
     }
+}
+
+/// What a notice weighs in a peer's queue: its length on the wire (its
+/// message id and time stamp aside).
+fn weight(notice: &Notice) -> usize {
+    notice.encode(0, 0).len()
 }
 
 /// The locks guard short, non-panicking sections: recover from poison.

@@ -66,7 +66,7 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         Ok(start) => start,
         Err(refusal) => return refuse(tx, rx, refusal, &shared.probe).await,
     };
-    let running = match launch(&start, &shared) {
+    let running = match launch(&start, &shared).await {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(command = %start.command, error = %e, "start failed");
@@ -241,7 +241,7 @@ fn build_command(start: &StartCommand) -> Result<Command, Error> {
     Ok(cmd)
 }
 
-fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
+async fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
     let cmd = build_command(start)?;
     if !start.tty {
         let mut process = Process::spawn(&cmd)?;
@@ -273,7 +273,10 @@ fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error> {
         count_pane(&pane, &shared.probe);
         (pane, true, None)
     } else {
-        let (_, pane, lease, created) = shared.registry.get_or_spawn(&start.id, &cmd, config)?;
+        let (_, pane, lease, created) = shared
+            .registry
+            .get_or_spawn(&start.id, &cmd, config)
+            .await?;
         if created {
             count_pane(&pane, &shared.probe);
         }

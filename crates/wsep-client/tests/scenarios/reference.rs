@@ -288,6 +288,7 @@ impl Connection {
             let (_, pane, lease, _) = self
                 .sessions
                 .get_or_spawn(&start.id, &cmd, config)
+                .await
                 .map_err(failed)?;
             let attachment = pane.attach(Replay::Screen);
             let output = tokio::spawn(pump_session(attachment, self.out.clone()));
