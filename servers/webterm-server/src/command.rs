@@ -15,11 +15,11 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use exec_core::{
-    Batcher, Decoded, Event, Events, Pacing, Process, ProcessControl, StdinWriter, TextDecoder,
+    Batcher, ByteReceiver, Decoded, Event, Events, Pacing, Process, ProcessControl, StdinWriter,
+    TextDecoder,
 };
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -199,10 +199,14 @@ pub(crate) fn start(
 /// A chunk from a breakpoint pipe: (pipe index, is stderr, bytes).
 type TapChunk = (usize, bool, Bytes);
 
+/// Tap output read but not yet batched for the client: a few of the
+/// largest reads.
+const TAP_BYTES: usize = 1 << 20;
+
 fn spawn_tap_readers(
     readers: Vec<(usize, bool, OwnedFd)>,
-) -> Result<mpsc::Receiver<TapChunk>, StartError> {
-    let (tx, rx) = mpsc::channel(16);
+) -> Result<ByteReceiver<TapChunk>, StartError> {
+    let (tx, rx) = exec_core::byte_queue(TAP_BYTES);
     for (location, stderr, fd) in readers {
         let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
         let tx = tx.clone();
@@ -212,12 +216,11 @@ fn spawn_tap_readers(
                 buf.reserve(64 * 1024);
                 match pipe.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if tx
-                            .send((location, stderr, buf.split().freeze()))
-                            .await
-                            .is_err()
-                        {
+                    Ok(n) => {
+                        let Some(room) = tx.reserve(n).await else {
+                            break;
+                        };
+                        if room.send((location, stderr, buf.split().freeze())).is_err() {
                             break;
                         }
                     }
@@ -377,7 +380,7 @@ impl Reporter {
     async fn run(
         mut self,
         mut events: Events,
-        mut taps: mpsc::Receiver<TapChunk>,
+        mut taps: ByteReceiver<TapChunk>,
         control: ProcessControl,
         stop: CancellationToken,
     ) {
