@@ -581,7 +581,7 @@ async fn daemon_socket_serves_the_ssh_flow() {
         .unwrap();
     assert_eq!(status, 200);
     serving.await.unwrap().unwrap();
-    server.finish().await;
+    server.finish();
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -657,7 +657,7 @@ async fn clipboard_both_ways_through_the_daemon_socket() {
 
     server.shutdown();
     serving.await.unwrap().unwrap();
-    server.finish().await;
+    server.finish();
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -197,21 +197,23 @@ impl Transport for WsTransport {
     }
 }
 
-/// The engine's word for what tungstenite (behind axum's opaque error)
-/// reported, told apart by its text.
+/// The engine's word for what tungstenite reported (axum hands its error
+/// on boxed: the same tungstenite as ours, so it downcasts).
 fn ws_error(e: axum::Error) -> TransportError {
-    let text = e.to_string();
-    if text.contains("Message too long") || text.contains("too large") {
-        TransportError::MessageTooLarge
-    } else if text.contains("reset without closing handshake") {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let e = match e.into_inner().downcast::<WsError>() {
+        Ok(e) => *e,
+        Err(other) => return TransportError::Other(other.to_string()),
+    };
+    match e {
+        WsError::Capacity(_) => TransportError::MessageTooLarge,
         // A client gone without a goodbye did not break the rules.
-        TransportError::Other(text)
-    } else if text.starts_with("UTF-8 encoding error")
-        || text.starts_with("WebSocket protocol error")
-    {
-        TransportError::Malformed(text)
-    } else {
-        TransportError::Other(text)
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            TransportError::Other(e.to_string())
+        }
+        WsError::Protocol(_) | WsError::Utf8(_) => TransportError::Malformed(e.to_string()),
+        e => TransportError::Other(e.to_string()),
     }
 }
 

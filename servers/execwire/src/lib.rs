@@ -139,7 +139,7 @@ type Mounts = Arc<Vec<(String, Router)>>;
 /// protocol's own `Path` extractors would see.)
 async fn dispatch(mounts: Mounts, request: axum::extract::Request) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    use tower_service::Service as _;
+    use tower::ServiceExt as _;
     let path = request.uri().path();
     let Some((_, router)) = mounts
         .iter()
@@ -147,17 +147,9 @@ async fn dispatch(mounts: Mounts, request: axum::extract::Request) -> axum::resp
     else {
         return server_kit::Refused::no_such_route().into_response();
     };
-    let mut router = router.clone();
     // A Router is always ready and never fails (`Infallible`).
-    let ready = std::future::poll_fn(|cx| {
-        tower_service::Service::<axum::extract::Request>::poll_ready(&mut router, cx)
-    })
-    .await;
-    match ready {
-        Ok(()) => match router.call(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
+    match router.clone().oneshot(request).await {
+        Ok(response) => response,
         Err(never) => match never {},
     }
 }

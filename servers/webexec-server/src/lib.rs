@@ -325,18 +325,12 @@ impl Server {
         self.sessions.cancel.cancelled().await;
     }
 
-    /// After shutdown: ends every pane and waits (at most the grace period)
-    /// for the peers to close.
-    pub async fn finish(&self) {
+    /// After serving: ends every pane now (the task that ends them on
+    /// shutdown may not have run yet). Peers were given their grace
+    /// period by [`Server::serve_tcp_all`]: it is not waited for twice.
+    pub fn finish(&self) {
         self.shutdown();
         self.host.terminate_all();
-        self.sessions.tracker.close();
-        if tokio::time::timeout(self.sessions.grace, self.sessions.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("peers still open after the shutdown grace period");
-        }
     }
 }
 
@@ -354,7 +348,7 @@ pub async fn serve(
         stopper.shutdown();
     });
     let result = server.serve_tcp_all(listeners).await;
-    server.finish().await;
+    server.finish();
     result
 }
 

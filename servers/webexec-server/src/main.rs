@@ -385,7 +385,7 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     });
     let socket = paths.socket();
     let (a, b) = tokio::join!(server.serve_tcp_all(tcp), server.serve_unix(unix));
-    server.finish().await;
+    server.finish();
     let _ = std::fs::remove_file(&socket);
     a?;
     b?;
