@@ -92,6 +92,12 @@ pub struct FileConfig {
     pub udp_ports: Option<String>,
     /// `--ice-server`, every server.
     pub ice_server: Option<Vec<String>>,
+    /// `--turn-secret`.
+    pub turn_secret: Option<String>,
+    /// `--turn-url`, every relay.
+    pub turn_url: Option<Vec<String>>,
+    /// `--turn-ttl`, seconds.
+    pub turn_ttl: Option<u64>,
     /// `--record`, a directory.
     pub record: Option<PathBuf>,
     /// `--record-max-bytes`.

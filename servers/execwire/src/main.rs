@@ -10,7 +10,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches as _, Parser, ValueEnum as _};
 use execwire::{Config, FileConfig, FileError, POW_PATH, Pow, WEBTERM_PATH, WSEP_PATH};
 use server_kit::{Flags, LogFormat, Origin, Spec};
-use webexec_server::{Authorized, IceServer, PortRange, RtcConfig};
+use webexec_server::{Authorized, RtcFlags};
 
 const SPEC: Spec = Spec {
     name: "execwire",
@@ -67,13 +67,9 @@ struct Args {
     /// ask for `?output=text`.
     #[arg(long)]
     webterm_html_output: bool,
-    /// UDP ports for webexec's WebRTC, MIN-MAX (0-0: any free port).
-    #[arg(long, default_value = "60000-61000", value_name = "MIN-MAX")]
-    udp_ports: String,
-    /// STUN or TURN server for webexec (`stun:host:port`,
-    /// `turn:user:pass@host:port`); repeatable.
-    #[arg(long = "ice-server", value_name = "URL")]
-    ice_servers: Vec<String>,
+    /// webexec's WebRTC: UDP ports, STUN/TURN servers, TURN secret.
+    #[command(flatten)]
+    rtc: RtcFlags,
     /// Record every terminal pane (wsep `tty` sessions, webexec panes) as
     /// an asciicast v2 file DIR/<pane-id>-<start>.cast, which
     /// `asciinema play` plays. DIR must exist.
@@ -138,6 +134,9 @@ fn merge(
         webterm_html_output,
         udp_ports,
         ice_server,
+        turn_secret,
+        turn_url,
+        turn_ttl,
         record,
         record_max_bytes,
         process,
@@ -214,8 +213,11 @@ fn merge(
         webterm_html_output = webterm_html_output,
         "webterm_html_output"
     );
-    take!(udp_ports = udp_ports, "udp_ports");
-    take!(ice_servers = ice_server, "ice_servers");
+    take!(rtc.udp_ports = udp_ports, "udp_ports");
+    take!(rtc.ice_servers = ice_server, "ice_servers");
+    take!(rtc.turn_secret = turn_secret.map(Some), "turn_secret");
+    take!(rtc.turn_urls = turn_url, "turn_urls");
+    take!(rtc.turn_ttl = turn_ttl, "turn_ttl");
     take!(record = record.map(Some), "record");
     take!(record_max_bytes = record_max_bytes, "record_max_bytes");
     check(&args.common)?;
@@ -260,12 +262,15 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
         Some(processes) => processes.registry()?,
         None => pow_server::registry_from_toml(pow_server::DEFAULT_CONFIG)?,
     };
-    let ice_servers = args
-        .ice_servers
-        .iter()
-        .map(|s| IceServer::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let udp_ports = PortRange::parse(&args.udp_ports)?;
+    // WebRTC binds the interface HTTP listens on (the first --listen,
+    // else the default's); a wildcard listen binds every interface.
+    let udp_ip = args
+        .common
+        .listen
+        .first()
+        .or(SPEC.listen.first())
+        .map_or(std::net::Ipv4Addr::LOCALHOST.into(), SocketAddr::ip);
+    let rtc = args.rtc.config(udp_ip)?;
     let generated = !args.common.no_auth && args.common.token.as_deref().is_none_or(str::is_empty);
     let launched = server_kit::launch(&SPEC, &args.common, &[]).await?;
     let common = launched.common;
@@ -281,16 +286,7 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
     });
     let config = Config {
         webexec: (!args.no_webexec).then(|| webexec_server::Config {
-            // WebRTC binds the interface HTTP listens on (the first
-            // --listen); a wildcard listen binds every interface.
-            rtc: RtcConfig {
-                ice_servers,
-                udp_ip: addrs
-                    .first()
-                    .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip()),
-                udp_ports,
-                turn: None,
-            },
+            rtc,
             authorized: Authorized {
                 file: None,
                 tokens: Vec::new(),

@@ -124,6 +124,11 @@ async fn help_names_every_flag() {
         "--webterm-html-output",
         "--udp-ports",
         "--ice-server",
+        "--turn-secret",
+        "--turn-url",
+        "--turn-ttl",
+        "--record",
+        "--record-max-bytes",
         "EXECWIRE_TOKEN",
         "127.0.0.1:7777",
     ] {
@@ -238,5 +243,30 @@ async fn unknown_key_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown field `no-wsepp`"), "{stderr}");
     assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(out.stdout.is_empty(), "it listened: {:?}", out.stdout);
+}
+
+/// A TURN secret from the file without a relay to use it with stops the
+/// daemon before it listens, saying what is missing.
+#[tokio::test]
+async fn turn_secret_without_relay_is_refused() {
+    let dir = scratch("turn");
+    let config = write(
+        &dir,
+        "turn.toml",
+        "listen = [\"127.0.0.1:0\"]\nno-auth = true\nturn-secret = \"s3cret\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--config", &config])
+        .env_remove("EXECWIRE_TOKEN")
+        .env_remove("WEBEXEC_TURN_SECRET")
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--turn-url"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "the secret leaked: {stderr}");
     assert!(out.stdout.is_empty(), "it listened: {:?}", out.stdout);
 }

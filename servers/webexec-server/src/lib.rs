@@ -22,12 +22,14 @@ use server_kit::{Listeners, Metrics, Origin, Probe, Sessions, Tls};
 use tokio::net::UnixListener;
 
 pub mod daemon;
+mod flags;
 mod host;
 mod http;
 mod peer;
 mod rtc;
 mod turn;
 
+pub use flags::RtcFlags;
 pub use host::Authorized;
 pub use rtc::{IceServer, PortRange, RtcConfig};
 pub use turn::TurnSecret;

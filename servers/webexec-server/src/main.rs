@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use server_kit::{AccessToken, Flags, LogFormat, Spec};
 use webexec_server::daemon::{self, Paths};
-use webexec_server::{Authorized, Config, IceServer, PortRange, RtcConfig, Server, TurnSecret};
+use webexec_server::{Authorized, Config, RtcFlags, Server};
 
 const SPEC: Spec = Spec {
     name: "webexec-server",
@@ -41,40 +41,8 @@ struct Opts {
     /// per line [default: DIR/authorized_fingerprints].
     #[arg(long, global = true, value_name = "FILE")]
     authorized: Option<PathBuf>,
-    /// UDP ports for WebRTC, MIN-MAX (0-0: any free port).
-    #[arg(
-        long,
-        global = true,
-        default_value = "60000-61000",
-        value_name = "MIN-MAX"
-    )]
-    udp_ports: String,
-    /// STUN or TURN server (`stun:host:port`, `turn:user:pass@host:port`); repeatable.
-    #[arg(long = "ice-server", global = true, value_name = "URL")]
-    ice_servers: Vec<String>,
-    /// Secret shared with TURN relays (coturn's static-auth-secret): every
-    /// connection, the page's and the server's own, gets credentials
-    /// minted from it for each --turn-url.
-    #[arg(
-        long,
-        global = true,
-        env = "WEBEXEC_TURN_SECRET",
-        hide_env_values = true,
-        requires = "turn_urls"
-    )]
-    turn_secret: Option<String>,
-    /// TURN relay that knows --turn-secret (`turn:host:3478`,
-    /// `turns:host:5349`); repeatable.
-    #[arg(
-        long = "turn-url",
-        global = true,
-        value_name = "URL",
-        requires = "turn_secret"
-    )]
-    turn_urls: Vec<String>,
-    /// Seconds minted TURN credentials stay valid.
-    #[arg(long, global = true, default_value_t = 12 * 3600, value_name = "SECS")]
-    turn_ttl: u64,
+    #[command(flatten)]
+    rtc: RtcFlags,
     /// State directory: socket, certificate, authorized file, log
     /// [default: ~/.config/webexec].
     #[arg(long, global = true, value_name = "DIR")]
@@ -218,10 +186,8 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this program")?;
     let mut cmd = std::process::Command::new(exe);
     let common = &opts.common;
-    cmd.arg("run")
-        .arg("--detached")
-        .arg("--udp-ports")
-        .arg(&opts.udp_ports);
+    cmd.arg("run").arg("--detached");
+    opts.rtc.pass_to(&mut cmd);
     for addr in &common.listen {
         cmd.arg("--listen").arg(addr.to_string());
     }
@@ -231,18 +197,6 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     if let Some(file) = &opts.authorized {
         cmd.arg("--authorized").arg(file);
     }
-    for server in &opts.ice_servers {
-        cmd.arg("--ice-server").arg(server);
-    }
-    for url in &opts.turn_urls {
-        cmd.arg("--turn-url").arg(url);
-    }
-    cmd.arg("--turn-ttl").arg(opts.turn_ttl.to_string());
-    // The secret goes by environment, as the token does.
-    match &opts.turn_secret {
-        Some(secret) => cmd.env("WEBEXEC_TURN_SECRET", secret),
-        None => cmd.env_remove("WEBEXEC_TURN_SECRET"),
-    };
     cmd.arg("--base-path").arg(&common.base_path);
     for origin in &common.allow_origins {
         cmd.arg("--allow-origin").arg(origin.to_string());
@@ -283,27 +237,13 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
 async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     let common = &opts.common;
     let (addrs, tls) = common.prepare(&SPEC)?;
-    let ice_servers = opts
-        .ice_servers
-        .iter()
-        .map(|s| IceServer::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let udp_ports = PortRange::parse(&opts.udp_ports)?;
-    let turn = match opts.turn_secret.clone().filter(|s| !s.is_empty()) {
-        Some(secret) => {
-            for url in &opts.turn_urls {
-                // The same check as --ice-server's: a scheme and a host.
-                IceServer::parse(url)?;
-            }
-            Some(TurnSecret {
-                urls: opts.turn_urls.clone(),
-                secret,
-                ttl: Duration::from_secs(opts.turn_ttl),
-                user: "webexec".into(),
-            })
-        }
-        None => None,
-    };
+    // WebRTC binds the interface HTTP listens on (the first --listen); a
+    // wildcard listen binds every interface.
+    let rtc = opts.rtc.config(
+        addrs
+            .first()
+            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip()),
+    )?;
     paths.ensure()?;
     let authorized_file = opts
         .authorized
@@ -326,16 +266,7 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     }
     let https = tls.is_some();
     let mut config = Config {
-        // WebRTC binds the interface HTTP listens on (the first --listen);
-        // a wildcard listen binds every interface.
-        rtc: RtcConfig {
-            ice_servers,
-            udp_ip: addrs
-                .first()
-                .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip()),
-            udp_ports,
-            turn,
-        },
+        rtc,
         authorized: Authorized {
             file: Some(authorized_file.clone()),
             tokens: Vec::new(),
