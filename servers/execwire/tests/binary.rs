@@ -222,40 +222,11 @@ argv = ["echo", "hello from the file"]
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A key the daemon does not know stops it before it listens, with an
-/// error that names the key and the file.
-#[tokio::test]
-async fn unknown_key_is_refused_by_name() {
-    let dir = scratch("unknown");
-    let config = write(
-        &dir,
-        "bad.toml",
-        "listen = [\"127.0.0.1:0\"]\nno-wsepp = true\n",
-    );
-    let out = Command::new(BIN)
-        .args(["--config", &config])
-        .env_remove("EXECWIRE_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown field `no-wsepp`"), "{stderr}");
-    assert!(stderr.contains("bad.toml"), "{stderr}");
-    assert!(out.stdout.is_empty(), "it listened: {:?}", out.stdout);
-}
-
-/// A TURN secret from the file without a relay to use it with stops the
-/// daemon before it listens, saying what is missing.
-#[tokio::test]
-async fn turn_secret_without_relay_is_refused() {
-    let dir = scratch("turn");
-    let config = write(
-        &dir,
-        "turn.toml",
-        "listen = [\"127.0.0.1:0\"]\nno-auth = true\nturn-secret = \"s3cret\"\n",
-    );
+/// Runs the daemon with `text` as its config file and expects it to stop
+/// before it listens; its stderr.
+async fn refused_before_listening(name: &str, text: &str) -> String {
+    let dir = scratch(name);
+    let config = write(&dir, &format!("{name}.toml"), text);
     let out = Command::new(BIN)
         .args(["--config", &config])
         .env_remove("EXECWIRE_TOKEN")
@@ -265,8 +236,29 @@ async fn turn_secret_without_relay_is_refused() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "it listened: {:?}", out.stdout);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A key the daemon does not know stops it before it listens, with an
+/// error that names the key and the file.
+#[tokio::test]
+async fn unknown_key_is_refused_by_name() {
+    let stderr =
+        refused_before_listening("bad", "listen = [\"127.0.0.1:0\"]\nno-wsepp = true\n").await;
+    assert!(stderr.contains("unknown field `no-wsepp`"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+}
+
+/// A TURN secret from the file without a relay to use it with stops the
+/// daemon before it listens, saying what is missing.
+#[tokio::test]
+async fn turn_secret_without_relay_is_refused() {
+    let stderr = refused_before_listening(
+        "turn",
+        "listen = [\"127.0.0.1:0\"]\nno-auth = true\nturn-secret = \"s3cret\"\n",
+    )
+    .await;
     assert!(stderr.contains("--turn-url"), "{stderr}");
     assert!(!stderr.contains("s3cret"), "the secret leaked: {stderr}");
-    assert!(out.stdout.is_empty(), "it listened: {:?}", out.stdout);
 }
