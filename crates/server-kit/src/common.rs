@@ -199,7 +199,8 @@ pub fn init_process(format: LogFormat) -> Result<(), Error> {
 }
 
 /// A server binary's whole `main`: the allocator set to give memory back
-/// ([`tune_allocator`](crate::tune_allocator)) before any thread exists,
+/// ([`tune_allocator`](crate::tune_allocator)) before any thread exists
+/// and told to do so every few seconds,
 /// then `run` on a multi-threaded tokio runtime, and its result as the
 /// process's exit ([`exit_code`]).
 pub fn run_main<T, E>(name: &str, run: impl Future<Output = Result<T, E>>) -> std::process::ExitCode
@@ -215,6 +216,7 @@ where
         Ok(runtime) => runtime,
         Err(e) => return exit_code(name, Err(format!("starting the runtime: {e}"))),
     };
+    runtime.spawn(crate::alloc::give_back_periodically());
     match runtime.block_on(run) {
         Ok(done) => done.report(),
         Err(e) => exit_code::<E>(name, Err(e)),
