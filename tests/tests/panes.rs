@@ -360,14 +360,13 @@ async fn a_webexec_pane_is_attached_by_wsep_number() {
     server.shutdown().await;
 }
 
-/// A wsep terminal named `name`, left at once: its number and its
-/// process id.
-async fn wsep_left(server: &TestServer, name: &str) -> (u64, u32) {
+/// A wsep terminal named `name`, left at once: its process id.
+async fn wsep_left(server: &TestServer, name: &str) -> u32 {
     let (input, output) = wsep_terminal(server, name, 24, 80).await;
     let pid = u32::try_from(output.pid()).unwrap();
     input.disconnect().await.unwrap();
     drop(output);
-    (pane_named(server, name).await, pid)
+    pid
 }
 
 /// Each pane keeps the idle rule of the protocol that started it. wsep's
@@ -398,7 +397,7 @@ async fn each_pane_keeps_the_idle_rule_of_its_protocol() {
     peer.close().await;
     until_attached(&server, kept, json!({})).await;
 
-    let (_, clock) = wsep_left(&server, "clock").await;
+    let clock = wsep_left(&server, "clock").await;
     wait_gone(clock).await;
     assert!(
         pane(&server, kept).await.is_some(),
@@ -412,12 +411,18 @@ async fn each_pane_keeps_the_idle_rule_of_its_protocol() {
 
     // A wsep terminal held by a webexec peer outlives wsep's timeout, and
     // ends by it once the peer has left.
-    let (held, held_pid) = wsep_left(&server, "held").await;
+    // Attached from webexec before wsep leaves it, so that it is never
+    // without a client meanwhile.
+    let (input, mut output) = wsep_terminal(&server, "held", 24, 80).await;
+    let held_pid = u32::try_from(output.pid()).unwrap();
+    let held = pane_named(&server, "held").await;
     let holder = webexec(&server).await;
     let holding = holder.open(&format!(">{held}")).await;
     hello(&holding).await;
+    input.disconnect().await.unwrap();
+    while let Ok(Some(_)) = output.next().await {}
     until_attached(&server, held, json!({"webexec": 1})).await;
-    let (_, clock) = wsep_left(&server, "clock-2").await;
+    let clock = wsep_left(&server, "clock-2").await;
     wait_gone(clock).await;
     assert!(pane(&server, held).await.is_some(), "ended while held");
     holder.close().await;
@@ -512,5 +517,32 @@ async fn bad_input_on_one_protocol_leaves_the_others_panes() {
     let mut expected = vec![keep, plain_id, terminal_id];
     expected.sort_unstable();
     assert_eq!(listed, expected);
+    server.shutdown().await;
+}
+
+/// webexec's demo page in Chromium attaches (`#pane=ID`) a terminal the
+/// wsep command started: it shows the screen, and what is typed in the
+/// page reaches the shell, whose output the wsep command sees too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_attaches_a_terminal_started_over_wsep() {
+    let Some((chromium, dir)) = execwire_tests::browser() else {
+        return;
+    };
+    let server = TestServer::execwire("").await;
+    let mut cli = Cli::start(&server, "work");
+    cli.type_line("echo from-wsep-$((5*5))").await;
+    cli.read_until("from-wsep-25").await;
+    let id = pane_named(&server, "work").await.to_string();
+    let url = format!("http://{}/#token={}&pane={id}", server.addr, server.token);
+    let stdout = execwire_tests::run_browser_script(
+        &chromium,
+        &dir.join("attach.mjs"),
+        &[url.as_ref(), id.as_ref(), "from-wsep-25".as_ref()],
+    )
+    .await;
+    assert!(stdout.contains("ok:"), "{stdout}");
+    cli.read_until("from-chromium-64").await;
+    cli.type_line("exit").await;
+    assert_eq!(cli.exit_code().await, Some(0));
     server.shutdown().await;
 }
