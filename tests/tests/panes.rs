@@ -150,6 +150,14 @@ async fn hello(channel: &ClientChannel) -> String {
     }
 }
 
+/// The number of a terminal pane from its channel's first message
+/// (`ID,ROWSxCOLS`).
+async fn pane_number(channel: &ClientChannel) -> u64 {
+    let hello = hello(channel).await;
+    let (id, _) = hello.split_once(',').expect("a terminal's size");
+    id.parse().unwrap()
+}
+
 /// A wsep terminal running `sh`, named (or attached by number) `id`.
 async fn wsep_terminal(server: &TestServer, id: &str, rows: u16, cols: u16) -> (Input, Outputs) {
     let start = StartCommand {
@@ -330,13 +338,7 @@ async fn a_webexec_pane_is_attached_by_wsep_number() {
     let server = TestServer::execwire("").await;
     let peer = webexec(&server).await;
     let channel = peer.open("24x80,sh").await;
-    let id: u64 = hello(&channel)
-        .await
-        .split_once(',')
-        .unwrap()
-        .0
-        .parse()
-        .unwrap();
+    let id = pane_number(&channel).await;
     channel.send_text("echo webexec-made-$((3+3))\n").await;
     channel.read_until("webexec-made-6").await;
 
@@ -384,13 +386,7 @@ async fn each_pane_keeps_the_idle_rule_of_its_protocol() {
     // A webexec pane, attached over wsep and then left by everyone.
     let peer = webexec(&server).await;
     let channel = peer.open("24x80,sh").await;
-    let kept: u64 = hello(&channel)
-        .await
-        .split_once(',')
-        .unwrap()
-        .0
-        .parse()
-        .unwrap();
+    let kept = pane_number(&channel).await;
     let (input, mut output) = wsep_terminal(&server, &kept.to_string(), 24, 80).await;
     input.disconnect().await.unwrap();
     while let Ok(Some(_)) = output.next().await {}
@@ -452,13 +448,7 @@ async fn bad_input_on_one_protocol_leaves_the_others_panes() {
         assert!(why.contains(expected), "{why}");
     }
     let plain_id: u64 = hello(&plain).await.parse().unwrap();
-    let terminal_id: u64 = hello(&terminal)
-        .await
-        .split_once(',')
-        .unwrap()
-        .0
-        .parse()
-        .unwrap();
+    let terminal_id = pane_number(&terminal).await;
 
     // wsep: a pane without a terminal cannot be attached as one.
     let start = StartCommand {
