@@ -193,6 +193,14 @@ async fn wsep_read_until(out: &mut Outputs, needle: &str) {
     );
 }
 
+/// Reads a wsep client's output until the server has closed the
+/// connection.
+async fn drain(out: &mut Outputs) {
+    tokio::time::timeout(STEP, async { while let Ok(Some(_)) = out.next().await {} })
+        .await
+        .expect("the server never closed the connection");
+}
+
 /// `GET /panes` with `token`: the status and the body.
 async fn list_with(server: &TestServer, token: Option<&str>) -> (u16, String) {
     let mut request = reqwest::Client::new().get(format!("http://{}/panes", server.addr));
@@ -389,7 +397,7 @@ async fn each_pane_keeps_the_idle_rule_of_its_protocol() {
     let kept = pane_number(&channel).await;
     let (input, mut output) = wsep_terminal(&server, &kept.to_string(), 24, 80).await;
     input.disconnect().await.unwrap();
-    while let Ok(Some(_)) = output.next().await {}
+    drain(&mut output).await;
     peer.close().await;
     until_attached(&server, kept, json!({})).await;
 
@@ -416,7 +424,7 @@ async fn each_pane_keeps_the_idle_rule_of_its_protocol() {
     let holding = holder.open(&format!(">{held}")).await;
     hello(&holding).await;
     input.disconnect().await.unwrap();
-    while let Ok(Some(_)) = output.next().await {}
+    drain(&mut output).await;
     until_attached(&server, held, json!({"webexec": 1})).await;
     let clock = wsep_left(&server, "clock-2").await;
     wait_gone(clock).await;
