@@ -179,6 +179,15 @@ impl Command {
         &self.program
     }
 
+    /// The program and its arguments, as text (invalid UTF-8 replaced),
+    /// for people: listings and recording headers.
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// The terminal size, when the command runs under a terminal.
     pub fn pty_size(&self) -> Option<PtySize> {
         self.pty

@@ -77,7 +77,7 @@ pub use pump::{Framing, Outgoing, OutputPump, Stream};
 pub use queue::{BytePermit, ByteReceiver, ByteSender, byte_queue};
 pub use record::{FLUSH_EVERY, RecordConfig, Recorder};
 pub use session::{
-    EndReason, Entry, Lease, Listed, Marker, PaneId, Payload, Session, SessionConfig,
+    Claim, EndReason, Entry, Lease, Listed, Marker, PaneId, Payload, Session, SessionConfig,
 };
 pub use signal::Signal;
 pub use stdin::StdinWriter;

@@ -118,6 +118,8 @@ struct PaneInner {
     /// Fed by the reader task itself, so it sees every byte whatever the
     /// clients do.
     recorder: Option<Recorder>,
+    /// What runs in it ([`Command::argv`]), for listings.
+    argv: Box<[String]>,
 }
 
 impl std::fmt::Debug for PaneInner {
@@ -216,6 +218,7 @@ impl Pane {
             size: Mutex::new(cmd.pty_size()),
             chunk,
             recorder,
+            argv: cmd.argv().into(),
         });
         Ok((
             Pane { inner },
@@ -226,6 +229,11 @@ impl Pane {
     /// Starts moving the process's output into the ring.
     fn read(&self, events: Events) {
         tokio::spawn(pump(self.inner.clone(), events));
+    }
+
+    /// The program and arguments the pane runs ([`Command::argv`]).
+    pub fn command(&self) -> &[String] {
+        &self.inner.argv
     }
 
     /// Process id of the pane's process (also its process group).

@@ -87,11 +87,7 @@ impl Recorder {
             .unwrap_or_default()
             .as_secs();
         let path = config.dir.join(format!("{id}-{}.cast", compact_utc(now)));
-        let command = std::iter::once(&cmd.program)
-            .chain(&cmd.args)
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let command = cmd.argv().join(" ");
         let header = serde_json::json!({
             "version": 2,
             "width": size.cols,

@@ -97,9 +97,31 @@ impl Entry for Pane {
 /// Limits and lifetimes of a session's entries.
 #[derive(Debug, Clone, Default)]
 pub struct SessionConfig {
-    /// When set, an entry is ended and forgotten this long after its last
-    /// [`Lease`] was dropped (or after it was inserted, if nobody leased
-    /// it), unless it is leased again before.
+    /// When set, an entry added by [`Session::insert`] is ended and
+    /// forgotten this long after its last [`Lease`] was dropped (or after
+    /// it was inserted, if nobody leased it), unless it is leased again
+    /// before. A pane started by [`Session::spawn`] or
+    /// [`Session::get_or_spawn`] has the timeout of its [`Claim`] instead.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Who starts or attaches a pane, and how long a pane it starts is kept
+/// once nobody holds it.
+///
+/// One session can be shared by clients of several protocols, each with
+/// its own rule for panes nobody is attached to (wsep ends a named
+/// terminal after its session timeout; webexec keeps a pane until it
+/// exits). The rule belongs to the pane, set by whoever started it, so a
+/// client of another protocol that attaches later neither shortens nor
+/// lengthens it: while it holds its [`Lease`] the pane is not idle, and
+/// once the last lease goes, the starter's timeout runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The kind of client (a protocol's name: `"wsep"`), counted per kind
+    /// in [`Listed::clients`] while its lease is held.
+    pub client: &'static str,
+    /// For a pane this call starts: ended this long after its last lease
+    /// went; `None`, kept until its process exits.
     pub idle_timeout: Option<Duration>,
 }
 
@@ -124,6 +146,9 @@ pub struct Listed<T> {
     pub started: SystemTime,
     /// Clients holding a [`Lease`] on it.
     pub leases: usize,
+    /// The same clients by kind ([`Claim::client`]), for a listing that
+    /// says who is attached.
+    pub clients: BTreeMap<&'static str, usize>,
     /// The entry.
     pub entry: T,
 }
@@ -172,10 +197,25 @@ struct Slot<T> {
     entry: T,
     name: Option<String>,
     started: SystemTime,
-    leases: usize,
+    /// Leases held, by kind of client; a kind leaves when its count is 0.
+    clients: BTreeMap<&'static str, usize>,
+    /// How long it is kept after its last lease went (`None`: forever).
+    idle_timeout: Option<Duration>,
     /// Bumped whenever a lease is taken, so an idle timer knows it was
     /// superseded.
     generation: u64,
+}
+
+impl<T> Slot<T> {
+    fn leases(&self) -> usize {
+        self.clients.values().sum()
+    }
+
+    /// Counts one more lease of `client`.
+    fn take_lease(&mut self, client: &'static str) {
+        *self.clients.entry(client).or_default() += 1;
+        self.generation += 1;
+    }
 }
 
 impl<T: Entry> Default for Session<T> {
@@ -217,18 +257,20 @@ impl<T: Entry> Session<T> {
         if let Some(name) = &name {
             state.names.insert(name.clone(), id);
         }
+        let idle_timeout = self.inner.config.idle_timeout;
         state.entries.insert(
             id,
             Slot {
                 entry,
                 name,
                 started: SystemTime::now(),
-                leases: 0,
+                clients: BTreeMap::new(),
+                idle_timeout,
                 generation: 0,
             },
         );
         drop(state);
-        arm_idle(&self.inner, id, 0);
+        arm_idle(&self.inner, id, 0, idle_timeout);
         Ok(id)
     }
 
@@ -261,23 +303,23 @@ impl<T: Entry> Session<T> {
         Some(slot.entry)
     }
 
-    /// Counts a client of `id` until the lease is dropped: the idle
-    /// timeout waits for the last lease to go.
-    pub fn lease(&self, id: PaneId) -> Option<Lease> {
+    /// Counts a client of `id` (of kind `client`, see [`Claim::client`])
+    /// until the lease is dropped: the idle timeout waits for the last
+    /// lease to go.
+    pub fn lease(&self, id: PaneId, client: &'static str) -> Option<Lease> {
         let mut state = self.lock();
-        let slot = state.entries.get_mut(&id)?;
-        slot.leases += 1;
-        slot.generation += 1;
+        state.entries.get_mut(&id)?.take_lease(client);
         drop(state);
-        Some(self.lease_counted(id))
+        Some(self.lease_counted(id, client))
     }
 
     /// The [`Lease`] of a claim on `id` already counted in its slot.
-    fn lease_counted(&self, id: PaneId) -> Lease {
+    fn lease_counted(&self, id: PaneId, client: &'static str) -> Lease {
         Lease {
             release: Some(Box::new(Releaser {
                 session: Arc::downgrade(&self.inner),
                 id,
+                client,
             })),
         }
     }
@@ -291,7 +333,8 @@ impl<T: Entry> Session<T> {
                 id: *id,
                 name: slot.name.clone(),
                 started: slot.started,
-                leases: slot.leases,
+                leases: slot.leases(),
+                clients: slot.clients.clone(),
                 entry: slot.entry.clone(),
             })
             .collect()
@@ -413,10 +456,15 @@ impl<T: Entry> State<T> {
     }
 }
 
-/// Starts the idle timer of `id` if the session has one: it ends the
+/// Starts the idle timer of `id` if it has one (`timeout`): it ends the
 /// entry unless a lease was taken since (`generation` moved) or is held.
-fn arm_idle<T: Entry>(inner: &Arc<Inner<T>>, id: PaneId, generation: u64) {
-    let Some(timeout) = inner.config.idle_timeout else {
+fn arm_idle<T: Entry>(
+    inner: &Arc<Inner<T>>,
+    id: PaneId,
+    generation: u64,
+    timeout: Option<Duration>,
+) {
+    let Some(timeout) = timeout else {
         return;
     };
     let weak = Arc::downgrade(inner);
@@ -431,7 +479,7 @@ fn arm_idle<T: Entry>(inner: &Arc<Inner<T>>, id: PaneId, generation: u64) {
             let idle = state
                 .entries
                 .get(&id)
-                .is_some_and(|s| s.leases == 0 && s.generation == generation);
+                .is_some_and(|s| s.clients.is_empty() && s.generation == generation);
             match idle {
                 true => state.entries.remove(&id).inspect(|slot| {
                     if let Some(name) = &slot.name {
@@ -468,6 +516,7 @@ trait Release: Send + Sync {
 struct Releaser<T> {
     session: Weak<Inner<T>>,
     id: PaneId,
+    client: &'static str,
 }
 
 impl<T: Entry> Release for Releaser<T> {
@@ -479,11 +528,17 @@ impl<T: Entry> Release for Releaser<T> {
         let Some(slot) = state.entries.get_mut(&self.id) else {
             return;
         };
-        slot.leases = slot.leases.saturating_sub(1);
-        let (leases, generation) = (slot.leases, slot.generation);
+        if let Some(count) = slot.clients.get_mut(self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                slot.clients.remove(self.client);
+            }
+        }
+        let (idle, generation, timeout) =
+            (slot.clients.is_empty(), slot.generation, slot.idle_timeout);
         drop(state);
-        if leases == 0 {
-            arm_idle(&inner, self.id, generation);
+        if idle {
+            arm_idle(&inner, self.id, generation, timeout);
         }
     }
 }
@@ -506,14 +561,18 @@ impl Session<Pane> {
     /// would hold up every other client of the session): its id and name
     /// are reserved first, not live until the pane is in, and freed again
     /// if it fails to start.
+    ///
+    /// The lease is `claim`'s client's, and the pane is kept for
+    /// `claim`'s idle timeout once nobody holds it.
     pub fn spawn(
         &self,
         cmd: &Command,
         config: PaneConfig,
         name: Option<String>,
+        claim: Claim,
     ) -> Result<(PaneId, Attachment, Lease), Error> {
         let id = self.lock().reserve(name.as_deref())?;
-        self.start(Reservation::new(self, id, name), cmd, config)
+        self.start(Reservation::new(self, id, name), cmd, config, claim)
     }
 
     /// Starts the pane of `reservation` and makes it live.
@@ -522,16 +581,17 @@ impl Session<Pane> {
         reservation: Reservation<'_>,
         cmd: &Command,
         config: PaneConfig,
+        claim: Claim,
     ) -> Result<(PaneId, Attachment, Lease), Error> {
         let (pane, attachment) = Pane::spawn_attached_as(cmd, config, Some(reservation.id.get()))?;
-        let id = reservation.fill(pane.clone())?;
+        let id = reservation.fill(pane.clone(), claim)?;
         let session = Arc::downgrade(&self.inner);
         pane.on_exit(move || {
             if let Some(inner) = session.upgrade() {
                 Session { inner }.remove(id);
             }
         });
-        Ok((id, attachment, self.lease_counted(id)))
+        Ok((id, attachment, self.lease_counted(id, claim.client)))
     }
 
     /// The live pane named `name` with a new lease on it, or a new pane of
@@ -539,12 +599,15 @@ impl Session<Pane> {
     /// when the pane was started by this call. While another call is
     /// starting a pane of that name, this one waits for it (and leases
     /// it), so two clients asking for one name at once share one pane;
-    /// the wait is a task's, not a thread's.
+    /// the wait is a task's, not a thread's. The lease is `claim`'s
+    /// client's; `claim`'s idle timeout applies only to a pane this call
+    /// starts.
     pub async fn get_or_spawn(
         &self,
         name: &str,
         cmd: &Command,
         config: PaneConfig,
+        claim: Claim,
     ) -> Result<(PaneId, Pane, Lease, bool), Error> {
         let id = loop {
             // Taken before looking, so an end of the reservation between
@@ -558,11 +621,10 @@ impl Session<Pane> {
                     Some(id) if state.reserved.contains(&id) => None,
                     Some(id) => match state.entries.get_mut(&id) {
                         Some(slot) if slot.entry.exit_status().is_none() => {
-                            slot.leases += 1;
-                            slot.generation += 1;
+                            slot.take_lease(claim.client);
                             let pane = slot.entry.clone();
                             drop(state);
-                            return Ok((id, pane, self.lease_counted(id), false));
+                            return Ok((id, pane, self.lease_counted(id, claim.client), false));
                         }
                         // It ended and is leaving the session: the name is free.
                         ended_slot => {
@@ -581,7 +643,7 @@ impl Session<Pane> {
             }
         };
         let reservation = Reservation::new(self, id, Some(name.to_owned()));
-        let (id, attachment, lease) = self.start(reservation, cmd, config)?;
+        let (id, attachment, lease) = self.start(reservation, cmd, config, claim)?;
         Ok((id, attachment.pane(), lease, true))
     }
 }
@@ -606,9 +668,10 @@ impl<'a> Reservation<'a> {
     }
 
     /// Makes `pane` live under the reserved id, leased once (by the
-    /// spawner). Fails, ending the pane, when the session ended everything
-    /// while it started.
-    fn fill(mut self, pane: Pane) -> Result<PaneId, Error> {
+    /// spawner, `claim`'s client) and kept for `claim`'s idle timeout.
+    /// Fails, ending the pane, when the session ended everything while it
+    /// started.
+    fn fill(mut self, pane: Pane, claim: Claim) -> Result<PaneId, Error> {
         let mut state = self.session.lock();
         if !state.reserved.remove(&self.id) {
             drop(state);
@@ -621,7 +684,8 @@ impl<'a> Reservation<'a> {
                 entry: pane,
                 name: self.name.take(),
                 started: SystemTime::now(),
-                leases: 1,
+                clients: BTreeMap::from([(claim.client, 1)]),
+                idle_timeout: claim.idle_timeout,
                 generation: 1,
             },
         );
@@ -678,6 +742,12 @@ mod tests {
         }
     }
 
+    /// A client whose panes are kept until they exit.
+    const KEPT: Claim = Claim {
+        client: "test",
+        idle_timeout: None,
+    };
+
     fn with_idle(secs: u64) -> Session<Counted> {
         Session::new(SessionConfig {
             idle_timeout: Some(Duration::from_secs(secs)),
@@ -713,8 +783,8 @@ mod tests {
         let session = with_idle(10);
         let entry = Counted::default();
         let id = session.insert(entry.clone(), None).unwrap();
-        let lease = session.lease(id).unwrap();
-        let second = session.lease(id).unwrap();
+        let lease = session.lease(id, "test").unwrap();
+        let second = session.lease(id, "test").unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(session.get(id).is_some(), "leased entries never expire");
         drop(lease);
@@ -723,7 +793,7 @@ mod tests {
         drop(second);
         tokio::time::sleep(Duration::from_secs(9)).await;
         // Leasing again within the timeout restarts it.
-        drop(session.lease(id).unwrap());
+        drop(session.lease(id, "test").unwrap());
         tokio::time::sleep(Duration::from_secs(9)).await;
         assert!(session.get(id).is_some());
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -805,7 +875,7 @@ mod tests {
         let session = Session::<Pane>::default();
         let cmd = Command::new("sh").args(["-c", "echo hi"]);
         let (id, mut attachment, lease) = session
-            .spawn(&cmd, PaneConfig::default(), Some("job".into()))
+            .spawn(&cmd, PaneConfig::default(), Some("job".into()), KEPT)
             .unwrap();
         while attachment.next().await.is_some() {}
         drop(lease);
@@ -819,12 +889,12 @@ mod tests {
         let session = Session::<Pane>::default();
         let cmd = Command::new("cat");
         let (id, pane, lease, created) = session
-            .get_or_spawn("w", &cmd, PaneConfig::default())
+            .get_or_spawn("w", &cmd, PaneConfig::default(), KEPT)
             .await
             .unwrap();
         assert!(created);
         let (again, same, second, created) = session
-            .get_or_spawn("w", &cmd, PaneConfig::default())
+            .get_or_spawn("w", &cmd, PaneConfig::default(), KEPT)
             .await
             .unwrap();
         assert!(!created);
@@ -846,11 +916,11 @@ mod tests {
         assert!(session.find(id.get()).is_none());
         assert!(session.list().is_empty());
         assert!(matches!(
-            session.spawn(&cmd, PaneConfig::default(), Some("w".into())),
+            session.spawn(&cmd, PaneConfig::default(), Some("w".into()), KEPT),
             Err(Error::NameTaken(name)) if name == "w"
         ));
         // The second caller waits for the pane being started...
-        let mut waiter = Box::pin(session.get_or_spawn("w", &cmd, PaneConfig::default()));
+        let mut waiter = Box::pin(session.get_or_spawn("w", &cmd, PaneConfig::default(), KEPT));
         assert!((&mut waiter).now_or_never().is_none());
         // ...which then starts, and wakes it.
         let first = session
@@ -858,6 +928,7 @@ mod tests {
                 Reservation::new(&session, id, Some("w".into())),
                 &cmd,
                 PaneConfig::default(),
+                KEPT,
             )
             .unwrap();
         let second = waiter.await.unwrap();
@@ -878,17 +949,17 @@ mod tests {
         let missing = Command::new("/nonexistent/execwire-test-program");
         assert!(matches!(
             session
-                .get_or_spawn("w", &missing, PaneConfig::default())
+                .get_or_spawn("w", &missing, PaneConfig::default(), KEPT)
                 .await,
             Err(Error::Spawn { .. })
         ));
         assert!(matches!(
-            session.spawn(&missing, PaneConfig::default(), Some("w".into())),
+            session.spawn(&missing, PaneConfig::default(), Some("w".into()), KEPT),
             Err(Error::Spawn { .. })
         ));
         assert!(session.is_empty());
         let (id, pane, lease, created) = session
-            .get_or_spawn("w", &Command::new("cat"), PaneConfig::default())
+            .get_or_spawn("w", &Command::new("cat"), PaneConfig::default(), KEPT)
             .await
             .unwrap();
         assert!(created, "the name is free again");
@@ -907,9 +978,56 @@ mod tests {
             Reservation::new(&session, id, Some("late".into())),
             &Command::new("cat"),
             PaneConfig::default(),
+            KEPT,
         );
         assert!(matches!(started, Err(Error::SessionEnded)));
         assert!(session.is_empty());
         assert!(session.by_name("late").is_none());
+    }
+
+    /// Two kinds of client on one session: a pane keeps the idle rule of
+    /// whoever started it, whoever attaches later, and a lease of any
+    /// kind holds its timer back.
+    #[tokio::test(start_paused = true)]
+    async fn each_pane_keeps_its_starters_idle_timeout() {
+        let session = Session::<Pane>::default();
+        let cmd = Command::new("cat");
+        let timed = Claim {
+            client: "timed",
+            idle_timeout: Some(Duration::from_secs(10)),
+        };
+        let kept = Claim {
+            client: "kept",
+            idle_timeout: None,
+        };
+        let (forever, attachment, lease) = session
+            .spawn(&cmd, PaneConfig::default(), None, kept)
+            .unwrap();
+        drop((attachment, lease));
+        let (timed_id, timed_pane, timed_lease, _) = session
+            .get_or_spawn("t", &cmd, PaneConfig::default(), timed)
+            .await
+            .unwrap();
+        // A client of the timed kind attaches to the pane kept forever:
+        // that does not give it a timeout.
+        drop(session.lease(forever, "timed").unwrap());
+        // A client of the other kind holds the timed pane past its timeout.
+        let held = session.lease(timed_id, "kept").unwrap();
+        drop(timed_lease);
+        let listed = session.list();
+        let entry = listed.iter().find(|l| l.id == timed_id).unwrap();
+        assert_eq!(entry.leases, 1);
+        assert_eq!(entry.clients, BTreeMap::from([("kept", 1)]));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(session.get(timed_id).is_some(), "held by the other kind");
+        assert!(session.get(forever).is_some(), "never idle-ended");
+        // Once the last lease goes, the starter's timeout runs.
+        drop(held);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(session.get(timed_id).is_none());
+        assert!(session.get(forever).is_some());
+        assert!(session.list().iter().all(|l| l.clients.is_empty()));
+        drop(timed_pane);
+        session.end_all();
     }
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use exec_core::{
-    Command, Event, Events, Pane, PaneConfig, PaneEvent, Process, PtySize, Replay, Session,
+    Claim, Command, Event, Events, Pane, PaneConfig, PaneEvent, Process, PtySize, Replay, Session,
     SessionConfig, Signal,
 };
 
@@ -233,9 +233,11 @@ async fn client_attached_at_spawn_gets_the_first_byte_however_late_it_reads() {
 
 #[tokio::test]
 async fn idle_pane_is_ended_after_its_timeout() {
-    let session = Session::<Pane>::new(SessionConfig {
+    let session = Session::<Pane>::new(SessionConfig::default());
+    let claim = Claim {
+        client: "test",
         idle_timeout: Some(Duration::from_millis(50)),
-    });
+    };
     let config = PaneConfig {
         replay_bytes: 1024,
         ..PaneConfig::default()
@@ -245,6 +247,7 @@ async fn idle_pane_is_ended_after_its_timeout() {
             &Command::new("sleep").arg("30"),
             config,
             Some("idle".into()),
+            claim,
         )
         .unwrap();
     let pane = attachment.pane();

@@ -16,9 +16,15 @@
 //! (its series are labelled by protocol) and one set of
 //! [`Sessions`], so one shutdown ends them all.
 //!
-//! The daemon is the place where protocols meet; panes shared across
-//! protocols, read-only viewers and recording (issue 12, parts 2-4) build
-//! on it.
+//! wsep and webexec share one table of panes (an [`exec_core::Session`]):
+//! a terminal started by either is attached from the other by its number
+//! (webexec's `reconnect_pane` and `>ID`, wsep's `start` with `tty` and
+//! `id: "ID"`), every client attached sees its output and may type, and
+//! the newest resize wins. Each pane keeps the idle rule of the protocol
+//! that started it: a webexec pane lives until it exits; a wsep terminal
+//! ends after wsep's session timeout with nobody attached, where an
+//! attached webexec peer counts as somebody. `GET /panes` (behind the
+//! token) lists them, with the clients attached by protocol.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +33,7 @@ use axum::Router;
 use server_kit::{Common, Listeners, Sessions, TokenGate, require_token};
 
 mod file;
+mod panes;
 
 pub use file::{FileConfig, FileError};
 
@@ -163,6 +170,8 @@ pub fn router(config: &Config, sessions: &Sessions) -> Result<Router, Error> {
     let common = &config.common;
     let base = common.base();
     let mut app = Router::new();
+    // The panes wsep and webexec share; they end with `sessions`.
+    let panes = exec_core::Session::default();
     if let Some(webexec) = &config.webexec {
         let mut webexec = webexec_server::Config {
             common: mounted(common, ""),
@@ -172,7 +181,7 @@ pub fn router(config: &Config, sessions: &Sessions) -> Result<Router, Error> {
         // the daemon runs without one, so that its own check and the
         // listener's origin rule (which follows the token) never disagree.
         webexec.authorized.open = common.token.is_none();
-        let server = webexec_server::Server::with_sessions(webexec, sessions)?;
+        let server = webexec_server::Server::with_panes(webexec, sessions, panes.clone())?;
         app = app.merge(server.router());
     }
     let mut mounts = Vec::new();
@@ -181,7 +190,7 @@ pub fn router(config: &Config, sessions: &Sessions) -> Result<Router, Error> {
             common: mounted(common, WSEP_PATH),
             ..wsep.clone()
         };
-        let routes = wsep_server::router(&wsep, sessions);
+        let routes = wsep_server::router_with(&wsep, sessions, panes.clone());
         mounts.push((format!("{base}{WSEP_PATH}"), routes));
     }
     if let Some(pow) = &config.pow {
@@ -203,16 +212,21 @@ pub fn router(config: &Config, sessions: &Sessions) -> Result<Router, Error> {
     let mounts: Mounts = Arc::new(mounts);
     app = app.fallback(move |request| dispatch(mounts.clone(), request));
     let probe = common.metrics.probe(PROTOCOL);
-    // `route_layer`: the token guards `/metrics` only; a path no protocol
-    // serves stays `404` for everyone.
-    let metrics = common
-        .metrics
-        .route()
-        .route_layer(axum::middleware::from_fn_with_state(
-            TokenGate::new(common.token.clone(), &probe),
-            require_token,
-        ));
-    Ok(app.merge(metrics))
+    let listing = Router::new()
+        .route("/panes", axum::routing::get(panes::list))
+        .with_state(panes);
+    // `route_layer`: the token guards `/metrics` and `/panes` only; a path
+    // no protocol serves stays `404` for everyone.
+    let daemon =
+        common
+            .metrics
+            .route()
+            .merge(listing)
+            .route_layer(axum::middleware::from_fn_with_state(
+                TokenGate::new(common.token.clone(), &probe),
+                require_token,
+            ));
+    Ok(app.merge(daemon))
 }
 
 /// Serves every protocol of `config` on `listeners` until `shutdown`

@@ -364,6 +364,10 @@ fn announce(config: &Config, addr: SocketAddr, generated: bool) -> String {
     if config.webterm.is_some() {
         let _ = writeln!(out, "  Web-Terminal v3: {}", ws(WEBTERM_PATH));
     }
+    if config.webexec.is_some() || config.wsep.is_some() {
+        // The panes wsep and webexec share, with their numbers to attach.
+        let _ = writeln!(out, "  panes: {}", http("/panes"));
+    }
     let _ = writeln!(out, "  metrics: {}", http("/metrics"));
     out
 }

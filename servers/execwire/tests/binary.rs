@@ -155,6 +155,7 @@ async fn prints_each_protocols_url_with_the_token() {
         format!("{ws}/pow/"),
         format!("{base}/pow/docs/"),
         format!("{ws}/webterm"),
+        format!("{base}/panes"),
         format!("{base}/metrics"),
     ] {
         assert!(
@@ -164,6 +165,8 @@ async fn prints_each_protocols_url_with_the_token() {
         );
     }
     assert_eq!(daemon.get("/metrics", &token).await.0, 200);
+    let (status, panes) = daemon.get("/panes", &token).await;
+    assert_eq!((status, panes.as_str()), (200, "[]"));
     daemon.stop().await;
 }
 

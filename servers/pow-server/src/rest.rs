@@ -121,7 +121,7 @@ impl Rest {
         // Only ids of the uuid form were ever handed out.
         let id = Uuid::parse_str(id).ok()?;
         let (key, process) = self.processes.by_name(&id.to_string())?;
-        let lease = self.processes.lease(key)?;
+        let lease = self.processes.lease(key, "pow")?;
         Some(InUse {
             process,
             _lease: lease,

@@ -6,6 +6,9 @@
 // proxy puts the server at. The ICE servers (STUN, TURN with credentials
 // minted for this connection) come from the server; `#relay=1` in the URL
 // makes the browser use relayed candidates only (to try a TURN setup).
+// `#pane=ID` attaches pane ID instead of the page's last one: in the
+// execwire daemon, also a terminal another protocol started (the wsep CLI's
+// `--id work` is listed with its number by `GET /panes`).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -172,7 +175,8 @@ async function connect() {
     control.onclose = () => reject(new Error("control channel closed"));
   });
   const rows = term.rows, cols = term.cols;
-  const previous = Number(sessionStorage.getItem("webexec-pane")) || 0;
+  const previous =
+    Number(params.get("pane")) || Number(sessionStorage.getItem("webexec-pane")) || 0;
   let body;
   let ref;
   if (previous) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use exec_core::{
-    Attachment, ByteReceiver, ByteSender, Command, Pane, PaneConfig, PtySize, Session,
+    Attachment, ByteReceiver, ByteSender, Claim, Command, Lease, Pane, PaneConfig, PtySize, Session,
 };
 use serde_json::Value;
 use server_kit::{AccessToken, Probe, TokenCheck};
@@ -140,6 +140,13 @@ impl PaneEntry {
     }
 }
 
+/// webexec's claim on the panes it starts and attaches: they are kept
+/// until they exit, as the reference keeps them.
+const CLAIM: Claim = Claim {
+    client: "webexec",
+    idle_timeout: None,
+};
+
 /// How new panes are started.
 #[derive(Debug, Clone)]
 pub(crate) struct PaneDefaults {
@@ -162,7 +169,9 @@ pub(crate) struct Host {
     pub(crate) probe: Probe,
     pub(crate) authorized: Authorized,
     defaults: PaneDefaults,
-    /// The panes, their markers and the payload.
+    /// The panes, their markers and the payload. The `execwire` daemon
+    /// shares it with wsep ([`crate::Server::with_panes`]): then it holds
+    /// wsep's named terminals too, which a peer attaches like its own.
     session: Session,
     peers: Mutex<HashMap<u64, ByteSender<ToPeer>>>,
     next_peer: AtomicU64,
@@ -172,12 +181,17 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    pub(crate) fn new(probe: Probe, authorized: Authorized, defaults: PaneDefaults) -> Host {
+    pub(crate) fn new(
+        probe: Probe,
+        authorized: Authorized,
+        defaults: PaneDefaults,
+        session: Session,
+    ) -> Host {
         Host {
             probe,
             authorized,
             defaults,
-            session: Session::default(),
+            session,
             peers: Mutex::new(HashMap::new()),
             next_peer: AtomicU64::new(1),
             active_peer: AtomicU64::new(0),
@@ -186,14 +200,15 @@ impl Host {
 
     /// Starts `argv` (`["*"]` or empty: the login shell) as a new pane,
     /// under a terminal of `size` when given, with the attachment of the
-    /// client that asked for it, there from the first byte. A pane split
-    /// from `parent` starts in the parent's working directory.
+    /// client that asked for it, there from the first byte, and its lease,
+    /// to hold while the client is attached. A pane split from `parent`
+    /// starts in the parent's working directory.
     pub(crate) fn spawn_pane(
         self: &Arc<Self>,
         argv: &[String],
         size: Option<Size>,
         parent: Option<u64>,
-    ) -> Result<(Arc<PaneEntry>, Attachment), Error> {
+    ) -> Result<(Arc<PaneEntry>, Attachment, Lease), Error> {
         let mut cmd = match argv {
             [] => Command::new(&self.defaults.shell).arg("-l"),
             [star] if star == "*" => Command::new(&self.defaults.shell).arg("-l"),
@@ -216,9 +231,9 @@ impl Host {
         if let Some(pty) = pty {
             cmd = cmd.pty(pty);
         }
-        // Panes outlive their peers until they exit: no idle timeout, so
-        // the lease the session hands out has nothing to hold back.
-        let (id, attachment, _lease) = self.session.spawn(
+        // Panes outlive their peers until they exit: no idle timeout. The
+        // lease only counts the peer as attached (`GET /panes`).
+        let (id, attachment, lease) = self.session.spawn(
             &cmd,
             PaneConfig {
                 replay_bytes: self.defaults.replay_bytes,
@@ -226,12 +241,22 @@ impl Host {
                 ..PaneConfig::default()
             },
             None,
+            CLAIM,
         )?;
         let pane = attachment.pane();
         let counted = (self.probe.pane(), self.probe.process());
         pane.on_exit(move || drop(counted));
         let entry = Arc::new(PaneEntry { id: id.get(), pane });
-        Ok((entry, attachment))
+        Ok((entry, attachment, lease))
+    }
+
+    /// The live pane `id`, to attach, with a lease to hold while attached:
+    /// a pane another protocol started keeps its own idle timeout, which
+    /// the lease holds back (see [`Claim`]).
+    pub(crate) fn attach_pane(&self, id: u64) -> Option<(Arc<PaneEntry>, Lease)> {
+        let (id, pane) = self.session.find(id)?;
+        let lease = self.session.lease(id, CLAIM.client)?;
+        Some((Arc::new(PaneEntry { id: id.get(), pane }), lease))
     }
 
     /// The live pane `id`.

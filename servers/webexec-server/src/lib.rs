@@ -192,6 +192,21 @@ impl Server {
     /// `sessions.cancel` fires, and every pane ends then too. Call it
     /// inside a tokio runtime: it spawns the task that ends the panes.
     pub fn with_sessions(config: Config, sessions: &Sessions) -> Result<Server, Error> {
+        Server::with_panes(config, sessions, exec_core::Session::default())
+    }
+
+    /// [`Server::with_sessions`] keeping its panes in `panes`, a table
+    /// other servers may share (the `execwire` daemon gives wsep the
+    /// same one): peers attach (`reconnect_pane`, `>ID`) any terminal
+    /// pane in it by number, whoever started it. Panes started here are
+    /// kept until they exit; a pane started elsewhere keeps its own idle
+    /// timeout, held back while a peer is attached ([`exec_core::Claim`]).
+    /// Every pane in `panes` ends when `sessions.cancel` fires.
+    pub fn with_panes(
+        config: Config,
+        sessions: &Sessions,
+        panes: exec_core::Session,
+    ) -> Result<Server, Error> {
         let common = config.common;
         let base = common.base();
         let rtc = rtc::Rtc::new(config.rtc.clone(), config.certificate.as_deref())?;
@@ -215,6 +230,7 @@ impl Server {
                     .map(|path| (daemon::SOCKET_VAR.to_owned(), path.display().to_string()))
                     .collect(),
             },
+            panes,
         ));
         // Panes belong to the server, not to a peer: end them with it.
         let panes = host.clone();

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use exec_core::{
-    Attachment, CloseReason, Framing, Message, Outgoing, OutputPump, Replay, Transport,
+    Attachment, CloseReason, Framing, Lease, Message, Outgoing, OutputPump, Replay, Transport,
     TransportError, TransportRx, TransportTx,
 };
 use server_kit::{Open, Probe};
@@ -288,11 +288,11 @@ async fn on_channel<C: Connection>(state: Arc<PeerState<C>>, accepted: Accepted<
             refuse(tx, CloseReason::Policy, "not authenticated".into()).await;
         }
         Label::Command { size, argv } => match state.host.spawn_pane(&argv, size, None) {
-            Ok((entry, attachment)) => {
+            Ok((entry, attachment, lease)) => {
                 state.note_pane(&entry).await;
                 let hello = webexec_proto::pane_hello(entry.id, entry.size());
                 if send(&mut tx, hello).await.is_ok() {
-                    serve_pane(&state, tx, rx, entry, attachment).await;
+                    serve_pane(&state, tx, rx, entry, attachment, lease).await;
                 }
             }
             Err(e) => {
@@ -301,7 +301,7 @@ async fn on_channel<C: Connection>(state: Arc<PeerState<C>>, accepted: Accepted<
             }
         },
         Label::Reconnect { size, pane } => {
-            let Some(entry) = state.host.pane(pane) else {
+            let Some((entry, lease)) = state.host.attach_pane(pane) else {
                 return refuse(tx, CloseReason::Policy, format!("no pane {pane}")).await;
             };
             if let Some(size) = size {
@@ -311,7 +311,7 @@ async fn on_channel<C: Connection>(state: Arc<PeerState<C>>, accepted: Accepted<
             let hello = webexec_proto::pane_hello(entry.id, entry.size());
             if send(&mut tx, hello).await.is_ok() {
                 let attachment = entry.pane.attach(replay_for(&state, entry.id).await);
-                serve_pane(&state, tx, rx, entry, attachment).await;
+                serve_pane(&state, tx, rx, entry, attachment, lease).await;
             }
         }
     }
@@ -348,13 +348,15 @@ fn resize<C: Connection>(
 
 /// Streams a pane to a channel and the channel's input to the pane, until
 /// the process exits (then the channel closes) or the channel closes (then
-/// the pane runs on without this client).
+/// the pane runs on without this client). The client holds `_lease` on
+/// the pane meanwhile.
 async fn serve_pane<C: Connection>(
     state: &PeerState<C>,
     mut tx: TxOf<C>,
     mut rx: RxOf<C>,
     entry: Arc<PaneEntry>,
     attachment: Attachment,
+    _lease: Lease,
 ) {
     let input = async {
         while let Ok(Some(msg)) = rx.recv().await {
@@ -523,18 +525,18 @@ async fn handle<C: Connection>(
             parent,
         } => {
             let size = (rows != 0 || cols != 0).then_some(webexec_proto::Size { rows, cols });
-            let (entry, attachment) = match host.spawn_pane(&command, size, parent) {
+            let (entry, attachment, lease) = match host.spawn_pane(&command, size, parent) {
                 Ok(spawned) => spawned,
                 Err(e) => return nack(reference, e.to_string()),
             };
-            open_pane_channel(state, reference, entry, attachment).await
+            open_pane_channel(state, reference, entry, attachment, lease).await
         }
         Request::ReconnectPane { id } => {
-            let Some(entry) = host.pane(id) else {
+            let Some((entry, lease)) = host.attach_pane(id) else {
                 return nack(reference, format!("no pane {id}"));
             };
             let attachment = entry.pane.attach(replay_for(state, id).await);
-            open_pane_channel(state, reference, entry, attachment).await
+            open_pane_channel(state, reference, entry, attachment, lease).await
         }
         Request::Mark => ack(reference, Some(host.mark().to_string())),
         Request::Restore { marker } => {
@@ -570,6 +572,7 @@ async fn open_pane_channel<C: Connection>(
     reference: i64,
     entry: Arc<PaneEntry>,
     attachment: Attachment,
+    lease: Lease,
 ) -> Option<Notice> {
     let label = webexec_proto::server_label(reference, entry.id);
     let channel = match state.conn.open_channel(&label).await {
@@ -582,7 +585,7 @@ async fn open_pane_channel<C: Connection>(
     tokio::spawn(
         async move {
             let (tx, rx) = channel.split();
-            serve_pane(&task_state, tx, rx, entry, attachment).await;
+            serve_pane(&task_state, tx, rx, entry, attachment, lease).await;
         }
         .instrument(tracing::Span::current()),
     );
@@ -664,6 +667,7 @@ mod tests {
                 record: None,
                 env: Vec::new(),
             },
+            exec_core::Session::default(),
         ))
     }
 

@@ -19,7 +19,7 @@ use std::io;
 use std::time::Duration;
 
 use axum::Router;
-use exec_core::{Session, SessionConfig};
+use exec_core::Session;
 use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod session;
@@ -108,12 +108,31 @@ const PROTOCOL: &str = "wsep";
 /// when `sessions.cancel` fires the named terminal sessions end too. Call
 /// it inside a tokio runtime: it spawns the task that ends them.
 pub fn router(config: &Config, sessions: &Sessions) -> Router {
+    build(config, sessions, Session::default(), false)
+}
+
+/// [`router`] keeping its named terminal sessions in `panes`, a table
+/// other servers share (the `execwire` daemon gives webexec the same
+/// one). A `start` with `tty: true` and an `id` that is a number (`"3"`)
+/// then attaches pane 3 of the table when it has one, whoever started it
+/// (refused when it has no terminal); any other `id` names a pane as
+/// [`router`]'s do. A pane started here is ended after
+/// [`Config::session_timeout`] with nobody attached, from any protocol;
+/// one started elsewhere keeps its own rule ([`exec_core::Claim`]). Every
+/// pane in `panes` ends when `sessions.cancel` fires.
+pub fn router_with(config: &Config, sessions: &Sessions, panes: Session) -> Router {
+    build(config, sessions, panes, true)
+}
+
+/// The routes of [`router`] and [`router_with`]; `by_number`: an `id`
+/// that is a number attaches that pane.
+fn build(config: &Config, sessions: &Sessions, panes: Session, by_number: bool) -> Router {
     let common = &config.common;
     let probe = common.metrics.probe(PROTOCOL);
     let shared = session::Shared {
-        registry: Session::new(SessionConfig {
-            idle_timeout: Some(config.session_timeout),
-        }),
+        registry: panes,
+        by_number,
+        session_timeout: config.session_timeout,
         start_timeout: config.start_timeout,
         replay_bytes: config.replay_bytes,
         record: config.record.clone(),

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use exec_core::{
-    CloseReason, Command, ExitStatus, Framing, Lease, Message, Outgoing, OutputPump, Pane,
+    Claim, CloseReason, Command, ExitStatus, Framing, Lease, Message, Outgoing, OutputPump, Pane,
     PaneConfig, Process, ProcessControl, PtySize, Replay, Session, StdinWriter, Transport,
     TransportError, TransportRx, TransportTx,
 };
@@ -22,14 +22,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use wsep_proto::{ClientMsg, ServerMsg, StartCommand};
 
-use crate::Error;
+use crate::{Error, PROTOCOL};
 
 /// What every session of one server shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
     /// Terminal sessions with an `id`, ended once nobody was attached for
-    /// the session timeout.
+    /// the session timeout. In the `execwire` daemon, the table of every
+    /// protocol's panes.
     pub(crate) registry: Session,
+    /// An `id` that is a number attaches the pane of that number (the
+    /// registry is shared with protocols that know panes by number).
+    pub(crate) by_number: bool,
+    /// How long a terminal session started here lives with nobody
+    /// attached.
+    pub(crate) session_timeout: Duration,
     pub(crate) start_timeout: Duration,
     pub(crate) replay_bytes: usize,
     pub(crate) record: Option<exec_core::RecordConfig>,
@@ -268,14 +275,37 @@ async fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error>
         chunk: wsep_proto::MAX_OUTPUT_BODY,
         record: shared.record.clone(),
     };
+    let claim = Claim {
+        client: PROTOCOL,
+        idle_timeout: Some(shared.session_timeout),
+    };
+    let numbered = shared
+        .by_number
+        .then(|| start.id.parse::<u64>().ok())
+        .flatten()
+        .and_then(|number| shared.registry.find(number));
     let (pane, owned, lease) = if start.id.is_empty() {
         let pane = Pane::spawn(&cmd, config)?;
         count_pane(&pane, &shared.probe);
         (pane, true, None)
+    } else if let Some((id, pane)) = numbered {
+        // Another protocol's pane (or one of ours, by its number): only a
+        // terminal can be attached as one.
+        if pane.size().is_none() {
+            return Err(exec_core::Error::NoTerminal.into());
+        }
+        let lease = shared
+            .registry
+            .lease(id, PROTOCOL)
+            .ok_or(exec_core::Error::SessionEnded)?;
+        if start.rows != 0 || start.cols != 0 {
+            pane.resize(PtySize::or_default(start.rows, start.cols))?;
+        }
+        (pane, false, Some(lease))
     } else {
         let (_, pane, lease, created) = shared
             .registry
-            .get_or_spawn(&start.id, &cmd, config)
+            .get_or_spawn(&start.id, &cmd, config, claim)
             .await?;
         if created {
             count_pane(&pane, &shared.probe);
@@ -469,13 +499,13 @@ async fn handle(
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use exec_core::{SessionConfig, memory_pair};
+    use exec_core::memory_pair;
 
     fn shared() -> Shared {
         Shared {
-            registry: Session::new(SessionConfig {
-                idle_timeout: Some(Duration::from_secs(60)),
-            }),
+            registry: Session::default(),
+            by_number: false,
+            session_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(5),
             replay_bytes: 1 << 16,
             record: None,

@@ -50,8 +50,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use exec_core::{
-    Command, Event, Events, ExitStatus, Lease, Pane, PaneConfig, PaneEvent, Process,
-    ProcessControl, PtySize, Replay, Session, SessionConfig, Stdin,
+    Claim, Command, Event, Events, ExitStatus, Lease, Pane, PaneConfig, PaneEvent, Process,
+    ProcessControl, PtySize, Replay, Session, Stdin,
 };
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
@@ -77,9 +77,7 @@ const FAILED: &str = "failed to serve execer";
 
 /// Serves every connection on `listener` until `shutdown` completes.
 pub(crate) async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let sessions: Session = Session::new(SessionConfig {
-        idle_timeout: Some(SESSION_TIMEOUT),
-    });
+    let sessions: Session = Session::default();
     let accepting = async {
         loop {
             if let Ok((stream, _)) = listener.accept().await {
@@ -287,7 +285,15 @@ impl Connection {
             };
             let (_, pane, lease, _) = self
                 .sessions
-                .get_or_spawn(&start.id, &cmd, config)
+                .get_or_spawn(
+                    &start.id,
+                    &cmd,
+                    config,
+                    Claim {
+                        client: "wsep",
+                        idle_timeout: Some(SESSION_TIMEOUT),
+                    },
+                )
                 .await
                 .map_err(failed)?;
             let attachment = pane.attach(Replay::Screen);
