@@ -15,6 +15,7 @@ use webexec_server::{Authorized, RtcFlags};
 const SPEC: Spec = Spec {
     name: "execwire",
     token_env: "EXECWIRE_TOKEN",
+    view_token_env: "EXECWIRE_VIEW_TOKEN",
     // webexec's port: its page and Terminal7 expect it.
     listen: &[server_kit::loopback(7777)],
 };

@@ -13,6 +13,7 @@ use webexec_server::{Authorized, Config, RtcFlags, Server};
 const SPEC: Spec = Spec {
     name: "webexec-server",
     token_env: "WEBEXEC_TOKEN",
+    view_token_env: "WEBEXEC_VIEW_TOKEN",
     // The reference's port.
     listen: &[server_kit::loopback(7777)],
 };
@@ -220,6 +221,10 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
     match &common.token {
         Some(token) => cmd.env(SPEC.token_env, token),
         None => cmd.env_remove(SPEC.token_env),
+    };
+    match &common.view_token {
+        Some(token) => cmd.env(SPEC.view_token_env, token),
+        None => cmd.env_remove(SPEC.view_token_env),
     };
     let mut child = cmd
         .stdin(std::process::Stdio::null())
