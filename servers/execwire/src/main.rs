@@ -291,6 +291,8 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
             authorized: Authorized {
                 file: None,
                 tokens: Vec::new(),
+                view_tokens: Vec::new(),
+            view_tokens: Vec::new(),
                 open: common.token.is_none(),
             },
             shell: shell

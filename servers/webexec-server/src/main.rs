@@ -275,6 +275,7 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         authorized: Authorized {
             file: Some(authorized_file.clone()),
             tokens: Vec::new(),
+            view_tokens: Vec::new(),
             open: common.no_auth,
         },
         certificate: Some(paths.certificate()),
