@@ -209,7 +209,7 @@ pub fn router(config: &Config, sessions: &Sessions) -> Result<Router, Error> {
         .metrics
         .route()
         .route_layer(axum::middleware::from_fn_with_state(
-            TokenGate::new(common.token.clone(), &probe),
+            TokenGate::new(common.tokens(), &probe),
             require_token,
         ));
     Ok(app.merge(metrics))
