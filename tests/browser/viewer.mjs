@@ -1,0 +1,62 @@
+// The demo page as a read-only viewer: loads URL (which carries
+// #token=VIEW_TOKEN&view=1&pane=ID), waits until the attached pane's
+// redraw shows BEFORE, checks that the terminal takes no input and draws
+// no cursor, types TYPED into it anyway, prints "typed" (the test then
+// has the pane's owner type), and waits until the pane shows AFTER.
+// Usage: node viewer.mjs URL BEFORE TYPED AFTER [SCREENSHOT.png]
+// Exits 0 when all held and TYPED never reached the process (the pane's
+// program prints `got:LINE` for each line it reads).
+import { launch, screenOf } from "./chromium.mjs";
+
+const [url, before, typed, after, screenshot] = process.argv.slice(2);
+if (!url || !before || !typed || !after) {
+  console.error("usage: node viewer.mjs URL BEFORE TYPED AFTER [SCREENSHOT.png]");
+  process.exit(2);
+}
+
+const browser = await launch();
+
+// Polls the terminal until it shows `want` or 20 s; returns the screen.
+async function untilShown(page, want) {
+  const deadline = Date.now() + 20000;
+  let shown = await screenOf(page);
+  while (!shown.includes(want) && Date.now() < deadline) {
+    await page.waitForTimeout(20);
+    shown = await screenOf(page);
+  }
+  return shown;
+}
+
+try {
+  const page = await browser.newPage();
+  page.on("console", (msg) => console.error("page:", msg.text()));
+  page.on("pageerror", (err) => console.error("page error:", err.message));
+  await page.goto(url);
+  await page.waitForFunction(() => window.webexec && window.webexec.paneId, null, { timeout: 20000 });
+  let shown = await untilShown(page, before);
+  if (!shown.includes(before)) throw new Error(`no ${before} after attaching; the terminal shows:\n${shown}`);
+  const state = await page.evaluate(() => ({
+    viewOnly: window.webexec.viewOnly,
+    disableStdin: window.webexec.term.options.disableStdin,
+    cursor: window.webexec.term.options.theme.cursor,
+    status: document.getElementById("status").textContent,
+    newPaneShown: getComputedStyle(document.getElementById("new-pane")).display !== "none",
+  }));
+  if (!state.viewOnly || !state.disableStdin || state.cursor !== "transparent" || state.newPaneShown) {
+    throw new Error("the page is not read-only: " + JSON.stringify(state));
+  }
+  if (!state.status.includes("read-only")) throw new Error("status: " + state.status);
+  await page.locator("#terminal").click();
+  await page.keyboard.type(typed + "\n");
+  console.log("typed");
+  shown = await untilShown(page, after);
+  if (screenshot) await page.screenshot({ path: screenshot });
+  if (!shown.includes(after)) throw new Error(`no ${after}; the terminal shows:\n${shown}`);
+  if (shown.includes(typed)) throw new Error(`the viewer's ${typed} reached the pane:\n${shown}`);
+  console.log("ok: the viewer watched the pane and its keys went nowhere");
+} catch (e) {
+  console.error(e.message);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
