@@ -35,19 +35,26 @@ try {
   await page.waitForFunction(() => window.webexec && window.webexec.paneId, null, { timeout: 20000 });
   let shown = await untilShown(page, before);
   if (!shown.includes(before)) throw new Error(`no ${before} after attaching; the terminal shows:\n${shown}`);
-  const state = await page.evaluate(() => ({
-    viewOnly: window.webexec.viewOnly,
-    disableStdin: window.webexec.term.options.disableStdin,
-    cursor: window.webexec.term.options.theme.cursor,
-    status: document.getElementById("status").textContent,
-    newPaneShown: getComputedStyle(document.getElementById("new-pane")).display !== "none",
-  }));
-  if (!state.viewOnly || !state.disableStdin || state.cursor !== "transparent" || state.newPaneShown) {
+  await page.locator("#terminal").click();
+  await page.keyboard.type(typed + "\n");
+  // Focused, as a user clicking it would leave it: still no cursor drawn.
+  const state = await page.evaluate(() => {
+    const cursor = document.querySelector(".xterm-rows .xterm-cursor");
+    const shown = (id) => getComputedStyle(document.getElementById(id)).display !== "none";
+    return {
+      viewOnly: window.webexec.viewOnly,
+      disableStdin: window.webexec.term.options.disableStdin,
+      cursor: cursor ? getComputedStyle(cursor).backgroundColor : "none",
+      status: document.getElementById("status").textContent,
+      newPane: shown("new-pane"),
+      command: shown("command-field"),
+    };
+  });
+  const invisible = state.cursor === "none" || state.cursor === "rgba(0, 0, 0, 0)";
+  if (!state.viewOnly || !state.disableStdin || !invisible || state.newPane || state.command) {
     throw new Error("the page is not read-only: " + JSON.stringify(state));
   }
   if (!state.status.includes("read-only")) throw new Error("status: " + state.status);
-  await page.locator("#terminal").click();
-  await page.keyboard.type(typed + "\n");
   console.log("typed");
   shown = await untilShown(page, after);
   if (screenshot) await page.screenshot({ path: screenshot });

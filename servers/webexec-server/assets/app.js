@@ -23,16 +23,11 @@ const params = new URLSearchParams(location.hash.slice(1));
 const viewOnly = params.get("view") === "1";
 const wantedPane = Number(params.get("pane")) || 0;
 
-// A viewer's terminal takes no keys and draws no cursor.
+// A viewer's terminal takes no keys and draws no cursor (the page's CSS
+// hides it while focused, `cursorInactiveStyle` when not).
 const term = new Terminal(
   viewOnly
-    ? {
-        disableStdin: true,
-        cursorBlink: false,
-        cursorInactiveStyle: "none",
-        theme: { cursor: "transparent", cursorAccent: "transparent" },
-        scrollback: 5000,
-      }
+    ? { disableStdin: true, cursorBlink: false, cursorInactiveStyle: "none", scrollback: 5000 }
     : { cursorBlink: true, scrollback: 5000 },
 );
 const fit = new FitAddon.FitAddon();
