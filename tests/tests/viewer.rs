@@ -28,6 +28,9 @@ use wsep_proto::StartCommand;
 /// The view token of every test here.
 const VIEW: &str = "a-view-token-for-tests";
 
+/// A wrong token, one byte short of [`VIEW`].
+const NEAR: &str = "a-view-token-for-test";
+
 /// A terminal program that says what it reads, line by line (`size`
 /// also prints the terminal's size): whatever reaches it shows as
 /// `got:LINE`, and the terminal's echo shows the line itself.
@@ -122,8 +125,9 @@ async fn a_wsep_viewer_watches_a_terminal_and_its_input_never_reaches_it() {
     wsep_until(&mut output, &mut typed, "got:before").await;
 
     // Attached with its own window size, which must not size the pane.
-    let (mut viewer_in, mut viewer_out) =
-        wsep_client::start(&url, Some(VIEW), terminal(50, 200)).await.unwrap();
+    let (mut viewer_in, mut viewer_out) = wsep_client::start(&url, Some(VIEW), terminal(50, 200))
+        .await
+        .unwrap();
     assert_eq!(viewer_out.pid(), output.pid());
     let mut watched = String::new();
     wsep_until(&mut viewer_out, &mut watched, "got:before").await;
@@ -164,6 +168,11 @@ async fn a_wsep_viewer_watches_a_terminal_and_its_input_never_reaches_it() {
     }
     refused(&server, "wsep", 5).await;
     assert!(!file.exists());
+    // A token near the view token is no token.
+    match wsep_client::start(&url, Some(NEAR), terminal(24, 80)).await {
+        Err(wsep_client::Error::Unauthorized) => {}
+        other => panic!("{other:?}"),
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -191,13 +200,21 @@ async fn a_webexec_viewer_watches_a_pane_and_changes_nothing() {
     typed.send_text("before\n").await;
     pane_until(&typed, "got:before").await;
 
+    match Client::connect(server.addr, Some(NEAR), &Signaling::Offer).await {
+        Err(execwire_tests::webexec::ConnectError::Http(401, _)) => {}
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a wrong token connected"),
+    }
     let mut viewer = Client::connect(server.addr, Some(VIEW), &Signaling::Offer)
         .await
         .unwrap();
     let nacked = |reply: &Value| {
         assert_eq!(reply["type"], "nack", "{reply}");
         assert!(
-            reply["args"]["desc"].as_str().unwrap().contains("read-only"),
+            reply["args"]["desc"]
+                .as_str()
+                .unwrap()
+                .contains("read-only"),
             "{reply}"
         );
     };
@@ -297,7 +314,7 @@ async fn a_viewer_starts_nothing_over_pow_and_webterm() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 403, "{action}");
     }
-    let wrong = new("a-view-token-for-test", "wrong").await.unwrap();
+    let wrong = new(NEAR, "wrong").await.unwrap();
     assert_eq!(wrong.status().as_u16(), 401);
     refused(&server, "pow", 5).await;
 
@@ -320,7 +337,8 @@ async fn a_viewer_starts_nothing_over_pow_and_webterm() {
             .contains("read-only"),
         "{reply}"
     );
-    let stdin = json!({"type":"update","payload":{"type":"stdin","serverId":1,"input":"x","eof":true}});
+    let stdin =
+        json!({"type":"update","payload":{"type":"stdin","serverId":1,"input":"x","eof":true}});
     let reply = viewer.request(stdin).await;
     assert_eq!(reply["payload"]["result"], "error", "{reply}");
     refused(&server, "webterm", 2).await;
@@ -378,7 +396,12 @@ async fn the_demo_page_watches_a_pane_without_input() {
     let url = format!("http://{}/#token={VIEW}&view=1&pane={pane}", server.addr);
     let mut page = tokio::process::Command::new("node")
         .arg(dir.join("viewer.mjs"))
-        .args([&url, "got:before-the-page", "typed-in-the-page", "got:after-the-page"])
+        .args([
+            &url,
+            "got:before-the-page",
+            "typed-in-the-page",
+            "got:after-the-page",
+        ])
         .env("CHROMIUM", &chromium)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

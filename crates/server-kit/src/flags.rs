@@ -230,14 +230,14 @@ impl Flags {
     /// When the addresses are the defaults, an IPv6 one that cannot be
     /// bound (a host without IPv6) is skipped with a warning.
     pub async fn start(&self, spec: &Spec) -> Result<Started, Error> {
-        let (addrs, tls) = self.prepare(spec)?;
-        let listeners = self.bind(addrs).await?;
-        let token = self.token()?;
-        if let (Some(full), Some(view)) = (&token, self.view_token())
-            && full.matches(view.expose())
+        if let (Some(full), Some(view)) = (self.token.as_deref(), self.view_token())
+            && view.matches(full)
         {
             return Err(Error::SameTokens);
         }
+        let (addrs, tls) = self.prepare(spec)?;
+        let listeners = self.bind(addrs).await?;
+        let token = self.token()?;
         Ok(Started {
             listeners,
             token,

@@ -38,7 +38,8 @@ mod ws;
 pub use accept::{Refused, WsAccept, WsLimits, websocket_only};
 pub use alloc::tune_allocator;
 pub use auth::{
-    Access, AccessToken, TokenCheck, TokenGate, Tokens, check_exposure, request_token, require_token,
+    Access, AccessToken, TokenCheck, TokenGate, Tokens, check_exposure, request_token,
+    require_token,
 };
 pub use base::{base_prefix, parse_base_path, under_base};
 pub use common::{

@@ -296,7 +296,12 @@ async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let token = server_kit::request_token(authorization, None);
-        if state.host.authorized.access(token.as_deref(), None).is_none() {
+        if state
+            .host
+            .authorized
+            .access(token.as_deref(), None)
+            .is_none()
+        {
             state.host.probe.auth_failed();
             return text(StatusCode::UNAUTHORIZED, "unauthorized");
         }

@@ -181,7 +181,9 @@ impl Connection {
                 _ => "input and signals",
             };
             return self
-                .reply(error(format!("read-only (view token): {what} is not allowed")))
+                .reply(error(format!(
+                    "read-only (view token): {what} is not allowed"
+                )))
                 .await;
         }
         let result = match request {

@@ -337,7 +337,10 @@ fn attach_viewer(start: &StartCommand, shared: &Shared) -> Result<Running, Strin
         .filter(|(_, pane)| pane.exit_status().is_none())
         .and_then(|(key, pane)| Some((pane, shared.registry.lease(key)?)));
     let Some((pane, lease)) = live else {
-        return Err(format!("{READ_ONLY}: no live terminal session {:?}", start.id));
+        return Err(format!(
+            "{READ_ONLY}: no live terminal session {:?}",
+            start.id
+        ));
     };
     let attachment = pane.attach(Replay::Screen);
     Ok(Running {
