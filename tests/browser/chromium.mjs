@@ -27,3 +27,15 @@ export const screenOf = (page) =>
     for (let i = 0; buffer && i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
     return lines.join("\n");
   });
+
+// Polls the demo page's terminal until `done(screen)` or 20 s; returns
+// the last screen.
+export async function untilScreen(page, done) {
+  const deadline = Date.now() + 20000;
+  let shown = await screenOf(page);
+  while (!done(shown) && Date.now() < deadline) {
+    await page.waitForTimeout(20);
+    shown = await screenOf(page);
+  }
+  return shown;
+}

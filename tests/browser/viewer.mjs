@@ -6,7 +6,7 @@
 // Usage: node viewer.mjs URL BEFORE TYPED AFTER [SCREENSHOT.png]
 // Exits 0 when all held and TYPED never reached the process (the pane's
 // program prints `got:LINE` for each line it reads).
-import { launch, screenOf } from "./chromium.mjs";
+import { launch, untilScreen } from "./chromium.mjs";
 
 const [url, before, typed, after, screenshot] = process.argv.slice(2);
 if (!url || !before || !typed || !after) {
@@ -16,16 +16,7 @@ if (!url || !before || !typed || !after) {
 
 const browser = await launch();
 
-// Polls the terminal until it shows `want` or 20 s; returns the screen.
-async function untilShown(page, want) {
-  const deadline = Date.now() + 20000;
-  let shown = await screenOf(page);
-  while (!shown.includes(want) && Date.now() < deadline) {
-    await page.waitForTimeout(20);
-    shown = await screenOf(page);
-  }
-  return shown;
-}
+const untilShown = (page, want) => untilScreen(page, (shown) => shown.includes(want));
 
 try {
   const page = await browser.newPage();

@@ -7,7 +7,7 @@
 // `echo,hi` and prints the time from connecting to the pane's first output
 // (p50 and p99, ms): the webexec benchmark's "offer to first output" as a
 // browser sees it.
-import { launch, screenOf } from "./chromium.mjs";
+import { launch, untilScreen } from "./chromium.mjs";
 
 const url = process.argv[2];
 const timeIndex = process.argv.indexOf("--time");
@@ -18,17 +18,6 @@ if (!url || (timeIndex > 0 && !(rounds > 0))) {
 }
 
 const browser = await launch();
-
-// Polls the terminal until `done(screen)` or 20 s; returns the last screen.
-async function untilScreen(page, done) {
-  const deadline = Date.now() + 20000;
-  let shown = await screenOf(page);
-  while (!done(shown) && Date.now() < deadline) {
-    await page.waitForTimeout(20);
-    shown = await screenOf(page);
-  }
-  return shown;
-}
 
 if (rounds > 0) {
   try {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use execwire::{POW_PATH, WEBTERM_PATH, WSEP_PATH};
-use execwire_tests::webexec::{Client, Signaling};
+use execwire_tests::webexec::{Client, ClientChannel, Signaling};
 use execwire_tests::{TestServer, ws_connect};
 use futures_util::SinkExt as _;
 use pow_proto::Outcome;
@@ -177,13 +177,13 @@ async fn a_wsep_viewer_watches_a_terminal_and_its_input_never_reaches_it() {
 }
 
 /// Reads `channel` until it holds `want`.
-async fn pane_until(channel: &execwire_tests::webexec::ClientChannel, want: &str) -> String {
+async fn pane_until(channel: &ClientChannel, want: &str) -> String {
     channel.read_until(want).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webexec_viewer_watches_a_pane_and_changes_nothing() {
-    let server = daemon().await;
+/// A webexec client with the full token, its 24x80 pane running [`ECHO`]
+/// (its id and channel), and `line` typed and read back.
+async fn owner_pane(server: &TestServer, line: &str) -> (Client, u64, ClientChannel) {
     let mut owner = Client::connect(server.addr, Some(&server.token), &Signaling::Offer)
         .await
         .unwrap();
@@ -195,10 +195,17 @@ async fn a_webexec_viewer_watches_a_pane_and_changes_nothing() {
         )
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
-    let pane: u64 = ack["args"]["body"].as_str().unwrap().parse().unwrap();
+    let pane = ack["args"]["body"].as_str().unwrap().parse().unwrap();
     let (_, typed) = owner.server_channel().await;
-    typed.send_text("before\n").await;
-    pane_until(&typed, "got:before").await;
+    typed.send_text(&format!("{line}\n")).await;
+    pane_until(&typed, &format!("got:{line}")).await;
+    (owner, pane, typed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webexec_viewer_watches_a_pane_and_changes_nothing() {
+    let server = daemon().await;
+    let (owner, pane, typed) = owner_pane(&server, "before").await;
 
     match Client::connect(server.addr, Some(NEAR), &Signaling::Offer).await {
         Err(execwire_tests::webexec::ConnectError::Http(401, _)) => {}
@@ -378,20 +385,7 @@ async fn the_demo_page_watches_a_pane_without_input() {
         return;
     };
     let server = daemon().await;
-    let mut owner = Client::connect(server.addr, Some(&server.token), &Signaling::Offer)
-        .await
-        .unwrap();
-    let ack = owner
-        .control
-        .request(
-            "add_pane",
-            json!({"command": ["sh", "-c", ECHO], "rows": 24, "cols": 80}),
-        )
-        .await;
-    let pane = ack["args"]["body"].as_str().unwrap().to_owned();
-    let (_, typed) = owner.server_channel().await;
-    typed.send_text("before-the-page\n").await;
-    pane_until(&typed, "got:before-the-page").await;
+    let (owner, pane, typed) = owner_pane(&server, "before-the-page").await;
 
     let url = format!("http://{}/#token={VIEW}&view=1&pane={pane}", server.addr);
     let mut page = tokio::process::Command::new("node")
