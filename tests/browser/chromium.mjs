@@ -39,3 +39,14 @@ export async function untilScreen(page, done) {
   }
   return shown;
 }
+
+// A new page of `browser` at the demo page `url`, its console on stderr,
+// once it is attached to a pane (20 s at most).
+export async function openPane(browser, url) {
+  const page = await browser.newPage();
+  page.on("console", (msg) => console.error("page:", msg.text()));
+  page.on("pageerror", (err) => console.error("page error:", err.message));
+  await page.goto(url);
+  await page.waitForFunction(() => window.webexec && window.webexec.paneId, null, { timeout: 20000 });
+  return page;
+}

@@ -6,7 +6,7 @@
 // Usage: node viewer.mjs URL BEFORE TYPED AFTER [SCREENSHOT.png]
 // Exits 0 when all held and TYPED never reached the process (the pane's
 // program prints `got:LINE` for each line it reads).
-import { launch, untilScreen } from "./chromium.mjs";
+import { launch, openPane, untilScreen } from "./chromium.mjs";
 
 const [url, before, typed, after, screenshot] = process.argv.slice(2);
 if (!url || !before || !typed || !after) {
@@ -19,11 +19,7 @@ const browser = await launch();
 const untilShown = (page, want) => untilScreen(page, (shown) => shown.includes(want));
 
 try {
-  const page = await browser.newPage();
-  page.on("console", (msg) => console.error("page:", msg.text()));
-  page.on("pageerror", (err) => console.error("page error:", err.message));
-  await page.goto(url);
-  await page.waitForFunction(() => window.webexec && window.webexec.paneId, null, { timeout: 20000 });
+  const page = await openPane(browser, url);
   let shown = await untilShown(page, before);
   if (!shown.includes(before)) throw new Error(`no ${before} after attaching; the terminal shows:\n${shown}`);
   await page.locator("#terminal").click();
