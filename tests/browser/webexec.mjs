@@ -7,7 +7,7 @@
 // `echo,hi` and prints the time from connecting to the pane's first output
 // (p50 and p99, ms): the webexec benchmark's "offer to first output" as a
 // browser sees it.
-import { launch, screenOf } from "./chromium.mjs";
+import { launch, openPane, untilScreen } from "./chromium.mjs";
 
 const url = process.argv[2];
 const timeIndex = process.argv.indexOf("--time");
@@ -18,17 +18,6 @@ if (!url || (timeIndex > 0 && !(rounds > 0))) {
 }
 
 const browser = await launch();
-
-// Polls the terminal until `done(screen)` or 20 s; returns the last screen.
-async function untilScreen(page, done) {
-  const deadline = Date.now() + 20000;
-  let shown = await screenOf(page);
-  while (!done(shown) && Date.now() < deadline) {
-    await page.waitForTimeout(20);
-    shown = await screenOf(page);
-  }
-  return shown;
-}
 
 if (rounds > 0) {
   try {
@@ -57,11 +46,7 @@ if (rounds > 0) {
   process.exit(0);
 }
 try {
-  const page = await browser.newPage();
-  page.on("console", (msg) => console.error("page:", msg.text()));
-  page.on("pageerror", (err) => console.error("page error:", err.message));
-  await page.goto(url);
-  await page.waitForFunction(() => window.webexec && window.webexec.paneId, null, { timeout: 20000 });
+  const page = await openPane(browser, url);
   await page.locator("#terminal").click();
   await page.keyboard.type("echo hello-from-$((6*7))\n");
   // The echoed command line holds the text unexpanded; the output has 42.

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use crate::auth::Access;
 use crate::metrics::Probe;
 use crate::serve::Sessions;
 use crate::ws::WsTransport;
@@ -109,23 +110,27 @@ impl WsAccept {
     /// The routes of a server that speaks only WebSocket: every path under
     /// `base` (see [`base_prefix`](crate::base_prefix)) upgrades, as
     /// [`websocket_only`] says, to a session that `open` makes from the
-    /// request's URI (or refuses, e.g. for a bad query), accepted as
-    /// [`WsAccept::accept`] does.
+    /// request's URI and its [`Access`] (`None` outside
+    /// [`require_token`](crate::require_token), for a protocol that
+    /// authenticates in-band), or refuses (e.g. for a bad query), accepted
+    /// as [`WsAccept::accept`] does.
     pub fn router<O, S, F>(self, protocol: &'static str, base: String, open: O) -> axum::Router
     where
-        O: Fn(&Uri) -> Result<S, Refused> + Clone + Send + Sync + 'static,
+        O: Fn(&Uri, Option<Access>) -> Result<S, Refused> + Clone + Send + Sync + 'static,
         S: FnOnce(WsTransport) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let base: std::sync::Arc<str> = base.into();
         axum::Router::new().fallback(
-            move |uri: Uri, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+            move |uri: Uri,
+                  access: Option<axum::Extension<Access>>,
+                  ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
                 let accept = self.clone();
                 let open = open.clone();
                 let base = base.clone();
                 async move {
                     let session = websocket_only(protocol, &uri, &base, ws)
-                        .and_then(|ws| Ok((ws, open(&uri)?)));
+                        .and_then(|ws| Ok((ws, open(&uri, access.map(|a| a.0))?)));
                     match session {
                         Ok((ws, session)) => accept.accept(ws, session),
                         Err(refused) => refused.into_response(),

@@ -1,5 +1,6 @@
 //! Bearer tokens: generated, compared in constant time, taken from
-//! requests, and required of HTTP requests by [`require_token`].
+//! requests, and required of HTTP requests by [`require_token`], which
+//! tells the handler what the token lets its holder do ([`Access`]).
 //!
 //! The token lives here, not in the engine: exec-core runs processes and
 //! knows nothing of who may ask; every server that authenticates a client
@@ -9,7 +10,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -54,6 +56,71 @@ impl fmt::Debug for AccessToken {
     }
 }
 
+/// What a client may do, as the token it presented says. Handlers get
+/// it from [`require_token`] (as a request extension, and as an axum
+/// extractor) or from their own in-band check, and refuse a viewer's
+/// every request that would start or change something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything the protocol offers: start processes, write input,
+    /// resize, signal. The full token's holders, and everyone when
+    /// authentication is off.
+    Full,
+    /// Watch what already runs: attach to a live terminal and read its
+    /// output and redraws; never start, write, resize or signal. The
+    /// view token's holders (`--view-token`).
+    View,
+}
+
+impl Access {
+    /// True for a read-only client.
+    pub fn is_view(self) -> bool {
+        self == Access::View
+    }
+}
+
+/// The access level of a request that went through [`require_token`].
+/// A route outside that gate has none: the request is answered `500`,
+/// so that a route forgotten behind no gate fails closed.
+impl<S: Send + Sync> FromRequestParts<S> for Access {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Access>().copied().ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no access level: the route is not behind the token check\n",
+        ))
+    }
+}
+
+/// The configured tokens: the full one and the read-only one.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    /// The token that may do everything; `None` turns authentication
+    /// off (then everyone has [`Access::Full`]).
+    pub full: Option<AccessToken>,
+    /// The token that may only watch (`--view-token`).
+    pub view: Option<AccessToken>,
+}
+
+impl Tokens {
+    /// What `candidate` lets its holder do; `None` for a wrong token.
+    /// Both tokens are always compared, each in constant time, so the
+    /// time taken tells nothing of which one, if any, was close.
+    pub fn access(&self, candidate: &str) -> Option<Access> {
+        let Some(full) = &self.full else {
+            return Some(Access::Full);
+        };
+        let is_full = full.matches(candidate);
+        let is_view = self.view.as_ref().is_some_and(|v| v.matches(candidate));
+        match (is_full, is_view) {
+            (true, _) => Some(Access::Full),
+            (false, true) => Some(Access::View),
+            (false, false) => None,
+        }
+    }
+}
+
 /// Authentication may be off only where nobody else can connect, unless the
 /// operator explicitly says `insecure`.
 pub fn check_exposure(addr: SocketAddr, auth: bool, insecure: bool) -> Result<(), Error> {
@@ -80,13 +147,14 @@ pub fn request_token<'a>(authorization: Option<&'a str>, query: Option<&'a str>)
         .map(|(_, v)| v.into_owned())
 }
 
-/// Who holds a valid token, for servers whose tokens are more than one
-/// configured string (webexec also reads its authorized file).
+/// Who holds a valid token, and what it lets them do, for servers whose
+/// tokens are more than one configured string (webexec also reads its
+/// authorized file).
 pub trait TokenCheck: Send + Sync + 'static {
     /// False when every request is let in (`--no-auth`).
     fn required(&self) -> bool;
-    /// True when `token` is a valid one.
-    fn accepts(&self, token: &str) -> bool;
+    /// What `token` lets its holder do; `None` when it is not a valid one.
+    fn access(&self, token: &str) -> Option<Access>;
 }
 
 impl TokenCheck for Option<AccessToken> {
@@ -94,8 +162,20 @@ impl TokenCheck for Option<AccessToken> {
         self.is_some()
     }
 
-    fn accepts(&self, token: &str) -> bool {
-        self.as_ref().is_none_or(|t| t.matches(token))
+    fn access(&self, token: &str) -> Option<Access> {
+        self.as_ref()
+            .is_none_or(|t| t.matches(token))
+            .then_some(Access::Full)
+    }
+}
+
+impl TokenCheck for Tokens {
+    fn required(&self) -> bool {
+        self.full.is_some()
+    }
+
+    fn access(&self, token: &str) -> Option<Access> {
+        Tokens::access(self, token)
     }
 }
 
@@ -127,13 +207,15 @@ impl fmt::Debug for TokenGate {
 }
 
 /// axum middleware: refuses a request without a valid token with
-/// `401 Unauthorized` — before any WebSocket upgrade.
+/// `401 Unauthorized` — before any WebSocket upgrade — and hands the
+/// handler the token's [`Access`] as a request extension.
 pub async fn require_token(
     State(gate): State<TokenGate>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if !gate.check.required() {
+        request.extensions_mut().insert(Access::Full);
         return next.run(request).await;
     }
     let authorization = request
@@ -141,9 +223,12 @@ pub async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let given = request_token(authorization, request.uri().query());
-    match given {
-        Some(t) if gate.check.accepts(&t) => next.run(request).await,
-        Some(_) => {
+    match given.as_deref().map(|t| gate.check.access(t)) {
+        Some(Some(access)) => {
+            request.extensions_mut().insert(access);
+            next.run(request).await
+        }
+        Some(None) => {
             gate.probe.auth_failed();
             unauthorized("invalid token")
         }
@@ -212,10 +297,34 @@ mod tests {
     fn optional_token_checks() {
         let none: Option<AccessToken> = None;
         assert!(!none.required());
-        assert!(none.accepts("anything"));
+        assert_eq!(none.access("anything"), Some(Access::Full));
         let some = Some(AccessToken::new("t"));
         assert!(some.required());
-        assert!(some.accepts("t"));
-        assert!(!some.accepts("u"));
+        assert_eq!(some.access("t"), Some(Access::Full));
+        assert_eq!(some.access("u"), None);
+    }
+
+    #[test]
+    fn the_view_token_gives_view_access_and_only_with_auth_on() {
+        let tokens = Tokens {
+            full: Some(AccessToken::new("full")),
+            view: Some(AccessToken::new("view")),
+        };
+        assert!(TokenCheck::required(&tokens));
+        assert_eq!(tokens.access("full"), Some(Access::Full));
+        assert_eq!(tokens.access("view"), Some(Access::View));
+        assert_eq!(tokens.access("vie"), None);
+        assert_eq!(tokens.access(""), None);
+        let open = Tokens {
+            full: None,
+            view: Some(AccessToken::new("view")),
+        };
+        assert!(!TokenCheck::required(&open));
+        assert_eq!(open.access("view"), Some(Access::Full));
+        let no_view = Tokens {
+            full: Some(AccessToken::new("full")),
+            view: None,
+        };
+        assert_eq!(no_view.access("view"), None);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::Error;
-use crate::auth::AccessToken;
+use crate::auth::{AccessToken, Tokens};
 use crate::flags::{Flags, LogFormat, Spec, Started, url};
 use crate::metrics::Metrics;
 use crate::origin::Origin;
@@ -23,6 +23,11 @@ pub struct Common {
     /// (webexec also admits its authorized file's entries: there this
     /// token is one more of them.)
     pub token: Option<AccessToken>,
+    /// The token of read-only clients (`--view-token`): they may attach
+    /// to a live terminal and watch it, never start, type, resize or
+    /// signal. Meaningful only with [`Common::token`]: without one
+    /// everyone may do everything.
+    pub view_token: Option<AccessToken>,
     /// Origins whose web pages may connect besides the server's own
     /// (`--allow-origin`); see [`OriginPolicy`](crate::OriginPolicy).
     pub allowed_origins: Vec<Origin>,
@@ -50,6 +55,7 @@ impl Default for Common {
     fn default() -> Self {
         Common {
             token: None,
+            view_token: None,
             allowed_origins: Vec::new(),
             tls: None,
             metrics: Metrics::new(),
@@ -67,6 +73,15 @@ impl Common {
     pub fn base(&self) -> String {
         crate::base::base_prefix(&self.base_path)
     }
+
+    /// The full and the view token, for [`TokenGate`](crate::TokenGate)
+    /// or an in-band check.
+    pub fn tokens(&self) -> Tokens {
+        Tokens {
+            full: self.token.clone(),
+            view: self.view_token.clone(),
+        }
+    }
 }
 
 /// Builder methods for any configuration that holds a [`Common`], so that
@@ -79,6 +94,12 @@ pub trait CommonConfig: Sized {
     /// With this token (`None`: authentication off).
     fn with_token(mut self, token: Option<AccessToken>) -> Self {
         self.common_mut().token = token;
+        self
+    }
+
+    /// With this read-only token (`None`: no viewers).
+    fn with_view_token(mut self, token: Option<AccessToken>) -> Self {
+        self.common_mut().view_token = token;
         self
     }
 
@@ -119,6 +140,7 @@ impl Flags {
     pub fn common(&self, token: Option<AccessToken>, tls: Option<Tls>) -> Common {
         Common {
             token,
+            view_token: self.view_token(),
             allowed_origins: self.allow_origins.clone(),
             tls,
             ws_ping: self.ws_ping(),
@@ -259,6 +281,7 @@ mod tests {
     const SPEC: Spec = Spec {
         name: "x-server",
         token_env: "X_TOKEN",
+        view_token_env: "X_VIEW_TOKEN",
         listen: &[loopback(1)],
     };
 

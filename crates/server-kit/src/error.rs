@@ -11,6 +11,9 @@ pub enum Error {
          commands as this user; listen on a loopback address, drop --no-auth, or add --insecure"
     )]
     Exposed(SocketAddr),
+    /// `--view-token` is the full token: viewers would get full access.
+    #[error("--view-token must differ from --token: its holders would get full access")]
+    SameTokens,
     /// An origin given to a server (`--allow-origin`) is not one.
     #[error(
         "bad origin {given:?}: {why}; expected scheme://host[:port], e.g. http://localhost:3000"

@@ -19,6 +19,9 @@ pub struct Spec {
     pub name: &'static str,
     /// The environment variable `--token` is read from (`WSEP_TOKEN`).
     pub token_env: &'static str,
+    /// The environment variable `--view-token` is read from
+    /// (`WSEP_VIEW_TOKEN`).
+    pub view_token_env: &'static str,
     /// Where it listens without `--listen`.
     pub listen: &'static [SocketAddr],
 }
@@ -58,6 +61,17 @@ pub struct Flags {
     /// The token clients must present; without it one is generated and printed.
     #[arg(long, global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// A second token, for read-only viewers: it attaches to running
+    /// terminals and shows their output, but cannot start anything, type,
+    /// resize or signal (refused with the protocol's error). Needs auth on.
+    #[arg(
+        long,
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "no_auth"
+    )]
+    pub view_token: Option<String>,
     /// Serve without authentication (only on a loopback address unless --insecure).
     #[arg(long, global = true, conflicts_with = "token")]
     pub no_auth: bool,
@@ -127,6 +141,7 @@ impl Spec {
             .join(", ");
         A::command()
             .mut_arg("token", |a| a.env(self.token_env))
+            .mut_arg("view_token", |a| a.env(self.view_token_env))
             .mut_arg("listen", |a| {
                 a.help(format!(
                     "Address to listen on; repeatable [default: {defaults}]"
@@ -215,6 +230,11 @@ impl Flags {
     /// When the addresses are the defaults, an IPv6 one that cannot be
     /// bound (a host without IPv6) is skipped with a warning.
     pub async fn start(&self, spec: &Spec) -> Result<Started, Error> {
+        if let (Some(full), Some(view)) = (self.token.as_deref(), self.view_token())
+            && view.matches(full)
+        {
+            return Err(Error::SameTokens);
+        }
         let (addrs, tls) = self.prepare(spec)?;
         let listeners = self.bind(addrs).await?;
         let token = self.token()?;
@@ -253,6 +273,18 @@ impl Flags {
             }
         }
         Ok(listeners)
+    }
+
+    /// The read-only token to run with: `--view-token` unless empty, and
+    /// none with `--no-auth` (everyone may do everything then).
+    pub fn view_token(&self) -> Option<AccessToken> {
+        if self.no_auth {
+            return None;
+        }
+        self.view_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(AccessToken::new)
     }
 
     /// The token to run with: none with `--no-auth`, the given one, or a
@@ -326,6 +358,11 @@ mod tests {
         assert_eq!(args.flags.base_path, "/a/b/");
         assert!(Args::try_parse_from(["x", "--tls-cert", "c.pem"]).is_err());
         assert!(Args::try_parse_from(["x", "--no-auth", "--token", "t"]).is_err());
+        assert!(Args::try_parse_from(["x", "--no-auth", "--view-token", "v"]).is_err());
+        let args = Args::try_parse_from(["x", "--view-token", "v"]).unwrap();
+        assert_eq!(args.flags.view_token().map(|t| t.matches("v")), Some(true));
+        let args = Args::try_parse_from(["x", "--view-token", ""]).unwrap();
+        assert!(args.flags.view_token().is_none());
         assert!(
             Args::try_parse_from([
                 "x",

@@ -37,7 +37,10 @@ mod ws;
 
 pub use accept::{Refused, WsAccept, WsLimits, websocket_only};
 pub use alloc::tune_allocator;
-pub use auth::{AccessToken, TokenCheck, TokenGate, check_exposure, request_token, require_token};
+pub use auth::{
+    Access, AccessToken, TokenCheck, TokenGate, Tokens, check_exposure, request_token,
+    require_token,
+};
 pub use base::{base_prefix, parse_base_path, under_base};
 pub use common::{
     Announce, Common, CommonConfig, Launched, exit_code, init_process, launch, run_main,

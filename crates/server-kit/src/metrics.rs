@@ -46,6 +46,7 @@ struct Families {
     received: Family<Labels, Counter>,
     sent: Family<Labels, Counter>,
     auth_failures: Family<Labels, Counter>,
+    viewer_refusals: Family<Labels, Counter>,
     protocol_errors: Family<Labels, Counter>,
     origin_refusals: Family<Labels, Counter>,
     tls_handshake_failures: Family<Labels, Counter>,
@@ -128,6 +129,12 @@ impl Metrics {
             f.auth_failures.clone(),
         );
         registry.register(
+            "viewer_refusals",
+            "Requests or input of a read-only client (view token) refused: a start, \
+             input, a resize, a signal",
+            f.viewer_refusals.clone(),
+        );
+        registry.register(
             "protocol_errors",
             "Malformed or out-of-order client messages answered with an error",
             f.protocol_errors.clone(),
@@ -160,6 +167,7 @@ impl Metrics {
             received: f.received.get_or_create_owned(&labels),
             sent: f.sent.get_or_create_owned(&labels),
             auth_failures: f.auth_failures.get_or_create_owned(&labels),
+            viewer_refusals: f.viewer_refusals.get_or_create_owned(&labels),
             protocol_errors: f.protocol_errors.get_or_create_owned(&labels),
             origin_refusals: f.origin_refusals.get_or_create_owned(&labels),
             tls_handshake_failures: f.tls_handshake_failures.get_or_create_owned(&labels),
@@ -208,6 +216,7 @@ pub struct Probe {
     received: Counter,
     sent: Counter,
     auth_failures: Counter,
+    viewer_refusals: Counter,
     protocol_errors: Counter,
     origin_refusals: Counter,
     tls_handshake_failures: Counter,
@@ -264,6 +273,12 @@ impl Probe {
     /// A request or message carried a missing or wrong token.
     pub fn auth_failed(&self) {
         self.auth_failures.inc();
+    }
+
+    /// A read-only client (view token) asked to start or change
+    /// something, and was refused.
+    pub fn viewer_refused(&self) {
+        self.viewer_refusals.inc();
     }
 
     /// A client sent something malformed or out of order.

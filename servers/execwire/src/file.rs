@@ -56,6 +56,9 @@ pub struct FileConfig {
     pub listen: Option<Vec<SocketAddr>>,
     /// `--token`.
     pub token: Option<String>,
+    /// `--view-token` (also spelled `view_token`).
+    #[serde(alias = "view_token")]
+    pub view_token: Option<String>,
     /// `--no-auth`.
     pub no_auth: Option<bool>,
     /// `--insecure`.

@@ -215,15 +215,16 @@ pub fn router(config: &Config, sessions: &Sessions) -> Result<Router, Error> {
     let listing = Router::new()
         .route("/panes", axum::routing::get(panes::list))
         .with_state(panes);
-    // `route_layer`: the token guards `/metrics` and `/panes` only; a path
-    // no protocol serves stays `404` for everyone.
+    // `route_layer`: the token guards `/metrics` and `/panes` only (a view
+    // token may read them: they change nothing); a path no protocol
+    // serves stays `404` for everyone.
     let daemon =
         common
             .metrics
             .route()
             .merge(listing)
             .route_layer(axum::middleware::from_fn_with_state(
-                TokenGate::new(common.token.clone(), &probe),
+                TokenGate::new(common.tokens(), &probe),
                 require_token,
             ));
     Ok(app.merge(daemon))

@@ -15,6 +15,7 @@ use webexec_server::{Authorized, RtcFlags};
 const SPEC: Spec = Spec {
     name: "execwire",
     token_env: "EXECWIRE_TOKEN",
+    view_token_env: "EXECWIRE_VIEW_TOKEN",
     // webexec's port: its page and Terminal7 expect it.
     listen: &[server_kit::loopback(7777)],
 };
@@ -28,7 +29,10 @@ const SPEC: Spec = Spec {
 /// or `token` in the config file), or one is generated and printed with
 /// the URL of each protocol. Clients send it as each protocol does
 /// (`Authorization: Bearer`, `?token=`, webexec's page `#token=`,
-/// webterm's first message).
+/// webterm's first message). A second, read-only token (--view-token,
+/// EXECWIRE_VIEW_TOKEN, `view-token` in the file) lets its holders attach
+/// to running terminals (wsep `--tty --id NAME`, webexec panes) and watch
+/// them; they cannot start, type, resize or signal.
 ///
 /// Every flag can be set in a TOML file (--config) under the flag's name
 /// (`no-auth = true`, `listen = ["127.0.0.1:7777"]`); a flag on the
@@ -116,6 +120,7 @@ fn merge(
     let FileConfig {
         listen,
         token,
+        view_token,
         no_auth,
         insecure,
         allow_origin,
@@ -152,6 +157,11 @@ fn merge(
         if let Some(no_auth) = no_auth {
             args.common.no_auth = no_auth;
         }
+    }
+    if let Some(view) = view_token
+        && !given(matches, "view_token")
+    {
+        args.common.view_token = Some(view);
     }
     take!(common.insecure = insecure, "insecure");
     if let Some(origins) = allow_origin
@@ -236,6 +246,12 @@ fn check(flags: &Flags) -> Result<(), FileError> {
     if flags.no_auth && flags.token.is_some() {
         return bad("token, no-auth", "give a token or no-auth, not both");
     }
+    if flags.no_auth && flags.view_token.is_some() {
+        return bad(
+            "view-token, no-auth",
+            "a view token needs authentication on: without it everyone may do everything",
+        );
+    }
     if flags.tls_cert.is_some() != flags.tls_key.is_some() {
         return bad("tls-cert, tls-key", "give both or neither");
     }
@@ -290,6 +306,7 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
             authorized: Authorized {
                 file: None,
                 tokens: Vec::new(),
+                view_tokens: Vec::new(),
                 open: common.token.is_none(),
             },
             shell: shell

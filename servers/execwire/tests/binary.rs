@@ -39,6 +39,7 @@ impl Daemon {
             .args(["--listen", "127.0.0.1:0", "--udp-ports", "0-0"])
             .args(args)
             .env_remove("EXECWIRE_TOKEN")
+            .env_remove("EXECWIRE_VIEW_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -130,6 +131,8 @@ async fn help_names_every_flag() {
         "--record",
         "--record-max-bytes",
         "EXECWIRE_TOKEN",
+        "--view-token",
+        "EXECWIRE_VIEW_TOKEN",
         "127.0.0.1:7777",
     ] {
         assert!(help.contains(flag), "{flag} missing from\n{help}");
@@ -222,6 +225,52 @@ argv = ["echo", "hello from the file"]
     assert_eq!(daemon.get("/metrics", "from-the-flag").await.0, 200);
     assert_eq!(daemon.get("/metrics", "from-the-file").await.0, 401);
     daemon.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `POST /pow/new` with `token`: the status.
+async fn pow_new(daemon: &Daemon, token: &str) -> u16 {
+    http()
+        .post(format!("{}/pow/new", daemon.base))
+        .bearer_auth(token)
+        .body(r#"{"call":"greet","params":[]}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The view token from the file (`view_token` as the issue spells it, or
+/// `view-token`) and from the flag over it: its holder is refused a start
+/// (`403`), a wrong one is `401`; one equal to the token, or with
+/// `no-auth`, stops the daemon before it listens.
+#[tokio::test]
+async fn view_token_from_the_file_and_the_flag() {
+    let dir = scratch("view");
+    let config = write(
+        &dir,
+        "execwire.toml",
+        "token = \"full\"\nview_token = \"watch\"\n[process.greet]\nargv = [\"true\"]\n",
+    );
+    let daemon = Daemon::start(&["--config", &config]).await;
+    assert_eq!(pow_new(&daemon, "watch").await, 403);
+    assert_eq!(pow_new(&daemon, "full").await, 200);
+    assert_eq!(pow_new(&daemon, "other").await, 401);
+    daemon.stop().await;
+    let daemon = Daemon::start(&["--config", &config, "--view-token", "other"]).await;
+    assert_eq!(pow_new(&daemon, "other").await, 403);
+    assert_eq!(pow_new(&daemon, "watch").await, 401);
+    daemon.stop().await;
+
+    for (name, auth) in [
+        ("view-no-auth", "no-auth = true"),
+        ("view-same", "token = \"same\""),
+    ] {
+        let text = format!("listen = [\"127.0.0.1:0\"]\n{auth}\nview-token = \"same\"\n");
+        let stderr = refused_before_listening(name, &text).await;
+        assert!(stderr.contains("view-token"), "{name}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -29,7 +29,7 @@ use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
+use server_kit::{Access, Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod config;
 mod docs;
@@ -147,7 +147,7 @@ pub fn router(config: &Config, handler: Arc<dyn Handler>, sessions: &Sessions) -
     // any other path under the base. Everything but the docs needs the token;
     // everything, the docs too, is subject to the origin rule.
     let auth = axum::middleware::from_fn_with_state(
-        TokenGate::new(common.token.clone(), &probe),
+        TokenGate::new(common.tokens(), &probe),
         require_token,
     );
     let docs = docs::router(&rest::openapi(&state.base, common.token.is_some()));
@@ -187,6 +187,7 @@ pub async fn serve(
 
 async fn upgrade(
     State(state): State<AppState>,
+    access: Access,
     uri: axum::http::Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -206,6 +207,6 @@ async fn upgrade(
     accept.accept(ws, move |transport| async move {
         // Authenticated by the token check before the upgrade.
         let _session = shared.probe.session();
-        ws::run(transport, shared).await;
+        ws::run(transport, shared, access).await;
     })
 }

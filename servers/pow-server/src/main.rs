@@ -9,6 +9,7 @@ use server_kit::{Announce, Flags, Spec};
 const SPEC: Spec = Spec {
     name: "pow-server",
     token_env: "POW_TOKEN",
+    view_token_env: "POW_VIEW_TOKEN",
     // The reference example server uses port 3000.
     listen: &[server_kit::loopback(3000)],
 };

@@ -4,7 +4,9 @@
 //! shows the last complete lines of output and the result (pending while it
 //! runs); `/input`, `/closeInput` and `/cancel` drive it. The processes live
 //! in an [`exec_core::Session`] keyed by their uuid: one that no request
-//! used for the configured time is cancelled and forgotten.
+//! used for the configured time is cancelled and forgotten. A view token
+//! ([`Access::View`]) may read `/status` only: the others answer it
+//! `403` and count it (`viewer_refusals`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use exec_core::{EndReason, Entry, Lease, Session, SessionConfig};
 use pow_proto::{Call, LineBuffer, Outcome, ResultState, Status};
-use server_kit::{Open, Probe};
+use server_kit::{Access, Open, Probe};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -85,8 +87,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response {
-    (status, body).into_response()
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (status, body.into()).into_response()
 }
 
 impl Rest {
@@ -115,6 +117,19 @@ impl Rest {
     pub(crate) async fn end_on(self, stop: tokio_util::sync::CancellationToken) {
         stop.cancelled().await;
         self.processes.end_all();
+    }
+
+    /// `403` for a viewer, who may not do `what`, counted and logged.
+    fn refuse_viewer(&self, access: Access, what: &str) -> Option<Response> {
+        if !access.is_view() {
+            return None;
+        }
+        self.probe.viewer_refused();
+        tracing::info!(what, "viewer refused");
+        Some(text(
+            StatusCode::FORBIDDEN,
+            format!("read-only (view token): {what} is not allowed\n"),
+        ))
     }
 
     fn process(&self, id: &str) -> Option<InUse> {
@@ -148,9 +163,13 @@ impl Rest {
             example = json!("0f8fad5b-d9cb-469f-a165-70867728950e")),
         (status = 400, description = "The body is not a call", body = String, content_type = "text/plain"),
         (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+        (status = 403, description = "A view token: read-only", body = String, content_type = "text/plain"),
     ),
 )]
-async fn new(State(rest): State<Rest>, body: Bytes) -> Response {
+async fn new(State(rest): State<Rest>, access: Access, body: Bytes) -> Response {
+    if let Some(refused) = rest.refuse_viewer(access, "starting a process") {
+        return refused;
+    }
     let call = match Call::decode(&body) {
         Ok(call) => call,
         Err(e) => {
@@ -258,11 +277,20 @@ async fn status(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
     responses(
         (status = 200, description = "Input delivered", body = String, content_type = "text/plain", example = "input sent"),
         (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+        (status = 403, description = "A view token: read-only", body = String, content_type = "text/plain"),
         (status = 404, description = "No such process, or it expired", body = String, content_type = "text/plain"),
         (status = 500, description = "Input is closed or the process has ended", body = String, content_type = "text/plain"),
     ),
 )]
-async fn input(State(rest): State<Rest>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn input(
+    State(rest): State<Rest>,
+    access: Access,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = rest.refuse_viewer(access, "input") {
+        return refused;
+    }
     let Some(session) = rest.process(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
     };
@@ -286,10 +314,14 @@ async fn input(State(rest): State<Rest>, Path(id): Path<String>, body: Bytes) ->
     responses(
         (status = 200, description = "Input closed", body = String, content_type = "text/plain", example = "input closed"),
         (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+        (status = 403, description = "A view token: read-only", body = String, content_type = "text/plain"),
         (status = 404, description = "No such process, or it expired", body = String, content_type = "text/plain"),
     ),
 )]
-async fn close_input(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
+async fn close_input(State(rest): State<Rest>, access: Access, Path(id): Path<String>) -> Response {
+    if let Some(refused) = rest.refuse_viewer(access, "closing input") {
+        return refused;
+    }
     let Some(session) = rest.process(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
     };
@@ -308,10 +340,14 @@ async fn close_input(State(rest): State<Rest>, Path(id): Path<String>) -> Respon
     responses(
         (status = 200, description = "The process has ended", body = String, content_type = "text/plain", example = "process cancelled"),
         (status = 401, description = "Missing or wrong token", body = String, content_type = "text/plain"),
+        (status = 403, description = "A view token: read-only", body = String, content_type = "text/plain"),
         (status = 404, description = "No such process, or it expired", body = String, content_type = "text/plain"),
     ),
 )]
-async fn cancel(State(rest): State<Rest>, Path(id): Path<String>) -> Response {
+async fn cancel(State(rest): State<Rest>, access: Access, Path(id): Path<String>) -> Response {
+    if let Some(refused) = rest.refuse_viewer(access, "cancelling") {
+        return refused;
+    }
     let Some(session) = rest.process(&id) else {
         return text(StatusCode::NOT_FOUND, "no such process\n");
     };

@@ -18,7 +18,7 @@ use exec_core::{
     TransportTx,
 };
 use pow_proto::{Call, Outcome, Signal, reason};
-use server_kit::Probe;
+use server_kit::{Access, Probe};
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{CancelCause, Handler, io_pair};
@@ -44,7 +44,9 @@ const INPUT_BYTES: usize = 1 << 20;
 /// the largest chunks a command's read returns (64 KiB).
 const OUTPUT_BYTES: usize = 256 * 1024;
 
-pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
+/// Serves one session; a viewer's ([`Access::View`]) call is rejected:
+/// every pow-1 call starts a process.
+pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, access: Access) {
     let (mut tx, mut rx) = transport.split();
     let mut pending = Pending::default();
     let call = tokio::select! {
@@ -57,6 +59,12 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         Err(Some(why)) => return finish(tx, rx, Outcome::Rejected { reason: why }).await,
         Err(None) => return, // the client left before calling
     };
+    if access.is_view() {
+        shared.probe.viewer_refused();
+        tracing::info!(call = %call.call, "viewer refused");
+        let reason = "read-only (view token): starting a process is not allowed".to_owned();
+        return finish(tx, rx, Outcome::Rejected { reason }).await;
+    }
     let process = match shared.handler.get(&call.call, &call.params).await {
         Ok(p) => p,
         Err(e) => {

@@ -8,7 +8,10 @@
 // makes the browser use relayed candidates only (to try a TURN setup).
 // `#pane=ID` attaches pane ID instead of the page's last one: in the
 // execwire daemon, also a terminal another protocol started (the wsep CLI's
-// `--id work` is listed with its number by `GET /panes`).
+// `--id work` is listed with its number by `GET /panes`). `#view=1` is a
+// read-only viewer (a server's --view-token): it attaches the pane, shows
+// its output without an input cursor, and sends no keys or resizes (the
+// server would refuse them anyway).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -17,16 +20,26 @@ const status = (text, error) => {
   $("status").className = error ? "error" : "";
 };
 
-const term = new Terminal({ cursorBlink: true, scrollback: 5000 });
+const params = new URLSearchParams(location.hash.slice(1));
+const viewOnly = params.get("view") === "1";
+const wantedPane = Number(params.get("pane")) || 0;
+
+// A viewer's terminal takes no keys and draws no cursor (the page's CSS
+// hides it while focused, `cursorInactiveStyle` when not).
+const term = new Terminal(
+  viewOnly
+    ? { disableStdin: true, cursorBlink: false, cursorInactiveStyle: "none", scrollback: 5000 }
+    : { cursorBlink: true, scrollback: 5000 },
+);
 const fit = new FitAddon.FitAddon();
 term.loadAddon(fit);
 term.open($("terminal"));
 fit.fit();
 
 // For tests and the curious: the live objects.
-window.webexec = { term, pc: null, control: null, pane: null, paneId: null };
+window.webexec = { term, pc: null, control: null, pane: null, paneId: null, viewOnly };
+if (viewOnly) document.body.classList.add("view-only");
 
-const params = new URLSearchParams(location.hash.slice(1));
 $("token").value = params.get("token") || sessionStorage.getItem("webexec-token") || "";
 if (params.get("command")) $("command").value = params.get("command");
 
@@ -83,19 +96,20 @@ function attach(channel, id, early) {
     show(e.data);
   };
   channel.onclose = ended;
-  status("pane " + id);
+  status(viewOnly ? "watching pane " + id + " (read-only)" : "pane " + id);
   if (early.closed) ended();
-  term.focus();
+  if (!viewOnly) term.focus();
 }
 
 term.onData((data) => {
+  if (viewOnly) return;
   const pane = window.webexec.pane;
   if (pane && pane.readyState === "open") pane.send(new TextEncoder().encode(data));
 });
 
 term.onResize(({ rows, cols }) => {
   const { control, paneId } = window.webexec;
-  if (control && control.readyState === "open" && paneId) {
+  if (!viewOnly && control && control.readyState === "open" && paneId) {
     request("resize", { pane_id: paneId, sx: cols, sy: rows }).catch(() => {});
   }
 });
@@ -175,16 +189,18 @@ async function connect() {
     control.onclose = () => reject(new Error("control channel closed"));
   });
   const rows = term.rows, cols = term.cols;
-  const previous =
-    Number(params.get("pane")) || Number(sessionStorage.getItem("webexec-pane")) || 0;
+  const previous = wantedPane || Number(sessionStorage.getItem("webexec-pane")) || 0;
   let body;
   let ref;
   if (previous) {
     ref = messageId + 1;
     body = await request("reconnect_pane", { id: previous }).catch(() => null);
-    if (body !== null) {
+    if (body !== null && !viewOnly) {
       await request("resize", { pane_id: previous, sx: cols, sy: rows }).catch(() => {});
     }
+  }
+  if (viewOnly && (!previous || body === null)) {
+    throw new Error(previous ? "no pane " + previous : "read-only: name a pane with #pane=ID");
   }
   if (!previous || body === null) {
     term.reset();

@@ -13,7 +13,7 @@ use exec_core::{
     Attachment, ByteReceiver, ByteSender, Claim, Command, Lease, Pane, PaneConfig, PtySize, Session,
 };
 use serde_json::Value;
-use server_kit::{AccessToken, Probe, TokenCheck};
+use server_kit::{Access, AccessToken, Probe, TokenCheck};
 use tokio::sync::oneshot;
 use webexec_proto::{Notice, Size};
 
@@ -67,14 +67,30 @@ pub struct Authorized {
     pub file: Option<PathBuf>,
     /// Tokens from `--token`.
     pub tokens: Vec<AccessToken>,
+    /// Read-only tokens (`--view-token`): their peers attach to panes and
+    /// watch, and start, write, resize and set nothing.
+    pub view_tokens: Vec<AccessToken>,
     /// Everyone is authorized (`--no-auth`).
     pub open: bool,
 }
 
 impl Authorized {
-    /// True when `token` or `fingerprint` (colons removed, upper case) is
-    /// authorized.
-    pub(crate) fn allows(&self, token: Option<&str>, fingerprint: Option<&str>) -> bool {
+    /// What `token` or `fingerprint` (colons removed, upper case) may do:
+    /// everything for a token or the file's entries, watching for a view
+    /// token, `None` when neither is authorized.
+    pub(crate) fn access(&self, token: Option<&str>, fingerprint: Option<&str>) -> Option<Access> {
+        if self.open || self.allows(token, fingerprint) {
+            return Some(Access::Full);
+        }
+        let token = token.filter(|t| !t.is_empty())?;
+        self.view_tokens
+            .iter()
+            .any(|known| known.matches(token))
+            .then_some(Access::View)
+    }
+
+    /// True when `token` or `fingerprint` has full access.
+    fn allows(&self, token: Option<&str>, fingerprint: Option<&str>) -> bool {
         if self.open {
             return true;
         }
@@ -107,14 +123,14 @@ impl Authorized {
     }
 }
 
-/// The tokens of `/metrics`: those of [`Authorized::allows`].
+/// The tokens of `/metrics`: those of [`Authorized::access`].
 impl TokenCheck for Authorized {
     fn required(&self) -> bool {
         !self.open
     }
 
-    fn accepts(&self, token: &str) -> bool {
-        self.allows(Some(token), None)
+    fn access(&self, token: &str) -> Option<Access> {
+        Authorized::access(self, Some(token), None)
     }
 }
 

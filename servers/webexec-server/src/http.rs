@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use server_kit::{Metrics, TokenGate, require_token};
+use server_kit::{Access, Metrics, TokenGate, require_token};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -111,12 +111,18 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 }
 
 impl AppState {
-    /// Whether a request with these headers and this offer may run
-    /// commands: trusted socket, bearer token, or the offer's certificate
-    /// fingerprint in the authorized set.
-    fn authorized(&self, headers: &HeaderMap, sdp: &str, fingerprint: Option<&str>) -> bool {
+    /// What a request with these headers and this offer may do: run
+    /// commands (trusted socket, bearer token, or the offer's certificate
+    /// fingerprint in the authorized set), watch (a view token), or
+    /// nothing yet (`None`).
+    fn authorized(
+        &self,
+        headers: &HeaderMap,
+        sdp: &str,
+        fingerprint: Option<&str>,
+    ) -> Option<Access> {
         if self.trusted {
-            return true;
+            return Some(Access::Full);
         }
         let from_sdp = webexec_proto::sdp_fingerprint(sdp);
         let fingerprint = from_sdp.as_deref().or(fingerprint);
@@ -124,11 +130,15 @@ impl AppState {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let token = server_kit::request_token(authorization, None);
-        self.host.authorized.allows(token.as_deref(), fingerprint)
+        self.host.authorized.access(token.as_deref(), fingerprint)
     }
 
     /// Answers the offer and starts serving the peer.
-    async fn accept(&self, sdp: String, authenticated: bool) -> Result<(String, Peer), Response> {
+    async fn accept(
+        &self,
+        sdp: String,
+        authenticated: Option<Access>,
+    ) -> Result<(String, Peer), Response> {
         if self.shutdown.is_cancelled() {
             return Err(text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
         }
@@ -191,12 +201,12 @@ async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         state.host.probe.protocol_error();
         return text(StatusCode::BAD_REQUEST, "the body must be an SDP offer");
     }
-    if !state.authorized(&headers, &sdp, None) {
+    let Some(access) = state.authorized(&headers, &sdp, None) else {
         state.host.probe.auth_failed();
         tracing::info!("offer refused: no authorized token or fingerprint");
         return text(StatusCode::UNAUTHORIZED, "unauthorized");
-    }
-    let (answer, peer) = match state.accept(sdp, true).await {
+    };
+    let (answer, peer) = match state.accept(sdp, Some(access)).await {
         Ok(answered) => answered,
         Err(response) => return response,
     };
@@ -286,7 +296,12 @@ async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let token = server_kit::request_token(authorization, None);
-        if !state.host.authorized.allows(token.as_deref(), None) {
+        if state
+            .host
+            .authorized
+            .access(token.as_deref(), None)
+            .is_none()
+        {
             state.host.probe.auth_failed();
             return text(StatusCode::UNAUTHORIZED, "unauthorized");
         }

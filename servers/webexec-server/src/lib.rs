@@ -213,6 +213,7 @@ impl Server {
         let probe = common.metrics.probe(PROTOCOL);
         let mut authorized = config.authorized;
         authorized.tokens.extend(common.token);
+        authorized.view_tokens.extend(common.view_token);
         let auth = !authorized.open;
         let host = Arc::new(host::Host::new(
             probe.clone(),

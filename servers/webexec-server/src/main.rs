@@ -13,6 +13,7 @@ use webexec_server::{Authorized, Config, RtcFlags, Server};
 const SPEC: Spec = Spec {
     name: "webexec-server",
     token_env: "WEBEXEC_TOKEN",
+    view_token_env: "WEBEXEC_VIEW_TOKEN",
     // The reference's port.
     listen: &[server_kit::loopback(7777)],
 };
@@ -221,6 +222,10 @@ async fn start_daemon(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         Some(token) => cmd.env(SPEC.token_env, token),
         None => cmd.env_remove(SPEC.token_env),
     };
+    match &common.view_token {
+        Some(token) => cmd.env(SPEC.view_token_env, token),
+        None => cmd.env_remove(SPEC.view_token_env),
+    };
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
@@ -270,6 +275,7 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         authorized: Authorized {
             file: Some(authorized_file.clone()),
             tokens: Vec::new(),
+            view_tokens: Vec::new(),
             open: common.no_auth,
         },
         certificate: Some(paths.certificate()),

@@ -22,7 +22,7 @@ use exec_core::{
     Attachment, CloseReason, Framing, Lease, Message, Outgoing, OutputPump, Replay, Transport,
     TransportError, TransportRx, TransportTx,
 };
-use server_kit::{Open, Probe};
+use server_kit::{Access, Open, Probe};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -82,6 +82,8 @@ struct PeerState<C: Connection> {
     conn: C,
     id: u64,
     authenticated: AtomicBool,
+    /// Authenticated with a view token: attaches and watches only.
+    viewer: AtomicBool,
     auth_failures: AtomicU32,
     /// The marker a `restore` chose: reconnects replay from it.
     restore: Mutex<Option<u64>>,
@@ -99,20 +101,22 @@ struct PeerState<C: Connection> {
 }
 
 /// Serves one peer until it disconnects or the server shuts down.
-/// `authenticated` is false when the peer must still send `auth`.
+/// `access` is `None` when the peer must still send `auth`.
 pub(crate) async fn run<C: Connection>(
     host: Arc<Host>,
     conn: C,
     mut channels: mpsc::UnboundedReceiver<Accepted<C::Channel>>,
-    authenticated: bool,
+    access: Option<Access>,
     shutdown: CancellationToken,
 ) {
+    let authenticated = access.is_some();
     let (id, mut notices) = host.join();
     let state = Arc::new(PeerState {
         host: host.clone(),
         conn: conn.clone(),
         id,
         authenticated: AtomicBool::new(authenticated),
+        viewer: AtomicBool::new(access == Some(Access::View)),
         auth_failures: AtomicU32::new(0),
         restore: Mutex::new(None),
         last_pty: Mutex::new(None),
@@ -123,7 +127,7 @@ pub(crate) async fn run<C: Connection>(
         cancel: shutdown.child_token(),
     });
     let connection = host.probe.connection();
-    tracing::info!(peer = id, authenticated, "peer connected");
+    tracing::info!(peer = id, authenticated, ?access, "peer connected");
     let auth_deadline = tokio::time::sleep(AUTH_TIMEOUT);
     tokio::pin!(auth_deadline);
     let tasks = tokio_util::task::TaskTracker::new();
@@ -160,13 +164,29 @@ pub(crate) async fn run<C: Connection>(
 }
 
 impl<C: Connection> PeerState<C> {
-    /// The peer authenticated (`auth` on `%`): it counts as a session.
-    fn authenticate(&self) {
+    /// The peer authenticated (`auth` on `%`) with `access`: it counts
+    /// as a session.
+    fn authenticate(&self, access: Access) {
+        // The access level before the flag that makes it count.
+        self.viewer.store(access.is_view(), Ordering::Release);
         self.authenticated.store(true, Ordering::Release);
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         if session.is_none() {
             *session = Some(self.host.probe.session());
         }
+    }
+
+    /// True for a peer with a view token: it may attach and watch only.
+    fn viewer(&self) -> bool {
+        self.viewer.load(Ordering::Acquire)
+    }
+
+    /// Counts and logs a viewer's refused `what`, and says why, for a nack
+    /// or a channel's close.
+    fn refuse_viewer(&self, what: &str) -> String {
+        self.host.probe.viewer_refused();
+        tracing::info!(peer = self.id, what, "viewer refused");
+        format!("read-only (view token): {what} is not allowed")
     }
 
     /// The peer's session count, taken to be dropped when it leaves.
@@ -287,6 +307,10 @@ async fn on_channel<C: Connection>(state: Arc<PeerState<C>>, accepted: Accepted<
             state.host.probe.protocol_error();
             refuse(tx, CloseReason::Policy, "not authenticated".into()).await;
         }
+        Label::Command { .. } if state.viewer() => {
+            let why = state.refuse_viewer("starting a command");
+            refuse(tx, CloseReason::Policy, why).await;
+        }
         Label::Command { size, argv } => match state.host.spawn_pane(&argv, size, None) {
             Ok((entry, attachment, lease)) => {
                 state.note_pane(&entry).await;
@@ -304,8 +328,15 @@ async fn on_channel<C: Connection>(state: Arc<PeerState<C>>, accepted: Accepted<
             let Some((entry, lease)) = state.host.attach_pane(pane) else {
                 return refuse(tx, CloseReason::Policy, format!("no pane {pane}")).await;
             };
-            if let Some(size) = size {
-                resize(&state, &entry, size.rows, size.cols).ok();
+            match size {
+                // A viewer's window does not size the pane.
+                Some(_) if state.viewer() => {
+                    state.refuse_viewer("resizing");
+                }
+                Some(size) => {
+                    resize(&state, &entry, size.rows, size.cols).ok();
+                }
+                None => {}
             }
             state.note_pane(&entry).await;
             let hello = webexec_proto::pane_hello(entry.id, entry.size());
@@ -363,6 +394,12 @@ async fn serve_pane<C: Connection>(
             let (Message::Text(data) | Message::Binary(data)) = msg;
             state.host.touch(state.id);
             state.host.probe.received(data.len());
+            if state.viewer() {
+                // A pane channel carries bytes only, no error: a viewer's
+                // input is dropped (and counted), the channel stays.
+                state.refuse_viewer("input");
+                continue;
+            }
             // An error means the process stopped reading for good; its
             // output side closes the channel when it exits.
             let _ = entry.pane.write(data).await;
@@ -480,8 +517,8 @@ async fn handle<C: Connection>(
 ) -> Option<Notice> {
     let host = &state.host;
     if let Request::Auth { token } = &request {
-        return if host.authorized.allows(Some(token), None) {
-            state.authenticate();
+        return if let Some(access) = host.authorized.access(Some(token), None) {
+            state.authenticate(access);
             ack(reference, host.payload())
         } else {
             state.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -494,6 +531,16 @@ async fn handle<C: Connection>(
         return nack(reference, "not authenticated: send auth first");
     }
     host.touch(state.id);
+    if state.viewer()
+        && let Some(what) = match &request {
+            Request::Resize { .. } => Some("resize"),
+            Request::SetPayload { .. } => Some("set_payload"),
+            Request::AddPane { .. } => Some("add_pane"),
+            _ => None,
+        }
+    {
+        return nack(reference, state.refuse_viewer(what));
+    }
     match request {
         Request::Auth { .. } => None,
         Request::Resize {
@@ -614,6 +661,7 @@ mod tests {
     use crate::host::{AskError, Authorized, PaneDefaults};
 
     const TOKEN: &str = "sesame";
+    const VIEW_TOKEN: &str = "peek";
 
     /// Output is sent in messages this small, so that a few bytes of it
     /// already cross messages.
@@ -653,11 +701,17 @@ mod tests {
     }
 
     fn host() -> Arc<Host> {
+        host_counted(&Metrics::new())
+    }
+
+    /// A host counting in `metrics`.
+    fn host_counted(metrics: &Metrics) -> Arc<Host> {
         Arc::new(Host::new(
-            Metrics::new().probe("webexec"),
+            metrics.probe("webexec"),
             Authorized {
                 file: None,
                 tokens: vec![AccessToken::new(TOKEN)],
+                view_tokens: vec![AccessToken::new(VIEW_TOKEN)],
                 open: false,
             },
             PaneDefaults {
@@ -692,7 +746,7 @@ mod tests {
                 host.clone(),
                 conn.clone(),
                 accepted,
-                authenticated,
+                authenticated.then_some(Access::Full),
                 CancellationToken::new(),
             ));
             Client {
@@ -767,6 +821,16 @@ mod tests {
             while got.len() < n {
                 let data = self.next().await.expect("more output");
                 assert!(data.len() <= PIECE, "a message of {} bytes", data.len());
+                got.extend_from_slice(&data);
+            }
+            String::from_utf8(got).unwrap()
+        }
+
+        /// Output until it holds `want`; all of it.
+        async fn until(&mut self, want: &str) -> String {
+            let mut got = Vec::new();
+            while !String::from_utf8_lossy(&got).contains(want) {
+                let data = self.next().await.expect("more output");
                 got.extend_from_slice(&data);
             }
             String::from_utf8(got).unwrap()
@@ -989,6 +1053,77 @@ mod tests {
             assert_eq!(close.reason, reason, "{label:?}");
         }
         client.leave().await;
+    }
+
+    /// A peer that authenticated with the view token attaches a pane and
+    /// reads it, and everything that would start or change something is
+    /// refused while its channels stay open.
+    #[tokio::test]
+    async fn a_viewer_watches_and_changes_nothing() {
+        let metrics = Metrics::new();
+        let refusals = || {
+            let text = metrics.encode();
+            text.contains("execwire_viewer_refusals_total{protocol=\"webexec\"} 7")
+        };
+        let host = host_counted(&metrics);
+        let owner = Client::connect(&host, true);
+        let mut typed = owner.open("24x80,cat");
+        assert_eq!(typed.next_text().await, "1,24x80");
+        typed.send("before\n").await;
+        typed.until("before\r\nbefore\r\n").await;
+
+        let mut viewer = Client::connect(&host, false);
+        let mut control = viewer.control();
+        assert!(
+            control
+                .refused("auth", json!({"token": "wrong"}))
+                .await
+                .contains("unauthorized")
+        );
+        control.ok("auth", json!({"token": VIEW_TOKEN})).await;
+        for (kind, args) in [
+            ("add_pane", json!({"command": ["cat"]})),
+            ("resize", json!({"pane_id": 1, "sx": 100, "sy": 30})),
+            ("set_payload", json!({"payload": "x"})),
+        ] {
+            let why = control.refused(kind, args).await;
+            assert!(why.contains("read-only"), "{kind}: {why}");
+        }
+        let mut started = viewer.open("echo,hi");
+        let (said, close) = started.until_close().await;
+        assert!(said.contains("read-only"), "{said}");
+        assert_eq!(close.reason, CloseReason::Policy);
+        assert_eq!(host.pane_count(), 1);
+
+        // Attached with a size: the pane keeps its own.
+        let mut watching = viewer.open("30x100,>1");
+        assert_eq!(watching.next_text().await, "1,24x80");
+        watching.until("before").await;
+        watching.send("viewer\n").await;
+        let id = control.send("reconnect_pane", json!({"id": 1})).await;
+        let (label, mut again) = viewer.opened().await;
+        assert_eq!(label, format!("{id}:1"));
+        again.send("viewer again\n").await;
+        assert_eq!(control.next().await.kind, "ack");
+        control.ok("get_payload", json!({})).await;
+        // Both inputs were dropped once both are counted (each channel's
+        // input is handled in order, in a task of its own).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !refusals() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("7 viewer refusals counted");
+        // The owner's input reaches the process, and the viewer sees it
+        // there; the viewer's never did.
+        typed.send("after\n").await;
+        let echoed = typed.until("after\r\nafter\r\n").await;
+        assert!(!echoed.contains("viewer"), "{echoed:?}");
+        let seen = watching.until("after\r\nafter\r\n").await;
+        assert!(!seen.contains("viewer"), "{seen:?}");
+        viewer.leave().await;
+        owner.leave().await;
     }
 
     #[tokio::test]

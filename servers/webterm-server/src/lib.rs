@@ -111,7 +111,7 @@ pub fn router(config: &Config, sessions: &Sessions) -> Router {
         max_write_buffer: MAX_WRITE_BUFFER,
     };
     let shared = session::Shared {
-        token: common.token.clone(),
+        tokens: common.tokens(),
         shell: Arc::from(config.shell.as_str()),
         max_commands: config.max_commands,
         max_pending_input: config.max_pending_input,
@@ -122,7 +122,7 @@ pub fn router(config: &Config, sessions: &Sessions) -> Router {
     let websocket = WsAccept::new(limits, common.ws_ping, &probe, sessions).router(
         PROTOCOL,
         common.base(),
-        move |uri| {
+        move |uri, _| {
             let html = output_mode(uri, html_output)?;
             let shared = shared.clone();
             Ok(move |transport| session::run(transport, shared, html))
@@ -134,7 +134,7 @@ pub fn router(config: &Config, sessions: &Sessions) -> Router {
         .metrics
         .route()
         .layer(axum::middleware::from_fn_with_state(
-            TokenGate::new(common.token.clone(), &probe),
+            TokenGate::new(common.tokens(), &probe),
             require_token,
         ));
     if common.serve_metrics {

@@ -6,6 +6,7 @@ use server_kit::{Announce, Flags, Spec};
 const SPEC: Spec = Spec {
     name: "webterm-server",
     token_env: "WEBTERM_TOKEN",
+    view_token_env: "WEBTERM_VIEW_TOKEN",
     // localhost on both families, since browsers resolve it to either (a
     // host without IPv6 keeps IPv4).
     listen: &[server_kit::loopback(6969), server_kit::loopback6(6969)],

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use exec_core::{CloseReason, Message, Transport, TransportRx, TransportTx};
-use server_kit::{AccessToken, Open, Probe};
+use server_kit::{AccessToken, Open, Probe, Tokens};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use webterm_proto::{Envelope, Reply, Request};
@@ -19,7 +19,9 @@ use crate::command::{self, Spec, Started};
 /// What every connection of one server shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
-    pub(crate) token: Option<AccessToken>,
+    /// The full token and the view token; a viewer's every command,
+    /// input and signal is refused (webterm has no terminal to watch).
+    pub(crate) tokens: Tokens,
     pub(crate) shell: Arc<str>,
     pub(crate) max_commands: usize,
     pub(crate) max_pending_input: usize,
@@ -62,13 +64,14 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, html: bool) 
     });
     let shutdown = shared.shutdown.clone();
     // Without a token every connection is a session from the start.
-    let session = shared.token.is_none().then(|| shared.probe.session());
+    let session = shared.tokens.full.is_none().then(|| shared.probe.session());
     let mut conn = Connection {
         shared,
         html,
         out,
         stop: stop.clone(),
         session_token: None,
+        viewer: false,
         session,
         auth_failures: 0,
         commands: HashMap::new(),
@@ -111,6 +114,9 @@ struct Connection {
     out: exec_core::ByteSender<String>,
     stop: CancellationToken,
     session_token: Option<AccessToken>,
+    /// Authenticated with the view token: refused everything but
+    /// authentication.
+    viewer: bool,
     /// Counted as a session once authenticated.
     session: Option<Open>,
     auth_failures: u32,
@@ -120,7 +126,7 @@ struct Connection {
 
 impl Connection {
     fn authenticated(&self) -> bool {
-        self.shared.token.is_none() || self.session_token.is_some()
+        self.shared.tokens.full.is_none() || self.session_token.is_some()
     }
 
     async fn reply(&self, reply: Reply) -> bool {
@@ -167,6 +173,19 @@ impl Connection {
             self.shared.probe.auth_failed();
             return self.reply(error("invalid sessionToken".into())).await;
         }
+        if self.viewer {
+            self.shared.probe.viewer_refused();
+            tracing::info!(request = kind, "viewer refused");
+            let what = match kind {
+                "command" => "starting a command",
+                _ => "input and signals",
+            };
+            return self
+                .reply(error(format!(
+                    "read-only (view token): {what} is not allowed"
+                )))
+                .await;
+        }
         let result = match request {
             Request::Authentication { .. } => Ok(None),
             Request::Command {
@@ -192,11 +211,8 @@ impl Connection {
     }
 
     async fn authenticate(&mut self, token: &str) -> bool {
-        let ok = match &self.shared.token {
-            None => true,
-            Some(expected) => expected.matches(token),
-        };
-        if ok {
+        if let Some(access) = self.shared.tokens.access(token) {
+            self.viewer = access.is_view();
             let session_token = match &self.session_token {
                 Some(t) => t.clone(),
                 None => match AccessToken::generate() {

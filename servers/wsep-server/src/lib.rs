@@ -10,7 +10,13 @@
 //! `/metrics`, the server's counters, which stays at the root. Web pages
 //! of other origins are refused with `403` as [`server_kit::OriginPolicy`]
 //! says, then requests without the configured token with `401`, both
-//! before the upgrade. With a TLS identity ([`Common::tls`]) the server
+//! before the upgrade. A client with the view token
+//! ([`Common::view_token`]) only watches: its `start` must name a live
+//! terminal session (`tty` and its `id`), which it attaches without
+//! resizing; any other `start` is refused with a policy close (1008),
+//! and its `stdin`, `resize` and `close_stdin` are dropped (wsep has no
+//! error message that leaves the connection open), logged and counted
+//! (`viewer_refusals`). With a TLS identity ([`Common::tls`]) the server
 //! speaks `wss://`. [`router`] gives the routes alone, for a listener
 //! that serves other protocols too.
 
@@ -20,7 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use exec_core::Session;
-use server_kit::{Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
+use server_kit::{Access, Listeners, Sessions, TokenGate, WsAccept, WsLimits, require_token};
 
 mod session;
 
@@ -149,19 +155,21 @@ fn build(config: &Config, sessions: &Sessions, panes: Session, by_number: bool) 
     let websocket = WsAccept::new(LIMITS, common.ws_ping, &probe, sessions).router(
         PROTOCOL,
         common.base(),
-        move |_| {
+        move |_, access| {
             let shared = shared.clone();
+            // Authenticated by the token check before the upgrade, which
+            // gives every request an access level: none is a viewer.
+            let access = access.unwrap_or(Access::View);
             Ok(move |transport| async move {
-                // Authenticated by the token check before the upgrade.
                 let _session = shared.probe.session();
-                session::run(transport, shared).await;
+                session::run(transport, shared, access).await;
             })
         },
     );
     metrics_route(common)
         .merge(websocket)
         .layer(axum::middleware::from_fn_with_state(
-            TokenGate::new(common.token.clone(), &probe),
+            TokenGate::new(common.tokens(), &probe),
             require_token,
         ))
 }

@@ -8,6 +8,7 @@ use server_kit::{Announce, Flags, Spec};
 const SPEC: Spec = Spec {
     name: "wsep-server",
     token_env: "WSEP_TOKEN",
+    view_token_env: "WSEP_VIEW_TOKEN",
     listen: &[server_kit::loopback(8080)],
 };
 

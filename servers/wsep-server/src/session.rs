@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use exec_core::{
     Claim, CloseReason, Command, ExitStatus, Framing, Lease, Message, Outgoing, OutputPump, Pane,
-    PaneConfig, Process, ProcessControl, PtySize, Replay, Session, StdinWriter, Transport,
+    PaneConfig, PaneId, Process, ProcessControl, PtySize, Replay, Session, StdinWriter, Transport,
     TransportError, TransportRx, TransportTx,
 };
-use server_kit::{Open, Probe};
+use server_kit::{Access, Open, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -61,8 +61,9 @@ const FRAMING: Framing = Framing {
     terminal: wsep_proto::STDOUT_HEADER,
 };
 
-/// Serves one connection to its end.
-pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
+/// Serves one connection to its end; a viewer ([`Access::View`]) only
+/// attaches and watches.
+pub(crate) async fn run<T: Transport>(transport: T, shared: Shared, access: Access) {
     let (mut tx, mut rx) = transport.split();
     let start = tokio::select! {
         s = first_start(&mut rx) => s,
@@ -73,13 +74,25 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         Ok(start) => start,
         Err(refusal) => return refuse(tx, rx, refusal, &shared.probe).await,
     };
-    let running = match launch(&start, &shared).await {
+    let launched = match access {
+        Access::Full => launch(&start, &shared).await.map_err(|e| e.to_string()),
+        Access::View => attach_viewer(&start, &shared),
+    };
+    let running = match launched {
         Ok(r) => r,
+        Err(e) if access.is_view() => {
+            tracing::info!(command = %start.command, id = %start.id, why = %e, "viewer refused");
+            shared.probe.viewer_refused();
+            let refusal = Refusal::policy(e);
+            // Counted as a viewer refusal, not as a protocol error.
+            let _ = tx.close(refusal.reason, &refusal.text).await;
+            return drain_until_closed(&mut rx).await;
+        }
         Err(e) => {
             tracing::info!(command = %start.command, error = %e, "start failed");
             let refusal = Refusal {
                 reason: CloseReason::Internal,
-                text: e.to_string(),
+                text: e,
             };
             return refuse(tx, rx, refusal, &shared.probe).await;
         }
@@ -107,6 +120,10 @@ pub(crate) async fn run<T: Transport>(transport: T, shared: Shared) {
         output_loop(tx, output, refuse_rx, shared.shutdown.clone(), done_tx)
             .instrument(tracing::Span::current()),
     );
+    let input = match access {
+        Access::Full => input,
+        Access::View => InputSink::Viewer,
+    };
     input_loop(&mut rx, input, control, refuse_tx, done_rx, &shared.probe).await;
     // The output loop has closed the connection (or is about to): let it finish.
     let _ = out_task.await;
@@ -216,6 +233,8 @@ enum InputSink {
     Stdin(Option<StdinWriter>),
     Pane(Pane),
     Disabled,
+    /// A viewer's: what it sends is dropped, logged and counted.
+    Viewer,
 }
 
 fn build_command(start: &StartCommand) -> Result<Command, Error> {
@@ -279,11 +298,7 @@ async fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error>
         client: PROTOCOL,
         idle_timeout: Some(shared.session_timeout),
     };
-    let numbered = shared
-        .by_number
-        .then(|| start.id.parse::<u64>().ok())
-        .flatten()
-        .and_then(|number| shared.registry.find(number));
+    let numbered = numbered_pane(start, shared);
     let (pane, owned, lease) = if start.id.is_empty() {
         let pane = Pane::spawn(&cmd, config)?;
         count_pane(&pane, &shared.probe);
@@ -327,6 +342,45 @@ async fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error>
         output,
         input: InputSink::Pane(pane),
         lease,
+        counted: None,
+    })
+}
+
+/// The pane whose number a `start`'s id is, when the pane table is shared
+/// with other protocols (there a number means a pane before a name).
+fn numbered_pane(start: &StartCommand, shared: &Shared) -> Option<(PaneId, Pane)> {
+    let number = start.id.parse::<u64>().ok().filter(|_| shared.by_number)?;
+    shared.registry.find(number)
+}
+
+/// A viewer's `start`: it names a live terminal session (`tty` and its
+/// `id`), which the viewer attaches with a redraw and leases like any
+/// client, without starting anything or resizing it. Anything else is
+/// refused, with the reason the close carries.
+fn attach_viewer(start: &StartCommand, shared: &Shared) -> Result<Running, String> {
+    const READ_ONLY: &str = "read-only (view token)";
+    if !start.tty || start.id.is_empty() {
+        return Err(format!(
+            "{READ_ONLY}: cannot start a command; attach a terminal session by its id"
+        ));
+    }
+    let live = numbered_pane(start, shared)
+        .or_else(|| shared.registry.by_name(&start.id))
+        .filter(|(_, pane)| pane.exit_status().is_none() && pane.size().is_some())
+        .and_then(|(key, pane)| Some((pane, shared.registry.lease(key, PROTOCOL)?)));
+    let Some((pane, lease)) = live else {
+        return Err(format!(
+            "{READ_ONLY}: no live terminal session {:?}",
+            start.id
+        ));
+    };
+    let attachment = pane.attach(Replay::Screen);
+    Ok(Running {
+        pid: pane.pid(),
+        control: pane.control().clone(),
+        output: OutputPump::pane(attachment, FRAMING),
+        input: InputSink::Viewer,
+        lease: Some(lease),
         counted: None,
     })
 }
@@ -414,7 +468,7 @@ async fn input_loop<Rx: TransportRx>(
                     // Writing may wait for the process; the output side may
                     // finish meanwhile, and then the write is moot.
                     tokio::select! {
-                        r = handle(&mut input, &control, msg) => r,
+                        r = handle(&mut input, &control, msg, probe) => r,
                         _ = &mut done => return drain_until_closed(rx).await,
                     }
                 }
@@ -442,8 +496,21 @@ async fn handle(
     input: &mut InputSink,
     control: &ProcessControl,
     msg: Message,
+    probe: &Probe,
 ) -> Result<(), Refusal> {
     let msg = ClientMsg::decode(msg.payload()).map_err(|e| decode_refusal(&e))?;
+    if let InputSink::Viewer = input
+        && matches!(
+            msg,
+            ClientMsg::Stdin(_) | ClientMsg::CloseStdin | ClientMsg::Resize { .. }
+        )
+    {
+        // wsep has no error message short of closing: the viewer's input
+        // goes nowhere and the connection stays.
+        tracing::debug!(pid = control.pid(), "dropping a viewer's input");
+        probe.viewer_refused();
+        return Ok(());
+    }
     match msg {
         ClientMsg::Stdin(data) => match input {
             InputSink::Stdin(Some(stdin)) => stdin
@@ -456,6 +523,7 @@ async fn handle(
                 .await
                 .map_err(|e| Refusal::policy(format!("stdin: {e}"))),
             InputSink::Disabled => Err(Refusal::policy("stdin is not enabled for this command")),
+            InputSink::Viewer => Ok(()),
         },
         ClientMsg::CloseStdin => {
             match input {
@@ -467,7 +535,7 @@ async fn handle(
                 InputSink::Pane(pane) => {
                     let _ = pane.close_stdin().await;
                 }
-                InputSink::Disabled => {}
+                InputSink::Disabled | InputSink::Viewer => {}
             }
             Ok(())
         }
@@ -522,7 +590,7 @@ mod tests {
     #[tokio::test]
     async fn cat_session_over_memory_transport() {
         let (server_end, client_end) = memory_pair(64 * 1024);
-        let session = tokio::spawn(run(server_end, shared()));
+        let session = tokio::spawn(run(server_end, shared(), Access::Full));
         let (mut tx, mut rx) = client_end.split();
         let start = StartCommand {
             command: "cat".into(),
@@ -561,7 +629,7 @@ mod tests {
             start_timeout: Duration::from_millis(20),
             ..shared()
         };
-        let session = tokio::spawn(run(server_end, config));
+        let session = tokio::spawn(run(server_end, config, Access::Full));
         let (mut tx, mut rx) = client_end.split();
         assert_eq!(rx.recv().await.unwrap(), None);
         let frame = rx.close_frame().unwrap();
