@@ -22,6 +22,9 @@
 //! (`--mib N`, `--runs N`, `--echoes N`, `--panes N`, `--attaches N`,
 //! `--only compare|panes|redraw`).
 
+// Indexing a `serde_json::Value` yields `Null` for what is missing; it never panics.
+#![allow(clippy::indexing_slicing)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -655,9 +658,44 @@ async fn panes(args: &Args, config: &str) -> anyhow::Result<()> {
 const BUSY: &str =
     "i=0; while :; do i=$((i+1)); echo \"busy line $i: the quick brown fox jumps over the lazy dog\"; done";
 
+/// Output the busy pane's streaming client has received before the
+/// attaches begin: its screen is full and it writes at full speed.
+const BUSY_BYTES: usize = 1 << 20;
+
+/// Sends control request `kind` with message id `id` on `client`'s `%`
+/// channel and returns its ack or nack; an error after 10 s of silence
+/// (the tests' `Control::request` panics instead).
+async fn request(
+    client: &Client,
+    id: i64,
+    kind: &str,
+    args: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let control = &client.control.channel;
+    let msg = json!({"time": 1, "message_id": id, "type": kind, "args": args});
+    control.send_text(&msg.to_string()).await;
+    let reply = async {
+        loop {
+            let msg = control
+                .recv_forever()
+                .await
+                .context("control channel closed")?;
+            let v: serde_json::Value = serde_json::from_slice(msg.bytes())?;
+            if (v["type"] == "ack" || v["type"] == "nack") && v["args"]["ref"] == id {
+                return anyhow::Ok(v);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reply)
+        .await
+        .with_context(|| format!("no reply to {kind} in 10 s"))?
+}
+
 /// What the attaches of one protocol at one place measured.
 #[derive(Default)]
 struct Attaches {
+    /// Attaches that failed.
+    errors: Errors,
     /// Attach request to the redraw's first message, ms.
     first: Vec<f64>,
     /// Bytes of that first message.
@@ -675,8 +713,8 @@ async fn redraw(args: &Args, single: &Endpoints<'_>, daemon: &Endpoints<'_>) -> 
         args.attaches
     );
     println!(
-        "  {:<8} {:<7} {:>8} {:>8} {:>8} {:>9}   {:>13} {:>11}   {}",
-        "", "", "p50 ms", "p99 ms", "max ms", "p99<50ms", "redraw bytes", "not redraw", "streamed meanwhile"
+        "  {:<8} {:<7} {:>8} {:>8} {:>8} {:>9}   {:>13} {:>11} {:>7}   {}",
+        "", "", "p50 ms", "p99 ms", "max ms", "p99<50ms", "redraw bytes", "not redraw", "errors", "streamed meanwhile"
     );
     for proto in [Proto::Wsep, Proto::Webexec] {
         for place in [Place::Single, Place::Daemon] {
@@ -692,7 +730,7 @@ async fn redraw(args: &Args, single: &Endpoints<'_>, daemon: &Endpoints<'_>) -> 
             a.sizes.sort_unstable();
             let p99 = quantile(&a.first, 0.99);
             println!(
-                "  {:<8} {:<7} {:>8.2} {:>8.2} {:>8.2} {:>9}   {:>6}-{:<6} {:>11}   {:.0} MiB/s",
+                "  {:<8} {:<7} {:>8.2} {:>8.2} {:>8.2} {:>9}   {:>6}-{:<6} {:>11} {:>7}   {:.0} MiB/s",
                 proto.name(),
                 place.name(),
                 quantile(&a.first, 0.5),
@@ -702,6 +740,7 @@ async fn redraw(args: &Args, single: &Endpoints<'_>, daemon: &Endpoints<'_>) -> 
                 a.sizes.first().copied().unwrap_or(0),
                 a.sizes.last().copied().unwrap_or(0),
                 a.not_redraw,
+                a.errors.0,
                 a.streamed
             );
         }
@@ -726,9 +765,11 @@ async fn wsep_attaches(url: &str, n: usize) -> anyhow::Result<Attaches> {
     };
     let (mut input, mut out) = wsep_client::start(url, Some(TOKEN), busy.clone()).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (busy_tx, busy_rx) = tokio::sync::oneshot::channel::<()>();
     let stream = tokio::spawn(async move {
         let mut got = 0usize;
         let mut streaming = None;
+        let mut busy_tx = Some(busy_tx);
         let mut stopped = std::pin::pin!(stopped);
         loop {
             tokio::select! {
@@ -739,9 +780,15 @@ async fn wsep_attaches(url: &str, n: usize) -> anyhow::Result<Attaches> {
                 },
                 _ = &mut stopped, if streaming.is_none() => streaming = Some(got),
             }
+            if got >= BUSY_BYTES {
+                if let Some(tx) = busy_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
         }
         anyhow::Ok(streaming.unwrap_or(got))
     });
+    busy_rx.await.context("the busy session ended before it was busy")?;
     let mut a = Attaches::default();
     let started = Instant::now();
     for _ in 0..n {
@@ -782,9 +829,11 @@ async fn webexec_attaches(addr: SocketAddr, n: usize) -> anyhow::Result<Attaches
     let mut first_peer = connect().await?;
     let (busy, id) = open_pane_id(&mut first_peer, &format!("24x80,sh,-c,{BUSY}")).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (busy_tx, busy_rx) = tokio::sync::oneshot::channel::<()>();
     let stream = tokio::spawn(async move {
         let mut got = 0usize;
         let mut streaming = None;
+        let mut busy_tx = Some(busy_tx);
         let mut stopped = std::pin::pin!(stopped);
         loop {
             tokio::select! {
@@ -798,37 +847,54 @@ async fn webexec_attaches(addr: SocketAddr, n: usize) -> anyhow::Result<Attaches
                     busy.send(&[3]).await;
                 }
             }
+            if got >= BUSY_BYTES {
+                if let Some(tx) = busy_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
         }
         streaming.unwrap_or(got)
     });
-    let mut second = connect().await?;
+    busy_rx.await.context("the busy pane ended before it was busy")?;
     let mut a = Attaches::default();
     let started = Instant::now();
     for _ in 0..n {
+        // A fresh peer each time: the `webrtc` crate, as a client, loses
+        // the next channel the server opens after it closed one now and
+        // then (stream ids reused before their reset is through), which
+        // would be measured as a hang of the server.
+        let mut second = match connect().await {
+            Ok(client) => client,
+            Err(e) => {
+                a.errors.note("webexec connect", &e);
+                continue;
+            }
+        };
         let t = Instant::now();
-        let reply = second
-            .control
-            .request("reconnect_pane", json!({"id": id}))
-            .await;
-        if reply.get("type").and_then(|t| t.as_str()) != Some("ack") {
-            bail!("reconnect_pane {id}: {reply}");
+        let attached = async {
+            let reply = request(&second, 1, "reconnect_pane", json!({"id": id})).await?;
+            if reply["type"] != "ack" {
+                bail!("reconnect_pane {id}: {reply}");
+            }
+            let (_, ch) = second.server_channel().await;
+            let first = ch.recv().await.context("attached channel closed at once")?;
+            anyhow::Ok((t.elapsed().as_secs_f64() * 1000.0, first))
+        };
+        match attached.await {
+            Ok((ms, first)) => {
+                a.first.push(ms);
+                a.sizes.push(first.bytes().len());
+                a.not_redraw += usize::from(!first.bytes().starts_with(b"\x1b[?1049"));
+            }
+            Err(e) => a.errors.note("webexec attach", &e),
         }
-        let (_, ch) = second.server_channel().await;
-        let first = ch.recv().await.context("attached channel closed at once")?;
-        a.first.push(t.elapsed().as_secs_f64() * 1000.0);
-        a.sizes.push(first.bytes().len());
-        a.not_redraw += usize::from(!first.bytes().starts_with(b"\x1b[?1049"));
-        ch.close().await;
-        // Let a control round trip carry the channel's reset out before
-        // the server opens the next one (see `open_pane`).
-        second.control.request("get_payload", json!({})).await;
+        second.close().await;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let _ = stop.send(());
     let streamed = tokio::time::timeout(Duration::from_secs(30), stream)
         .await
         .context("the busy pane did not end")??;
-    second.close().await;
     first_peer.close().await;
     a.streamed = streamed as f64 / 1048576.0 / elapsed.max(1e-9);
     Ok(a)
