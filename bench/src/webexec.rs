@@ -18,7 +18,10 @@ pub async fn open_pane(client: &mut Client, label: &str) -> anyhow::Result<Clien
 }
 
 /// [`open_pane`], with the pane's id (for `reconnect_pane`).
-pub async fn open_pane_id(client: &mut Client, label: &str) -> anyhow::Result<(ClientChannel, u64)> {
+pub async fn open_pane_id(
+    client: &mut Client,
+    label: &str,
+) -> anyhow::Result<(ClientChannel, u64)> {
     for attempt in 0..3 {
         if attempt > 0 {
             client.control.request("get_payload", json!({})).await;
@@ -31,9 +34,7 @@ pub async fn open_pane_id(client: &mut Client, label: &str) -> anyhow::Result<(C
             Some(Msg::Binary(first)) => {
                 let first = String::from_utf8_lossy(&first);
                 let id = first.split(',').next().unwrap_or_default();
-                let id = id
-                    .parse()
-                    .with_context(|| format!("pane id {first:?}"))?;
+                let id = id.parse().with_context(|| format!("pane id {first:?}"))?;
                 return Ok((ch, id));
             }
             Some(other) => bail!("expected the pane id, got {other:?}"),

@@ -33,9 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use execwire_bench::webexec::{open_pane, open_pane_id, settle};
-use execwire_bench::{
-    Holdings, Run, Runs, Server, cores, quantile, sibling, tempdir, write_text,
-};
+use execwire_bench::{Holdings, Run, Runs, Server, cores, quantile, sibling, tempdir, write_text};
 use execwire_tests::webexec::{Client, ClientChannel, Signaling};
 use serde_json::json;
 use wsep_client::{Input, Output, Outputs, Trust};
@@ -410,7 +408,14 @@ async fn compare(
     );
     println!(
         "  {:<8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11}",
-        "", "single p50", "single p99", "daemon p50", "daemon p99", "ratio p50", "ratio p99", "within 10%"
+        "",
+        "single p50",
+        "single p99",
+        "daemon p50",
+        "daemon p99",
+        "ratio p50",
+        "ratio p99",
+        "within 10%"
     );
     for (proto, [s, d]) in PROTOS.into_iter().zip(&mut figures) {
         s.echoes.sort_by(f64::total_cmp);
@@ -444,8 +449,12 @@ async fn output(
     data: &[u8],
 ) -> anyhow::Result<Run> {
     match proto {
-        Proto::Wsep => execwire_bench::wsep::time_output(at.server, &at.url, TOKEN, text, data).await,
-        Proto::Pow => execwire_bench::pow::time_output(at.server, &at.url, TOKEN, "cat", data).await,
+        Proto::Wsep => {
+            execwire_bench::wsep::time_output(at.server, &at.url, TOKEN, text, data).await
+        }
+        Proto::Pow => {
+            execwire_bench::pow::time_output(at.server, &at.url, TOKEN, "cat", data).await
+        }
         Proto::Webterm => {
             let line = format!("cat {}", text.display());
             let (run, _) =
@@ -539,16 +548,15 @@ async fn panes(args: &Args, config: &str) -> anyhow::Result<()> {
     let mut peers: Vec<(Client, Vec<ClientChannel>)> = Vec::new();
     let mut left = webexec_n;
     while left > 0 {
-        let mut client = match Client::connect(at.webexec_addr()?, Some(TOKEN), &Signaling::Offer)
-            .await
-        {
-            Ok(client) => client,
-            Err(e) => {
-                errors.note("webexec connect", &anyhow::anyhow!("{e:?}"));
-                left = left.saturating_sub(PANES_PER_PEER);
-                continue;
-            }
-        };
+        let mut client =
+            match Client::connect(at.webexec_addr()?, Some(TOKEN), &Signaling::Offer).await {
+                Ok(client) => client,
+                Err(e) => {
+                    errors.note("webexec connect", &anyhow::anyhow!("{e:?}"));
+                    left = left.saturating_sub(PANES_PER_PEER);
+                    continue;
+                }
+            };
         let mut channels = Vec::new();
         for _ in 0..left.min(PANES_PER_PEER) {
             match open_pane(&mut client, "24x80,cat").await {
@@ -655,8 +663,7 @@ async fn panes(args: &Args, config: &str) -> anyhow::Result<()> {
 
 /// A terminal that writes as fast as it can, until ^C. No commas: webexec
 /// labels are comma-separated argv.
-const BUSY: &str =
-    "i=0; while :; do i=$((i+1)); echo \"busy line $i: the quick brown fox jumps over the lazy dog\"; done";
+const BUSY: &str = "i=0; while :; do i=$((i+1)); echo \"busy line $i: the quick brown fox jumps over the lazy dog\"; done";
 
 /// Output the busy pane's streaming client has received before the
 /// attaches begin: its screen is full and it writes at full speed.
@@ -713,8 +720,8 @@ async fn redraw(args: &Args, single: &Endpoints<'_>, daemon: &Endpoints<'_>) -> 
         args.attaches
     );
     println!(
-        "  {:<8} {:<7} {:>8} {:>8} {:>8} {:>9}   {:>13} {:>11} {:>7}   {}",
-        "", "", "p50 ms", "p99 ms", "max ms", "p99<50ms", "redraw bytes", "not redraw", "errors", "streamed meanwhile"
+        "  {:<8} {:<7} {:>8} {:>8} {:>8} {:>9}   {:>13} {:>11} {:>7}   streamed meanwhile",
+        "", "", "p50 ms", "p99 ms", "max ms", "p99<50ms", "redraw bytes", "not redraw", "errors",
     );
     for proto in [Proto::Wsep, Proto::Webexec] {
         for place in [Place::Single, Place::Daemon] {
@@ -780,15 +787,17 @@ async fn wsep_attaches(url: &str, n: usize) -> anyhow::Result<Attaches> {
                 },
                 _ = &mut stopped, if streaming.is_none() => streaming = Some(got),
             }
-            if got >= BUSY_BYTES {
-                if let Some(tx) = busy_tx.take() {
-                    let _ = tx.send(());
-                }
+            if got >= BUSY_BYTES
+                && let Some(tx) = busy_tx.take()
+            {
+                let _ = tx.send(());
             }
         }
         anyhow::Ok(streaming.unwrap_or(got))
     });
-    busy_rx.await.context("the busy session ended before it was busy")?;
+    busy_rx
+        .await
+        .context("the busy session ended before it was busy")?;
     let mut a = Attaches::default();
     let started = Instant::now();
     for _ in 0..n {
@@ -847,15 +856,17 @@ async fn webexec_attaches(addr: SocketAddr, n: usize) -> anyhow::Result<Attaches
                     busy.send(&[3]).await;
                 }
             }
-            if got >= BUSY_BYTES {
-                if let Some(tx) = busy_tx.take() {
-                    let _ = tx.send(());
-                }
+            if got >= BUSY_BYTES
+                && let Some(tx) = busy_tx.take()
+            {
+                let _ = tx.send(());
             }
         }
         streaming.unwrap_or(got)
     });
-    busy_rx.await.context("the busy pane ended before it was busy")?;
+    busy_rx
+        .await
+        .context("the busy pane ended before it was busy")?;
     let mut a = Attaches::default();
     let started = Instant::now();
     for _ in 0..n {

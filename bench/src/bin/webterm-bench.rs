@@ -62,10 +62,12 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.runs.max(1) {
         let script = format!("cat {} | cat > /dev/null", text.display());
         pipe.push(server.time(Command::new("sh").args(["-c", &script]))?);
-        let (run, updates) = runtime.block_on(time_command(&server, &url, TOKEN, &line, &[], &data))?;
+        let (run, updates) =
+            runtime.block_on(time_command(&server, &url, TOKEN, &line, &[], &data))?;
         plain.push(run);
         plain_updates = updates;
-        let (run, updates) = runtime.block_on(time_command(&server, &url, TOKEN, &line, &[0], &data))?;
+        let (run, updates) =
+            runtime.block_on(time_command(&server, &url, TOKEN, &line, &[0], &data))?;
         tapped.push(run);
         tapped_updates = updates;
     }
