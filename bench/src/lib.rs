@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+pub mod pow;
 pub mod webexec;
+pub mod webterm;
 pub mod wsep;
 
 /// The binary `name` beside the running benchmark (target/release).

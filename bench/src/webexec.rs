@@ -14,6 +14,14 @@ use serde_json::json;
 /// new channel: after such a close, let a control round trip carry the
 /// queued reset out and open again (up to three times).
 pub async fn open_pane(client: &mut Client, label: &str) -> anyhow::Result<ClientChannel> {
+    Ok(open_pane_id(client, label).await?.0)
+}
+
+/// [`open_pane`], with the pane's id (for `reconnect_pane`).
+pub async fn open_pane_id(
+    client: &mut Client,
+    label: &str,
+) -> anyhow::Result<(ClientChannel, u64)> {
     for attempt in 0..3 {
         if attempt > 0 {
             client.control.request("get_payload", json!({})).await;
@@ -22,7 +30,13 @@ pub async fn open_pane(client: &mut Client, label: &str) -> anyhow::Result<Clien
             continue;
         };
         match ch.recv().await {
-            Some(Msg::Binary(_)) => return Ok(ch),
+            // `"<id>"`, or `"<id>,<rows>x<cols>"` for a terminal.
+            Some(Msg::Binary(first)) => {
+                let first = String::from_utf8_lossy(&first);
+                let id = first.split(',').next().unwrap_or_default();
+                let id = id.parse().with_context(|| format!("pane id {first:?}"))?;
+                return Ok((ch, id));
+            }
             Some(other) => bail!("expected the pane id, got {other:?}"),
             None => continue,
         }

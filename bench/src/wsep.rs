@@ -85,3 +85,45 @@ pub async fn echoes(
     rtts.sort_by(f64::total_cmp);
     Ok(rtts)
 }
+
+/// `cat FILE` without a terminal over wsep at `url`, every byte of its
+/// stdout received and compared with `expected`, then its exit. CPU time
+/// is this process's and the server's (with its `cat`).
+pub async fn time_output(
+    server: &crate::Server,
+    url: &str,
+    token: &str,
+    file: &std::path::Path,
+    expected: &[u8],
+) -> anyhow::Result<crate::Run> {
+    let cpu = crate::cpu_seconds("self")? + server.cpu()?;
+    let start = Instant::now();
+    let command = StartCommand {
+        command: "cat".into(),
+        args: vec![file.display().to_string()],
+        stdin: Some(false),
+        ..StartCommand::default()
+    };
+    let (_input, mut out) = wsep_client::start(url, Some(token), command).await?;
+    let (mut received, mut intact) = (0, true);
+    loop {
+        match out.next().await? {
+            Some(Output::Stdout(b)) => {
+                let end = received + b.len();
+                intact &= expected.get(received..end) == Some(b.as_ref());
+                received = end;
+            }
+            Some(Output::Exit { code: 0, .. }) => break,
+            other => bail!("cat over wsep ended with {other:?}"),
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    if received != expected.len() || !intact {
+        bail!(
+            "cat over wsep: {received} of {} bytes (intact: {intact})",
+            expected.len()
+        );
+    }
+    let cpu = crate::cpu_seconds("self")? + server.cpu()? - cpu;
+    Ok(crate::Run { wall, cpu })
+}

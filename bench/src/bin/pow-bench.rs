@@ -13,13 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use execwire_bench::{
-    Run, Runs, Server, cores, cpu_seconds, quantile, row, sibling, tempdir, write_text,
-};
+use execwire_bench::pow::{call, connect};
+use execwire_bench::{Runs, Server, cores, quantile, row, sibling, tempdir, write_text};
 use futures_util::{SinkExt as _, StreamExt as _};
-use pow_proto::{Call, Outcome, ResultState, Signal, Status};
+use pow_proto::{Outcome, ResultState, Status};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -68,8 +66,10 @@ fn main() -> anyhow::Result<()> {
     let work = tempdir("pow-bench")?;
     let bytes = args.mib << 20;
     let text = work.join("text.txt");
+    let mut data = Vec::new();
     if args.wants(Section::Throughput) {
         write_text(&text, bytes)?;
+        data = std::fs::read(&text)?;
     }
     let config = work.join("processes.toml");
     std::fs::write(&config, processes(&text))?;
@@ -106,7 +106,10 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..args.runs.max(1) {
             let script = format!("cat {} | cat > /dev/null", text.display());
             pipe.push(server.time(Command::new("sh").args(["-c", &script]))?);
-            ws.push(runtime.block_on(time_ws_output(&server, &addr, bytes))?);
+            let url = format!("ws://{addr}/");
+            ws.push(runtime.block_on(execwire_bench::pow::time_output(
+                &server, &url, TOKEN, "cat", &data,
+            ))?);
         }
         println!(
             "WebSocket output ({} MiB of text lines as text frames)",
@@ -176,57 +179,6 @@ argv = ["cat"]
 /// A TOML basic string.
 fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(addr: &str) -> anyhow::Result<Ws> {
-    let mut request = format!("ws://{addr}/").into_client_request()?;
-    let headers = request.headers_mut();
-    headers.insert("authorization", format!("Bearer {TOKEN}").parse()?);
-    headers.insert("sec-websocket-protocol", "pow-1".parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(ws)
-}
-
-fn call(name: &str) -> Message {
-    let call = Call {
-        call: name.into(),
-        params: Vec::new(),
-    };
-    Message::Binary(call.encode().into())
-}
-
-/// One `cat FILE` over a WebSocket: every byte of output received, then the
-/// result. CPU time is this process's and the server's (with its `cat`).
-async fn time_ws_output(server: &Server, addr: &str, expected: usize) -> anyhow::Result<Run> {
-    let cpu = cpu_seconds("self")? + server.cpu()?;
-    let start = Instant::now();
-    let mut ws = connect(addr).await?;
-    ws.send(call("cat")).await?;
-    ws.send(Message::Binary(Signal::Close.encode().into()))
-        .await?;
-    let mut received = 0;
-    let outcome = loop {
-        match ws
-            .next()
-            .await
-            .context("connection ended before the result")??
-        {
-            Message::Text(text) => received += text.len(),
-            Message::Binary(frame) => break Outcome::decode(&frame)?,
-            _ => {}
-        }
-    };
-    let wall = start.elapsed().as_secs_f64();
-    let _ = ws.close(None).await;
-    if received != expected || !matches!(outcome, Outcome::Fulfilled { .. }) {
-        bail!("cat over pow-1: {received} of {expected} bytes, {outcome:?}");
-    }
-    // The server reaps `cat` just before it sends the result.
-    let cpu = cpu_seconds("self")? + server.cpu()? - cpu;
-    Ok(Run { wall, cpu })
 }
 
 /// `clients` loops of `POST /new {"call":"date"}` then `GET /status/{id}`
@@ -322,7 +274,7 @@ async fn idle_sessions(
     let mut errors = 0;
     for _ in 0..n {
         let opened = async {
-            let mut ws = connect(addr).await?;
+            let mut ws = connect(&format!("ws://{addr}/"), TOKEN).await?;
             ws.send(call(name)).await?;
             anyhow::Ok(ws)
         };
