@@ -16,7 +16,7 @@
 const MMAP_THRESHOLD: i32 = 128 * 1024;
 
 /// How often freed heap memory is handed back ([`give_back_periodically`]).
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Makes freed memory go back to the system: call once at the start of a
 /// server binary, before its runtime starts. Settings the operator made
