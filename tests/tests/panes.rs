@@ -266,6 +266,22 @@ async fn webexec_resize(client: &mut Client, id: u64, rows: u16, cols: u16) {
     assert_eq!(reply["type"], "ack", "{reply}");
 }
 
+/// Waits for the resize notice of pane `id` to `rows`x`cols` on the
+/// peer's control channel (other notices skipped).
+async fn resize_notice(client: &mut Client, id: u64, rows: u16, cols: u16) {
+    let want = json!({"pane_id": id, "sx": cols, "sy": rows});
+    tokio::time::timeout(STEP, async {
+        loop {
+            let msg = client.control.next().await;
+            if msg["type"] == "resize" && msg["args"] == want {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no resize notice {want}"));
+}
+
 /// A line that makes the shell print the terminal size as `size-RxC`
 /// (the echo of the typed line itself does not contain that).
 const SIZE: &str = "echo size-$(stty size | tr ' ' x)";
@@ -311,6 +327,9 @@ async fn a_wsep_cli_terminal_is_reattached_from_webexec() {
     cli.type_line(SIZE).await;
     cli.read_until("size-30x100").await;
     let (mut input, mut output) = wsep_terminal(&server, &id.to_string(), 40, 120).await;
+    // The webexec peer is told of a size another protocol set, as of its
+    // fellow peers' (Terminal7 sizes its view by it).
+    resize_notice(&mut peer, id, 40, 120).await;
     input.write(format!("{SIZE}\n").as_bytes()).await.unwrap();
     wsep_read_until(&mut output, "size-40x120").await;
     let listed = pane(&server, id).await.unwrap();
@@ -321,6 +340,7 @@ async fn a_wsep_cli_terminal_is_reattached_from_webexec() {
     cli.read_until("size-33x99").await;
     channel.read_until("size-33x99").await;
     input.resize(45, 130).await.unwrap();
+    resize_notice(&mut peer, id, 45, 130).await;
     input.write(format!("{SIZE}\n").as_bytes()).await.unwrap();
     wsep_read_until(&mut output, "size-45x130").await;
     cli.read_until("size-45x130").await;

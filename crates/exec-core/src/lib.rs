@@ -68,7 +68,7 @@ mod transport;
 pub use batch::{Batcher, Pacing};
 pub use command::{Command, ExitStatus, PtySize};
 pub use error::{Error, TransportError};
-pub use pane::{Attachment, Pane, PaneConfig, PaneEvent, Replay};
+pub use pane::{Attachment, Pane, PaneConfig, PaneEvent, Replay, Resized};
 pub use process::{
     DRAIN_AFTER_EXIT, Event, Events, MAX_CHUNK, Output, Process, ProcessControl, Stdin,
     raise_open_files_limit,

@@ -84,6 +84,15 @@ pub enum PaneEvent {
     Exit(ExitStatus),
 }
 
+/// A terminal's new size, and the kind of client that set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resized {
+    /// The size.
+    pub size: PtySize,
+    /// The client's kind (its protocol).
+    pub by: &'static str,
+}
+
 /// A process (with or without a terminal) shared by any number of clients.
 ///
 /// Output goes into one bounded replay ring (and, under a terminal, a
@@ -113,6 +122,9 @@ struct PaneInner {
     control: ProcessControl,
     /// The terminal size clients last set; `None` without a terminal.
     size: Mutex<Option<PtySize>>,
+    /// The last resize and who made it, for clients of other kinds that
+    /// show the size ([`Pane::watch_resizes`]).
+    resized: watch::Sender<Option<Resized>>,
     /// [`PaneConfig::chunk`].
     chunk: usize,
     /// Fed by the reader task itself, so it sees every byte whatever the
@@ -216,6 +228,7 @@ impl Pane {
             stdin,
             control,
             size: Mutex::new(cmd.pty_size()),
+            resized: watch::Sender::new(None),
             chunk,
             recorder,
             argv: cmd.argv().into(),
@@ -297,14 +310,17 @@ impl Pane {
         }
     }
 
-    /// Resizes the terminal and the pane's screen.
-    pub fn resize(&self, size: PtySize) -> Result<(), Error> {
+    /// Resizes the terminal and the pane's screen, for a client of kind
+    /// `by` (its protocol, as in [`Claim::client`](crate::Claim)): clients
+    /// of other kinds watching the pane learn of it.
+    pub fn resize(&self, size: PtySize, by: &'static str) -> Result<(), Error> {
         let mut current = lock(&self.inner.size);
         if current.is_none() {
             return Err(Error::NoTerminal);
         }
         self.inner.control.resize(size)?;
         *current = Some(size);
+        self.inner.resized.send_replace(Some(Resized { size, by }));
         if let Some(recorder) = &self.inner.recorder {
             recorder.resize(size);
         }
@@ -312,6 +328,14 @@ impl Pane {
             screen.resize(size.rows, size.cols);
         }
         Ok(())
+    }
+
+    /// Every resize from now on, with the kind of client that made it: a
+    /// protocol that tells its clients of size changes (webexec's resize
+    /// notice) sends those other protocols made. Ends when the pane is
+    /// gone.
+    pub fn watch_resizes(&self) -> watch::Receiver<Option<Resized>> {
+        self.inner.resized.subscribe()
     }
 
     /// The terminal's size (the last one set), `None` for a pane without a

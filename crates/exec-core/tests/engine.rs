@@ -121,10 +121,13 @@ async fn pty_echo_resize_and_screen_redraw() {
     }
     assert!(String::from_utf8_lossy(&seen).contains("24 80"));
 
-    pane.resize(PtySize {
-        rows: 30,
-        cols: 100,
-    })
+    pane.resize(
+        PtySize {
+            rows: 30,
+            cols: 100,
+        },
+        "test",
+    )
     .unwrap();
     pane.write(&b"stty size\n"[..]).await.unwrap();
     seen.clear();

@@ -50,22 +50,32 @@ pub fn tune_allocator() {
 /// long-lived objects allocated late pin everything below them, and the
 /// server kept the burst's high-water mark. `malloc_trim` releases the
 /// free pages wherever they are (`madvise`); it walks the free lists
-/// under the allocator's lock, a fraction of a millisecond for a heap of
-/// tens of MiB, so once per period costs nothing measurable. Does
-/// nothing with other C libraries.
+/// under the allocator's lock, on a blocking thread. Its cost on echo
+/// latency under load is measured in the README (wsep-bench with and
+/// without `MALLOC_TRIM_THRESHOLD_`, which, set by the operator, turns
+/// this off). Does nothing with other C libraries.
 pub(crate) async fn give_back_periodically() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        // The operator's own trimming policy wins.
+        if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() {
+            return;
+        }
         let mut tick = tokio::time::interval(TRIM_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate: nothing to give back yet.
         tick.tick().await;
         loop {
             tick.tick().await;
-            // SAFETY: malloc_trim only releases free memory; it takes the
-            // allocator's own locks.
-            unsafe {
-                libc::malloc_trim(0);
+            // On a blocking thread: the walk and the `madvise` calls never
+            // hold up a worker's other tasks.
+            let trimmed = tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim only releases free memory; it takes
+                // the allocator's own locks.
+                unsafe { libc::malloc_trim(0) }
+            });
+            if trimmed.await.is_err() {
+                return;
             }
         }
     }

@@ -230,11 +230,6 @@ impl Flags {
     /// When the addresses are the defaults, an IPv6 one that cannot be
     /// bound (a host without IPv6) is skipped with a warning.
     pub async fn start(&self, spec: &Spec) -> Result<Started, Error> {
-        if let (Some(full), Some(view)) = (self.token.as_deref(), self.view_token())
-            && view.matches(full)
-        {
-            return Err(Error::SameTokens);
-        }
         let (addrs, tls) = self.prepare(spec)?;
         let listeners = self.bind(addrs).await?;
         let token = self.token()?;
@@ -246,9 +241,16 @@ impl Flags {
     }
 
     /// The first part of [`Flags::start`], for a server that binds more
-    /// in between (webexec's daemon socket): the addresses, the TLS
-    /// identity, and the exposure check and warning for each address.
+    /// in between (webexec's daemon socket): the two tokens told apart,
+    /// the addresses, the TLS identity, and the exposure check and warning
+    /// for each address.
     pub fn prepare(&self, spec: &Spec) -> Result<(Vec<SocketAddr>, Option<Tls>), Error> {
+        // A view token equal to the full token would be the full token.
+        if let (Some(full), Some(view)) = (self.token.as_deref(), self.view_token())
+            && view.matches(full)
+        {
+            return Err(Error::SameTokens);
+        }
         let addrs = self.addresses(spec);
         let tls = self.tls(&addrs)?;
         for addr in &addrs {

@@ -22,7 +22,8 @@ const status = (text, error) => {
 
 const params = new URLSearchParams(location.hash.slice(1));
 const viewOnly = params.get("view") === "1";
-const wantedPane = Number(params.get("pane")) || 0;
+// Cleared once that pane ended or "New pane" was asked for.
+let wantedPane = Number(params.get("pane")) || 0;
 
 // A viewer's terminal takes no keys and draws no cursor (the page's CSS
 // hides it while focused, `cursorInactiveStyle` when not).
@@ -88,6 +89,7 @@ function attach(channel, id, early) {
     if (window.webexec.pane !== channel) return;
     term.write("\r\n\x1b[2m[pane " + id + " ended]\x1b[0m\r\n");
     sessionStorage.removeItem("webexec-pane");
+    if (wantedPane === Number(id)) wantedPane = 0;
     status("pane ended");
   };
   early.messages.forEach(show);
@@ -217,6 +219,7 @@ async function connect() {
 $("connect").onclick = () => connect().catch((e) => status(e.message, true));
 $("new-pane").onclick = () => {
   sessionStorage.removeItem("webexec-pane");
+  wantedPane = 0;
   connect().catch((e) => status(e.message, true));
 };
 if ($("token").value) connect().catch((e) => status(e.message, true));

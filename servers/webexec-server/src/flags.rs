@@ -79,6 +79,11 @@ impl RtcFlags {
                     user: "webexec".into(),
                 })
             }
+            None if !self.turn_urls.is_empty() => {
+                return Err(Error::Config(
+                    "TURN URLs need the secret to mint their credentials (--turn-secret)".into(),
+                ));
+            }
             None => None,
         };
         Ok(RtcConfig {

@@ -2,7 +2,7 @@
 //! the payload clients share, output markers, the peers to broadcast to,
 //! and who is authorized.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -152,7 +152,9 @@ impl PaneEntry {
 
     /// Resizes a PTY pane; fails for a pane without a terminal.
     pub(crate) fn resize(&self, rows: u16, cols: u16) -> Result<(), Error> {
-        Ok(self.pane.resize(PtySize::or_default(rows, cols))?)
+        Ok(self
+            .pane
+            .resize(PtySize::or_default(rows, cols), crate::PROTOCOL)?)
     }
 }
 
@@ -190,6 +192,10 @@ pub(crate) struct Host {
     /// wsep's named terminals too, which a peer attaches like its own.
     session: Session,
     peers: Mutex<HashMap<u64, ByteSender<ToPeer>>>,
+    /// Peers with a view token: never asked for the clipboard.
+    viewers: Mutex<HashSet<u64>>,
+    /// Panes whose resizes by other protocols are told to the peers.
+    followed: Mutex<HashSet<u64>>,
     next_peer: AtomicU64,
     /// The peer that sent something last (0: none): the one whose user is
     /// at the keyboard, which `webexec-server copy`/`paste` talk to.
@@ -209,6 +215,8 @@ impl Host {
             defaults,
             session,
             peers: Mutex::new(HashMap::new()),
+            viewers: Mutex::new(HashSet::new()),
+            followed: Mutex::new(HashSet::new()),
             next_peer: AtomicU64::new(1),
             active_peer: AtomicU64::new(0),
         }
@@ -262,6 +270,7 @@ impl Host {
         let pane = attachment.pane();
         let counted = (self.probe.pane(), self.probe.process());
         pane.on_exit(move || drop(counted));
+        self.follow_resizes(id.get(), &pane);
         let entry = Arc::new(PaneEntry { id: id.get(), pane });
         Ok((entry, attachment, lease))
     }
@@ -269,10 +278,45 @@ impl Host {
     /// The live pane `id`, to attach, with a lease to hold while attached:
     /// a pane another protocol started keeps its own idle timeout, which
     /// the lease holds back (see [`Claim`]).
-    pub(crate) fn attach_pane(&self, id: u64) -> Option<(Arc<PaneEntry>, Lease)> {
+    pub(crate) fn attach_pane(self: &Arc<Self>, id: u64) -> Option<(Arc<PaneEntry>, Lease)> {
         let (id, pane) = self.session.find(id)?;
         let lease = self.session.lease(id, CLAIM.client)?;
+        self.follow_resizes(id.get(), &pane);
         Some((Arc::new(PaneEntry { id: id.get(), pane }), lease))
+    }
+
+    /// Tells every peer of the resizes of pane `id` that clients of other
+    /// protocols make (in the daemon, a wsep client's window), as webexec
+    /// tells them of its own peers' (those are broadcast by the peer that
+    /// resized, to the others). One task per pane, from the first time a
+    /// peer starts or attaches it until the pane is gone.
+    fn follow_resizes(self: &Arc<Self>, id: u64, pane: &Pane) {
+        if !lock(&self.followed).insert(id) {
+            return;
+        }
+        let mut resizes = pane.watch_resizes();
+        let host = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while resizes.changed().await.is_ok() {
+                let resized = *resizes.borrow_and_update();
+                let Some(resized) = resized.filter(|r| r.by != crate::PROTOCOL) else {
+                    continue;
+                };
+                let Some(host) = host.upgrade() else { return };
+                // Peer ids start at 1: from 0, every peer is told.
+                host.broadcast(
+                    0,
+                    &Notice::Resize {
+                        pane_id: id,
+                        cols: resized.size.cols,
+                        rows: resized.size.rows,
+                    },
+                );
+            }
+            if let Some(host) = host.upgrade() {
+                lock(&host.followed).remove(&id);
+            }
+        });
     }
 
     /// The live pane `id`.
@@ -346,9 +390,16 @@ impl Host {
     /// Forgets a peer.
     pub(crate) fn leave(&self, id: u64) {
         lock(&self.peers).remove(&id);
+        lock(&self.viewers).remove(&id);
         let _ = self
             .active_peer
             .compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Notes that peer `id` has a view token: the clipboard commands, which
+    /// hand the host's clipboard over or take one, never talk to it.
+    pub(crate) fn set_viewer(&self, id: u64) {
+        lock(&self.viewers).insert(id);
     }
 
     /// Notes that peer `id` sent something: it is the active one.
@@ -356,16 +407,24 @@ impl Host {
         self.active_peer.store(id, Ordering::Relaxed);
     }
 
-    /// Sends `notice` to the active peer (else the one that joined last)
-    /// and, when `await_ack`, waits for its ack: the body, or why not.
+    /// Sends `notice` to the active peer (else the one that joined last,
+    /// viewers aside) and, when `await_ack`, waits for its ack: the body,
+    /// or why not.
     pub(crate) async fn ask(&self, notice: Notice, await_ack: bool) -> Result<String, AskError> {
         let (reply, answer) = oneshot::channel();
         let peer = {
             let peers = lock(&self.peers);
+            let viewers = lock(&self.viewers);
             let active = self.active_peer.load(Ordering::Relaxed);
             peers
                 .get(&active)
-                .or_else(|| peers.iter().max_by_key(|(id, _)| **id).map(|(_, tx)| tx))
+                .or_else(|| {
+                    peers
+                        .iter()
+                        .filter(|(id, _)| !viewers.contains(id))
+                        .max_by_key(|(id, _)| **id)
+                        .map(|(_, tx)| tx)
+                })
                 .cloned()
         };
         let peer = peer.ok_or(AskError::NoClient)?;

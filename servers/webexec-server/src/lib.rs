@@ -172,7 +172,7 @@ pub struct Server {
 }
 
 /// The protocol's name in metrics and logs.
-const PROTOCOL: &str = "webexec";
+pub(crate) const PROTOCOL: &str = "webexec";
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -254,6 +254,20 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
         .authorized
         .clone()
         .unwrap_or_else(|| paths.authorized());
+    // The authorized file gives full access: a view token listed there
+    // would be no view token.
+    if let Some(view) = common.view_token.as_deref().filter(|v| !v.is_empty())
+        && std::fs::read_to_string(&authorized_file).is_ok_and(|text| {
+            webexec_proto::authorized_entries(&text)
+                .iter()
+                .any(|e| e == view)
+        })
+    {
+        anyhow::bail!(
+            "the view token is listed in {}, which gives it full access: remove it there or choose another",
+            authorized_file.display()
+        );
+    }
     // A token is generated only when no one is authorized otherwise (the
     // authorized file), and printed below with the page's URLs.
     let mut token = None;

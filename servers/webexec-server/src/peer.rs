@@ -169,6 +169,9 @@ impl<C: Connection> PeerState<C> {
     fn authenticate(&self, access: Access) {
         // The access level before the flag that makes it count.
         self.viewer.store(access.is_view(), Ordering::Release);
+        if access.is_view() {
+            self.host.set_viewer(self.id);
+        }
         self.authenticated.store(true, Ordering::Release);
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         if session.is_none() {
@@ -240,6 +243,13 @@ impl<C: Connection> PeerState<C> {
             }
             return;
         };
+        if self.viewer()
+            && let Some((_, reply)) = ask
+        {
+            // Not the host's clipboard, neither way, for a read-only peer.
+            let _ = reply.send(Err("the client is a read-only viewer".into()));
+            return;
+        }
         let id = self.message_id();
         let text = notice.encode(id, now_ms());
         match ask {
@@ -392,7 +402,11 @@ async fn serve_pane<C: Connection>(
     let input = async {
         while let Ok(Some(msg)) = rx.recv().await {
             let (Message::Text(data) | Message::Binary(data)) = msg;
-            state.host.touch(state.id);
+            // A viewer is never the peer at the keyboard: the clipboard
+            // commands would hand it the host's clipboard.
+            if !state.viewer() {
+                state.host.touch(state.id);
+            }
             state.host.probe.received(data.len());
             if state.viewer() {
                 // A pane channel carries bytes only, no error: a viewer's
@@ -530,12 +544,17 @@ async fn handle<C: Connection>(
         host.probe.protocol_error();
         return nack(reference, "not authenticated: send auth first");
     }
-    host.touch(state.id);
+    if !state.viewer() {
+        host.touch(state.id);
+    }
     if state.viewer()
         && let Some(what) = match &request {
             Request::Resize { .. } => Some("resize"),
             Request::SetPayload { .. } => Some("set_payload"),
             Request::AddPane { .. } => Some("add_pane"),
+            // Markers are shared and few: a viewer's would push out the
+            // owners' (restoring one, a read, stays allowed).
+            Request::Mark => Some("mark"),
             _ => None,
         }
     {
@@ -1063,7 +1082,8 @@ mod tests {
         let metrics = Metrics::new();
         let refusals = || {
             let text = metrics.encode();
-            text.contains("execwire_viewer_refusals_total{protocol=\"webexec\"} 7")
+            text.lines()
+                .any(|l| l == "execwire_viewer_refusals_total{protocol=\"webexec\"} 8")
         };
         let host = host_counted(&metrics);
         let owner = Client::connect(&host, true);
@@ -1085,6 +1105,7 @@ mod tests {
             ("add_pane", json!({"command": ["cat"]})),
             ("resize", json!({"pane_id": 1, "sx": 100, "sy": 30})),
             ("set_payload", json!({"payload": "x"})),
+            ("mark", json!({})),
         ] {
             let why = control.refused(kind, args).await;
             assert!(why.contains("read-only"), "{kind}: {why}");
@@ -1114,7 +1135,7 @@ mod tests {
             }
         })
         .await
-        .expect("7 viewer refusals counted");
+        .expect("8 viewer refusals counted");
         // The owner's input reaches the process, and the viewer sees it
         // there; the viewer's never did.
         typed.send("after\n").await;
@@ -1122,8 +1143,20 @@ mod tests {
         assert!(!echoed.contains("viewer"), "{echoed:?}");
         let seen = watching.until("after\r\nafter\r\n").await;
         assert!(!seen.contains("viewer"), "{seen:?}");
-        viewer.leave().await;
+        // The viewer typed and asked last, yet the clipboard commands never
+        // talk to it: with the owner gone, there is nobody to ask.
         owner.leave().await;
+        let asked = host
+            .ask(
+                Notice::SetClipboard {
+                    data: "secret".into(),
+                    mimetype: "text/plain".into(),
+                },
+                false,
+            )
+            .await;
+        assert!(matches!(asked, Err(AskError::NoClient)), "{asked:?}");
+        viewer.leave().await;
     }
 
     #[tokio::test]

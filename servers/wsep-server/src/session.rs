@@ -314,7 +314,7 @@ async fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error>
             .lease(id, PROTOCOL)
             .ok_or(exec_core::Error::SessionEnded)?;
         if start.rows != 0 || start.cols != 0 {
-            pane.resize(PtySize::or_default(start.rows, start.cols))?;
+            pane.resize(PtySize::or_default(start.rows, start.cols), PROTOCOL)?;
         }
         (pane, false, Some(lease))
     } else {
@@ -327,7 +327,7 @@ async fn launch(start: &StartCommand, shared: &Shared) -> Result<Running, Error>
         }
         if !created && (start.rows != 0 || start.cols != 0) {
             // The newest client's window decides the size, as with screen -x.
-            pane.resize(PtySize::or_default(start.rows, start.cols))?;
+            pane.resize(PtySize::or_default(start.rows, start.cols), PROTOCOL)?;
         }
         (pane, false, Some(lease))
     };
@@ -543,7 +543,7 @@ async fn handle(
             let size = PtySize::or_default(rows, cols);
             match input {
                 InputSink::Pane(pane) => pane
-                    .resize(size)
+                    .resize(size, PROTOCOL)
                     .map_err(|e| Refusal::policy(format!("resize: {e}"))),
                 // Only terminals have a size; clients send it regardless.
                 _ => {

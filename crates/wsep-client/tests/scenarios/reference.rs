@@ -351,7 +351,9 @@ impl Connection {
                 cols: size.cols,
             }),
             // The pane's screen model needs a size; screen has one too.
-            Started::Session { pane, .. } => pane.resize(PtySize::or_default(size.rows, size.cols)),
+            Started::Session { pane, .. } => {
+                pane.resize(PtySize::or_default(size.rows, size.cols), "wsep")
+            }
             Started::Pipes { .. } | Started::HungUp => Ok(()),
         };
         result.map_err(|e| failed(format!("resize: {e}")))
