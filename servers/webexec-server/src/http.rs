@@ -23,7 +23,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::host::Host;
-use crate::rtc::{Peer, Rtc};
+use crate::rtc::{Peer, Rtc, WeakPeer};
 
 /// How long a `/offer` session accepts trickled candidates (the
 /// reference's 30 s).
@@ -41,7 +41,7 @@ pub(crate) struct AppState {
     pub(crate) trusted: bool,
     /// Requests arrive over TLS: URLs given back are `https://`.
     pub(crate) tls: bool,
-    pub(crate) sessions: Arc<Mutex<HashMap<Uuid, (Peer, Instant)>>>,
+    pub(crate) sessions: Arc<Mutex<HashMap<Uuid, (WeakPeer, Instant)>>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     /// Where the routes live: `""` or e.g. `/host-a/webexec` (see
@@ -213,8 +213,8 @@ async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     let id = Uuid::new_v4();
     {
         let mut sessions = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, (_, at)| at.elapsed() < CANDIDATE_WINDOW);
-        sessions.insert(id, (peer, Instant::now()));
+        sessions.retain(|_, (peer, at)| peer.is_alive() && at.elapsed() < CANDIDATE_WINDOW);
+        sessions.insert(id, (peer.downgrade(), Instant::now()));
     }
     let host = headers
         .get(header::HOST)
@@ -245,8 +245,8 @@ async fn offer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
 fn session(state: &AppState, id: &str) -> Option<Peer> {
     let id = Uuid::parse_str(id).ok()?;
     let mut sessions = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    sessions.retain(|_, (_, at)| at.elapsed() < CANDIDATE_WINDOW);
-    sessions.get(&id).map(|(peer, _)| peer.clone())
+    sessions.retain(|_, (peer, at)| peer.is_alive() && at.elapsed() < CANDIDATE_WINDOW);
+    sessions.get(&id).and_then(|(peer, _)| peer.upgrade())
 }
 
 async fn add_candidate(

@@ -156,7 +156,7 @@ pub struct Server {
     host: Arc<host::Host>,
     rtc: rtc::Rtc,
     /// `/offer` sessions taking trickled candidates.
-    offers: Arc<Mutex<std::collections::HashMap<uuid::Uuid, (rtc::Peer, std::time::Instant)>>>,
+    offers: Arc<Mutex<std::collections::HashMap<uuid::Uuid, (rtc::WeakPeer, std::time::Instant)>>>,
     /// Where peers run; its cancel is the server's shutdown.
     sessions: Sessions,
     allowed_origins: Arc<[Origin]>,

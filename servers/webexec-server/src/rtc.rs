@@ -536,7 +536,41 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// A [`Peer`] that does not keep it alive: what signaling remembers for
+/// the candidates a client trickles after its offer. A peer connection is
+/// owned by its peer's task; when that ends (the client left), the
+/// connection, with its buffers and association, goes at once rather than
+/// when the signaling entry expires.
+#[derive(Clone)]
+pub(crate) struct WeakPeer {
+    pc: std::sync::Weak<dyn PeerConnection>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+impl WeakPeer {
+    /// The peer, while its task still holds it.
+    pub(crate) fn upgrade(&self) -> Option<Peer> {
+        Some(Peer {
+            pc: self.pc.upgrade()?,
+            state: self.state.clone(),
+        })
+    }
+
+    /// True while the peer is alive.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.pc.strong_count() > 0
+    }
+}
+
 impl Peer {
+    /// This peer, without keeping it alive.
+    pub(crate) fn downgrade(&self) -> WeakPeer {
+        WeakPeer {
+            pc: Arc::downgrade(&self.pc),
+            state: self.state.clone(),
+        }
+    }
+
     /// Adds a candidate the client trickled.
     pub(crate) async fn add_candidate(
         &self,
