@@ -120,11 +120,11 @@ struct PaneInner {
     /// holds back only the clients typing into it, never its output.
     stdin: Option<StdinWriter>,
     control: ProcessControl,
-    /// The terminal size clients last set; `None` without a terminal.
-    size: Mutex<Option<PtySize>>,
-    /// The last resize and who made it, for clients of other kinds that
-    /// show the size ([`Pane::watch_resizes`]).
-    resized: watch::Sender<Option<Resized>>,
+    /// The terminal size clients last set, and who set it (`""` for the
+    /// size it started with); `None` without a terminal. A watch, so that
+    /// clients of other kinds that show the size learn of each resize
+    /// ([`Pane::watch_resizes`]).
+    size: watch::Sender<Option<Resized>>,
     /// [`PaneConfig::chunk`].
     chunk: usize,
     /// Fed by the reader task itself, so it sees every byte whatever the
@@ -227,8 +227,7 @@ impl Pane {
             space: Notify::new(),
             stdin,
             control,
-            size: Mutex::new(cmd.pty_size()),
-            resized: watch::Sender::new(None),
+            size: watch::Sender::new(cmd.pty_size().map(|size| Resized { size, by: "" })),
             chunk,
             recorder,
             argv: cmd.argv().into(),
@@ -314,20 +313,28 @@ impl Pane {
     /// `by` (its protocol, as in [`Claim::client`](crate::Claim)): clients
     /// of other kinds watching the pane learn of it.
     pub fn resize(&self, size: PtySize, by: &'static str) -> Result<(), Error> {
-        let mut current = lock(&self.inner.size);
-        if current.is_none() {
-            return Err(Error::NoTerminal);
-        }
-        self.inner.control.resize(size)?;
-        *current = Some(size);
-        self.inner.resized.send_replace(Some(Resized { size, by }));
-        if let Some(recorder) = &self.inner.recorder {
-            recorder.resize(size);
-        }
-        if let Some(screen) = lock(&self.inner.screen).as_mut() {
-            screen.resize(size.rows, size.cols);
-        }
-        Ok(())
+        let mut result = Ok(());
+        self.inner.size.send_if_modified(|current| {
+            if current.is_none() {
+                result = Err(Error::NoTerminal);
+                return false;
+            }
+            if let Err(e) = self.inner.control.resize(size) {
+                result = Err(e);
+                return false;
+            }
+            *current = Some(Resized { size, by });
+            // Under the size's lock, so concurrent resizes reach the
+            // terminal, the recording and the screen in one order.
+            if let Some(recorder) = &self.inner.recorder {
+                recorder.resize(size);
+            }
+            if let Some(screen) = lock(&self.inner.screen).as_mut() {
+                screen.resize(size.rows, size.cols);
+            }
+            true
+        });
+        result
     }
 
     /// Every resize from now on, with the kind of client that made it: a
@@ -335,13 +342,13 @@ impl Pane {
     /// notice) sends those other protocols made. Ends when the pane is
     /// gone.
     pub fn watch_resizes(&self) -> watch::Receiver<Option<Resized>> {
-        self.inner.resized.subscribe()
+        self.inner.size.subscribe()
     }
 
     /// The terminal's size (the last one set), `None` for a pane without a
     /// terminal.
     pub fn size(&self) -> Option<PtySize> {
-        *lock(&self.inner.size)
+        self.inner.size.borrow().map(|r| r.size)
     }
 
     /// The process's control handle (signals).
