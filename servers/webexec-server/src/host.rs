@@ -161,7 +161,7 @@ impl PaneEntry {
 /// webexec's claim on the panes it starts and attaches: they are kept
 /// until they exit, as the reference keeps them.
 const CLAIM: Claim = Claim {
-    client: "webexec",
+    client: crate::PROTOCOL,
     idle_timeout: None,
 };
 
@@ -191,9 +191,9 @@ pub(crate) struct Host {
     /// shares it with wsep ([`crate::Server::with_panes`]): then it holds
     /// wsep's named terminals too, which a peer attaches like its own.
     session: Session,
-    peers: Mutex<HashMap<u64, ByteSender<ToPeer>>>,
-    /// Peers with a view token: never asked for the clipboard.
-    viewers: Mutex<HashSet<u64>>,
+    /// Each peer's notices, and whether it has a view token (then it is
+    /// never asked for the clipboard).
+    peers: Mutex<HashMap<u64, (ByteSender<ToPeer>, bool)>>,
     /// Panes whose resizes by other protocols are told to the peers.
     followed: Mutex<HashSet<u64>>,
     next_peer: AtomicU64,
@@ -215,7 +215,6 @@ impl Host {
             defaults,
             session,
             peers: Mutex::new(HashMap::new()),
-            viewers: Mutex::new(HashSet::new()),
             followed: Mutex::new(HashSet::new()),
             next_peer: AtomicU64::new(1),
             active_peer: AtomicU64::new(0),
@@ -383,14 +382,13 @@ impl Host {
     pub(crate) fn join(&self) -> (u64, ByteReceiver<ToPeer>) {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = exec_core::byte_queue(NOTICE_BYTES);
-        lock(&self.peers).insert(id, tx);
+        lock(&self.peers).insert(id, (tx, false));
         (id, rx)
     }
 
     /// Forgets a peer.
     pub(crate) fn leave(&self, id: u64) {
         lock(&self.peers).remove(&id);
-        lock(&self.viewers).remove(&id);
         let _ = self
             .active_peer
             .compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed);
@@ -399,7 +397,9 @@ impl Host {
     /// Notes that peer `id` has a view token: the clipboard commands, which
     /// hand the host's clipboard over or take one, never talk to it.
     pub(crate) fn set_viewer(&self, id: u64) {
-        lock(&self.viewers).insert(id);
+        if let Some((_, viewer)) = lock(&self.peers).get_mut(&id) {
+            *viewer = true;
+        }
     }
 
     /// Notes that peer `id` sent something: it is the active one.
@@ -414,18 +414,17 @@ impl Host {
         let (reply, answer) = oneshot::channel();
         let peer = {
             let peers = lock(&self.peers);
-            let viewers = lock(&self.viewers);
             let active = self.active_peer.load(Ordering::Relaxed);
             peers
                 .get(&active)
                 .or_else(|| {
                     peers
                         .iter()
-                        .filter(|(id, _)| !viewers.contains(id))
+                        .filter(|(_, (_, viewer))| !viewer)
                         .max_by_key(|(id, _)| **id)
-                        .map(|(_, tx)| tx)
+                        .map(|(_, peer)| peer)
                 })
-                .cloned()
+                .map(|(tx, _)| tx.clone())
         };
         let peer = peer.ok_or(AskError::NoClient)?;
         let full = || AskError::Refused("its control channel is full or closed".into());
@@ -452,7 +451,7 @@ impl Host {
     /// Sends `notice` to every peer but `from`.
     pub(crate) fn broadcast(&self, from: u64, notice: &Notice) {
         let weight = weight(notice);
-        for (id, tx) in lock(&self.peers).iter() {
+        for (id, (tx, _)) in lock(&self.peers).iter() {
             if *id == from {
                 continue;
             }
