@@ -300,7 +300,7 @@ async fn relay(turnserver: &Path, file: &Path, bytes: u64, args: &Args) -> anyho
         Ok((chromium, dir)) => {
             // The same through Chromium's own WebRTC, relay only, the ICE
             // servers from the server as the demo page gets them.
-            println!("  headless Chromium, relay only:");
+            println!("  headless Chromium, relay only (target >= 200 Mbit/s = 23.8 MiB/s):");
             let url = format!("{base}/#token={}", server.token);
             let file = file.to_str().context("temp path")?;
             let (runs, echoes) = (args.runs.to_string(), args.echoes.to_string());

@@ -134,10 +134,12 @@ const ACCEPTED_GRACE: Duration = Duration::from_millis(100);
 ///   offers no UDP GRO: a packet plus its DTLS record (at most 65 bytes
 ///   more, with AES-CBC; 37 with the AES-GCM browsers pick) must fit.
 ///
-/// Only on loopback and without STUN/TURN servers: a datagram of ~2 KB is
-/// more than an Ethernet frame, and the stack sends with "don't
-/// fragment". Paths off this machine (a relay's included) keep the
-/// stack's 1191, sized for the smallest tunnels and TURN over IPv6.
+/// Only when every path stays on this machine (the server on loopback, its
+/// STUN/TURN servers too): a datagram of ~2 KB is more than an Ethernet
+/// frame, and the stack sends with "don't fragment". Paths off this
+/// machine (through a relay elsewhere included) keep the stack's 1191,
+/// sized for the smallest tunnels and TURN over IPv6. Through a local
+/// coturn, Chromium relay-only, 100 MiB `cat`: 1191 vs 1920 bytes.
 const LOOPBACK_SCTP_MTU: u32 = 1920;
 
 // The bounds above, checked when building: Chromium's record buffer and
@@ -186,6 +188,20 @@ impl IceServer {
             username,
             credential,
         })
+    }
+
+    /// Whether the server is on this machine: its host is a loopback
+    /// address or `localhost`. A relay there, for a server listening on
+    /// loopback only, carries packets between loopback addresses alone.
+    pub fn on_loopback(&self) -> bool {
+        let rest = self.url.split_once(':').map_or("", |(_, rest)| rest);
+        let rest = rest.split_once('?').map_or(rest, |(host, _)| host);
+        let host = match rest.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').map_or(v6, |(host, _)| host),
+            None => rest.split_once(':').map_or(rest, |(host, _)| host),
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -353,8 +369,13 @@ impl Rtc {
         let mut last = None;
         // A relay candidate of our own, when TURN is configured, reaches
         // clients whose own relay or NAT the host candidates cannot.
-        let ice_servers: Vec<RTCIceServer> = self
-            .ice_servers()
+        let servers = self.ice_servers();
+        // Every path stays on this machine when the server listens on
+        // loopback and its STUN/TURN servers are there too (a local
+        // coturn): packets larger than an Ethernet frame fit them all.
+        let on_loopback =
+            self.config.udp_ip.is_loopback() && servers.iter().all(IceServer::on_loopback);
+        let ice_servers: Vec<RTCIceServer> = servers
             .into_iter()
             .map(|s| RTCIceServer {
                 urls: vec![s.url],
@@ -388,10 +409,7 @@ impl Rtc {
                 // answers a packet and goes out at once (Chromium:
                 // connect to first output p50 200 -> 150 ms).
                 .with_answering_dtls_role(RTCDtlsRole::Server);
-            // A relay (a TURN server on this machine, say) carries the
-            // packets on to paths off it: keep the stack's size then.
-            let relayed = !self.config.ice_servers.is_empty() || self.config.turn.is_some();
-            if self.config.udp_ip.is_loopback() && !relayed {
+            if on_loopback {
                 settings = settings.with_sctp_mtu(LOOPBACK_SCTP_MTU);
             }
             let builder = PeerConnectionBuilder::new()
@@ -846,5 +864,33 @@ impl TransportRx for RtcRx {
     /// channel's close says nothing, so there is never a close frame.
     async fn recv(&mut self) -> Result<Option<Message>, TransportError> {
         Ok(self.shared.recv().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IceServer;
+
+    #[test]
+    fn ice_servers_on_this_machine_are_told_apart() {
+        let on = |text: &str| IceServer::parse(text).unwrap().on_loopback();
+        assert!(on("turn:127.0.0.1:3478?transport=udp"));
+        assert!(on("turn:user:pass@127.0.0.2:3478"));
+        assert!(on("stun:[::1]:3478"));
+        assert!(on("turn:localhost"));
+        assert!(on("turn:LOCALHOST:3478"));
+        assert!(!on("turn:turn.example:3478"));
+        assert!(!on("stun:203.0.113.10:3478"));
+        assert!(!on("turn:[2001:db8::1]:3478?transport=udp"));
+        assert!(!on("turn:localhost.example:3478"));
+    }
+
+    #[test]
+    fn credentials_before_the_host_are_taken_out_of_the_url() {
+        let server = IceServer::parse("turn:user:pass@turn.example:3478").unwrap();
+        assert_eq!(server.url, "turn:turn.example:3478");
+        assert_eq!((&*server.username, &*server.credential), ("user", "pass"));
+        assert!(IceServer::parse("http://turn.example").is_err());
+        assert!(IceServer::parse("turn:").is_err());
     }
 }
