@@ -91,6 +91,8 @@ pub struct Client {
     /// The `%` channel, opened before the offer (as Terminal7 does).
     pub control: Control,
     server_channels: mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+    /// Where candidates are trickled to (`Signaling::Trickle` only).
+    pub location: Option<String>,
     /// Wakes a relayed connection's driver (see `connect_inner`).
     _pump: Option<AbortOnDrop>,
 }
@@ -235,6 +237,7 @@ impl Client {
                 None => req,
             }
         };
+        let mut trickle_to = None;
         let answer = match signaling {
             Signaling::Offer | Signaling::Trickle => {
                 let response = with_token(http.post(format!("{base}/offer")))
@@ -255,6 +258,7 @@ impl Client {
                 }
                 if signaling == &Signaling::Trickle {
                     let location = location.ok_or_else(|| other(&"no Location"))?;
+                    trickle_to = Some(location.clone());
                     let http = http.clone();
                     tokio::spawn(async move {
                         while let Some(c) = candidates.recv().await {
@@ -361,6 +365,7 @@ impl Client {
                 next_id: 1,
             },
             server_channels,
+            location: trickle_to,
             _pump: pump,
         })
     }

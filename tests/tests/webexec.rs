@@ -8,6 +8,8 @@
     clippy::indexing_slicing
 )]
 
+use std::time::Duration;
+
 use execwire_tests::TestServer;
 use execwire_tests::webexec::{Client, ClientChannel, ConnectError, Msg, Signaling};
 use serde_json::json;
@@ -422,6 +424,48 @@ async fn trickled_candidates_connect() {
     let ch = client.open("echo,trickled").await;
     hello(&ch).await;
     assert_eq!(ch.read_to_close().await, b"trickled\n");
+}
+
+/// Signaling remembers a session for its trickled candidates without
+/// keeping its connection alive: once the client has gone and its peer
+/// ended, the session is gone too, long before the 30 s candidate window
+/// (a strong reference there held every connection's buffers that long).
+#[tokio::test]
+async fn a_finished_session_takes_no_more_candidates() {
+    let server = server().await;
+    let client = Client::connect(server.addr, Some(&server.token), &Signaling::Trickle)
+        .await
+        .unwrap();
+    let location = client.location.clone().expect("a trickle Location");
+    let ch = client.open("echo,trickled").await;
+    hello(&ch).await;
+    assert_eq!(ch.read_to_close().await, b"trickled\n");
+    let http = reqwest::Client::new();
+    let candidate = r#"{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0"}"#;
+    let patch = || {
+        http.patch(&location)
+            .header("content-type", "application/json")
+            .body(candidate)
+            .send()
+    };
+    // While the peer lives, its session takes candidates.
+    assert_eq!(patch().await.unwrap().status(), 204);
+    client.close().await;
+    // The peer ends once ICE gives up on the departed client (failed
+    // after 6 s without an answer, as the reference; ~9 s here): poll for
+    // that, short of the window.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        let status = patch().await.unwrap().status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session still answers {status} after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
