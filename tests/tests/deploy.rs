@@ -71,42 +71,45 @@ fn wsep_config(base_path: &str, ws_ping: Option<Duration>) -> wsep_server::Confi
         .with_ws_ping(ws_ping)
 }
 
-#[tokio::test]
-async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
-    let Some(nginx) = tool("nginx") else { return };
-    let wsep = TestServer::wsep_with(wsep_config("/host-a/wsep/", None)).await;
-    let registry =
-        pow_server::registry_from_toml("[process.say]\nargv = [\"echo\", \"{0}\"]\nparams = 1\n")
-            .unwrap();
-    let pow_config = pow_server::Config::default().with_base_path("/host-a/pow/");
-    let pow = TestServer::pow_with(pow_config, Arc::new(registry)).await;
-    let gateway = Gateway::start(
-        &nginx,
-        &[
-            ("server 127.0.0.1:8080;", wsep.addr),
-            ("server 127.0.0.1:3000;", pow.addr),
-        ],
-        "1h",
-    );
+/// pow's one process for these tests: `say WORD` prints the word.
+fn say_registry() -> Arc<dyn pow_server::Handler> {
+    let toml = "[process.say]\nargv = [\"echo\", \"{0}\"]\nparams = 1\n";
+    Arc::new(pow_server::registry_from_toml(toml).unwrap())
+}
 
-    // The wsep CLI's client, over wss:// to nginx, ws:// from nginx on.
-    let url = gateway.wss("/host-a/wsep/");
-    let said = wsep_run(&gateway, &url, &wsep.token, "echo via-$((6*7))").await;
+/// The daemon with every protocol under `base_path` (pow's one process
+/// `say`, webterm's shell `/bin/sh`), pinging its WebSocket clients every
+/// `ws_ping`, as `execwire --base-path` runs it.
+async fn daemon(base_path: &str, ws_ping: Option<Duration>) -> TestServer {
+    let mut config = execwire_tests::execwire_matrix_config()
+        .with_base_path(base_path)
+        .with_ws_ping(ws_ping);
+    if let Some(pow) = &mut config.pow {
+        pow.handler = say_registry();
+    }
+    TestServer::execwire_auth(config, true, "").await
+}
+
+/// Through `gateway`: the wsep CLI's client (over wss:// to nginx, ws://
+/// from nginx on) runs a command at `wsep` (a path), and pow's REST API
+/// under `pow` (a path ending in `/`) runs `say` with a 100 KiB word (a
+/// body past every limit but pow's 2 MiB: nginx refuses it with `413`
+/// where the location's `client_max_body_size` does not fit pow), answers
+/// its status, and serves its docs and an OpenAPI document that names that
+/// path.
+async fn wsep_and_pow_rest(gateway: &Gateway, wsep: (&str, &str), pow: (&str, &str)) {
+    let (wsep_path, wsep_token) = wsep;
+    let (pow_path, pow_token) = pow;
+    let url = gateway.wss(wsep_path);
+    let said = wsep_run(gateway, &url, wsep_token, "echo via-$((6*7))").await;
     assert_eq!(said, "via-42\n");
-    // Outside its base path the server has nothing (and nginx no route).
-    let direct = format!("ws://{}/elsewhere", wsep.addr);
-    assert!(
-        wsep_client::start(&direct, Some(&wsep.token), sh("true"))
-            .await
-            .is_err()
-    );
 
-    // pow's REST API and its docs, under the same gateway.
     let http = execwire_tests::tls::https_client(&gateway.tls);
+    let word = format!("through-nginx-{}", "x".repeat(100 << 10));
     let new = http
-        .post(gateway.https("/host-a/pow/new"))
-        .bearer_auth(&pow.token)
-        .body(json!({"call": "say", "params": ["through-nginx"]}).to_string())
+        .post(gateway.https(&format!("{pow_path}new")))
+        .bearer_auth(pow_token)
+        .body(json!({"call": "say", "params": [word]}).to_string())
         .send()
         .await
         .unwrap();
@@ -115,24 +118,73 @@ async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
     let done = loop {
         // Each poll is one real request: no timing assumed.
         let status = json_of(
-            http.get(gateway.https(&format!("/host-a/pow/status/{id}")))
-                .bearer_auth(&pow.token),
+            http.get(gateway.https(&format!("{pow_path}status/{id}")))
+                .bearer_auth(pow_token),
         )
         .await;
         if status["result"]["status"] != "pending" {
             break status;
         }
     };
-    assert_eq!(done["buffer"], "through-nginx\n");
+    assert_eq!(done["buffer"], format!("{word}\n"));
     assert_eq!(done["result"]["status"], "fulfilled");
     let docs = http
-        .get(gateway.https("/host-a/pow/docs/"))
+        .get(gateway.https(&format!("{pow_path}docs/")))
         .send()
         .await
         .unwrap();
     assert_eq!(docs.status(), 200);
-    let openapi = json_of(http.get(gateway.https("/host-a/pow/openapi.json"))).await;
-    assert!(openapi.to_string().contains("/host-a/pow"), "{openapi}");
+    let openapi = json_of(http.get(gateway.https(&format!("{pow_path}openapi.json")))).await;
+    let named = pow_path.trim_end_matches('/');
+    assert!(openapi.to_string().contains(named), "{openapi}");
+}
+
+/// One server per protocol, as on host-b: each under its own path.
+#[tokio::test]
+async fn wsep_and_pow_rest_through_nginx_over_tls_under_a_base_path() {
+    let Some(nginx) = tool("nginx") else { return };
+    let wsep = TestServer::wsep_with(wsep_config("/host-b/wsep/", None)).await;
+    let pow_config = pow_server::Config::default().with_base_path("/host-b/pow/");
+    let pow = TestServer::pow_with(pow_config, say_registry()).await;
+    let gateway = Gateway::start(
+        &nginx,
+        &[
+            ("server 10.0.0.2:8080;", wsep.addr),
+            ("server 10.0.0.2:3000;", pow.addr),
+        ],
+        "1h",
+    );
+    wsep_and_pow_rest(
+        &gateway,
+        ("/host-b/wsep/", &wsep.token),
+        ("/host-b/pow/", &pow.token),
+    )
+    .await;
+    // Outside its base path the server has nothing (and nginx no route).
+    let direct = format!("ws://{}/elsewhere", wsep.addr);
+    assert!(
+        wsep_client::start(&direct, Some(&wsep.token), sh("true"))
+            .await
+            .is_err()
+    );
+}
+
+/// The daemon, as on host-a: every protocol under `/host-a/` through one
+/// location, with one token.
+#[tokio::test]
+async fn the_daemon_runs_wsep_and_pow_rest_through_nginx_under_a_base_path() {
+    let Some(nginx) = tool("nginx") else { return };
+    let daemon = daemon("/host-a/", None).await;
+    let gateway = Gateway::start(&nginx, &[("server 10.0.0.1:7777;", daemon.addr)], "1h");
+    let token = daemon.token.as_str();
+    wsep_and_pow_rest(&gateway, ("/host-a/wsep", token), ("/host-a/pow/", token)).await;
+    // The protocols are under the base path only: at the root, nothing.
+    let direct = format!("ws://{}{}", daemon.addr, execwire::WSEP_PATH);
+    assert!(
+        wsep_client::start(&direct, Some(token), sh("true"))
+            .await
+            .is_err()
+    );
 }
 
 /// Without a proxy: an idle session gets the server's pings (every
@@ -167,18 +219,18 @@ async fn servers_ping_idle_websocket_clients() {
 
 /// nginx cuts an upstream connection on which nothing arrived for its
 /// `proxy_read_timeout` (2 s here). A session left idle for longer lives
-/// on when the server pings (every 1 s); the same session on a server
-/// that does not ping is cut, which shows the timeout is real.
+/// on when the server pings (every 1 s: the daemon on host-a); the same
+/// session on a server that does not ping (wsep-server on host-b) is cut,
+/// which shows the timeout is real.
 #[tokio::test]
 async fn an_idle_session_outlives_the_proxy_timeout_when_the_server_pings() {
     let Some(nginx) = tool("nginx") else { return };
-    let pinging =
-        TestServer::wsep_with(wsep_config("/host-a/wsep/", Some(Duration::from_secs(1)))).await;
+    let pinging = daemon("/host-a/", Some(Duration::from_secs(1))).await;
     let silent = TestServer::wsep_with(wsep_config("/host-b/wsep/", None)).await;
     let gateway = Gateway::start(
         &nginx,
         &[
-            ("server 127.0.0.1:8080;", pinging.addr),
+            ("server 10.0.0.1:7777;", pinging.addr),
             ("server 10.0.0.2:8080;", silent.addr),
         ],
         "2s",
@@ -186,7 +238,7 @@ async fn an_idle_session_outlives_the_proxy_timeout_when_the_server_pings() {
     let trust = Trust::Ca(gateway.ca_file.clone());
     let script = "read line; echo got-$line";
     let (mut input, mut out) = wsep_client::start_trusting(
-        &gateway.wss("/host-a/wsep/"),
+        &gateway.wss("/host-a/wsep"),
         Some(&pinging.token),
         sh(script),
         &trust,
@@ -232,19 +284,40 @@ async fn browse(chromium: &str, dir: &Path, pages: &Value) -> String {
     stdout
 }
 
+/// The demo page in Chromium through nginx (https, base path) runs a
+/// command on each layout of the site: the daemon's webexec at `/host-a/`
+/// and webexec-server at `/host-b/webexec/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_through_nginx_runs_a_command() {
     let Some(nginx) = tool("nginx") else { return };
     let Some((chromium, dir)) = execwire_tests::browser() else {
         return;
     };
-    let config = webexec_server::Config::default().with_base_path("/host-a/webexec/");
+    let daemon = daemon("/host-a/", None).await;
+    let config = webexec_server::Config::default().with_base_path("/host-b/webexec/");
     let webexec = TestServer::webexec_with(config).await;
-    let gateway = Gateway::start(&nginx, &[("server 10.0.0.1:7777;", webexec.addr)], "1h");
-    let url = gateway.https(&format!("/host-a/webexec/#token={}", webexec.token));
-    let pages =
-        json!([{ "url": url, "type": "echo hello-from-$((6*7))", "expect": "hello-from-42" }]);
-    browse(&chromium, &dir, &pages).await;
+    let gateway = Gateway::start(
+        &nginx,
+        &[
+            ("server 10.0.0.1:7777;", daemon.addr),
+            ("server 10.0.0.2:7777;", webexec.addr),
+        ],
+        "1h",
+    );
+    let pages: Vec<Value> = [
+        ("/host-a/", &daemon.token, "daemon"),
+        ("/host-b/webexec/", &webexec.token, "server"),
+    ]
+    .iter()
+    .map(|(path, token, who)| {
+        json!({
+            "url": gateway.https(&format!("{path}#token={token}")),
+            "type": format!("echo {who}-$((6*7))"),
+            "expect": format!("{who}-42"),
+        })
+    })
+    .collect();
+    browse(&chromium, &dir, &Value::Array(pages)).await;
 }
 
 /// A webexec server with TURN credentials minted from coturn's secret.
@@ -319,10 +392,11 @@ async fn a_relay_only_client_with_minted_credentials_runs_a_command() {
 }
 
 /// One host of the fleet: this test binary run again as its own process
-/// (see [`FleetHost::start`]), serving wsep and webexec under
-/// `/NAME/wsep/` and `/NAME/webexec/`, its commands seeing
-/// `EXECWIRE_FLEET_HOST=NAME`, until its stdin closes. Not a test by
-/// itself: without that variable it does nothing.
+/// (see [`FleetHost::start`]), its commands seeing
+/// `EXECWIRE_FLEET_HOST=NAME`, until its stdin closes: the daemon under
+/// `/NAME/` when `EXECWIRE_FLEET_DAEMON` is set, else wsep-server and
+/// webexec-server under `/NAME/wsep/` and `/NAME/webexec/`. Not a test by
+/// itself: without `EXECWIRE_FLEET_HOST` it does nothing.
 #[test]
 #[ignore = "run by the fleet test as a separate process"]
 fn fleet_host_process() {
@@ -330,34 +404,50 @@ fn fleet_host_process() {
         return;
     };
     let token = std::env::var("EXECWIRE_FLEET_TOKEN").unwrap();
+    let daemon = std::env::var_os("EXECWIRE_FLEET_DAEMON").is_some();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let wsep = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let webexec = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!(
-            "fleet-host wsep={} webexec={}",
-            wsep.local_addr().unwrap(),
-            webexec.local_addr().unwrap()
-        );
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|s| *s).await;
         };
         let token = Some(server_kit::AccessToken::new(token.as_str()));
-        let wsep_config = wsep_server::Config::default()
-            .with_token(token.clone())
-            .with_base_path(format!("/{name}/wsep/"));
-        let webexec_config = webexec_server::Config::default()
-            .with_token(token)
-            .with_base_path(format!("/{name}/webexec/"));
-        let served = tokio::spawn(async move {
-            let (a, b) = tokio::join!(
-                wsep_server::serve(wsep, wsep_config, stopped(stop.clone())),
-                webexec_server::serve(webexec, webexec_config, stopped(stop)),
+        let served = if daemon {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            println!("fleet-host wsep={addr} webexec={addr}");
+            let config = execwire::Config::all(server_kit::Common::default())
+                .unwrap()
+                .with_token(token)
+                .with_base_path(format!("/{name}/"));
+            tokio::spawn(async move {
+                execwire::serve(listener, config, stopped(stop))
+                    .await
+                    .unwrap();
+            })
+        } else {
+            let wsep = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let webexec = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            println!(
+                "fleet-host wsep={} webexec={}",
+                wsep.local_addr().unwrap(),
+                webexec.local_addr().unwrap()
             );
-            a.unwrap();
-            b.unwrap();
-        });
+            let wsep_config = wsep_server::Config::default()
+                .with_token(token.clone())
+                .with_base_path(format!("/{name}/wsep/"));
+            let webexec_config = webexec_server::Config::default()
+                .with_token(token)
+                .with_base_path(format!("/{name}/webexec/"));
+            tokio::spawn(async move {
+                let (a, b) = tokio::join!(
+                    wsep_server::serve(wsep, wsep_config, stopped(stop.clone())),
+                    webexec_server::serve(webexec, webexec_config, stopped(stop)),
+                );
+                a.unwrap();
+                b.unwrap();
+            })
+        };
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(_)) = lines.next_line().await {}
         let _ = stop_tx.send(true);
@@ -369,20 +459,31 @@ fn fleet_host_process() {
 struct FleetHost {
     wsep: SocketAddr,
     webexec: SocketAddr,
+    /// Where the gateway serves its wsep and its demo page.
+    wsep_path: String,
+    page_path: String,
     child: tokio::process::Child,
 }
 
 impl FleetHost {
-    async fn start(name: &str, token: &str) -> FleetHost {
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+    /// Host `name`: the daemon when `daemon`, else one server per
+    /// protocol.
+    async fn start(name: &str, token: &str, daemon: bool) -> FleetHost {
+        let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+        command
             .args(["fleet_host_process", "--exact", "--ignored", "--nocapture"])
             .env("EXECWIRE_FLEET_HOST", name)
             .env("EXECWIRE_FLEET_TOKEN", token)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .kill_on_drop(true);
+        let (wsep_path, page_path) = if daemon {
+            command.env("EXECWIRE_FLEET_DAEMON", "1");
+            (format!("/{name}/wsep"), format!("/{name}/"))
+        } else {
+            (format!("/{name}/wsep/"), format!("/{name}/webexec/"))
+        };
+        let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -400,6 +501,8 @@ impl FleetHost {
                 return FleetHost {
                     wsep: addr("wsep="),
                     webexec: addr("webexec="),
+                    wsep_path,
+                    page_path,
                     child,
                 };
             }
@@ -415,6 +518,8 @@ impl FleetHost {
     }
 }
 
+/// The site's own fleet: host-a runs the daemon, host-b one server per
+/// protocol; each answers as itself through the one gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_two_hosts_behind_one_gateway_each_answer_as_themselves() {
     let Some(nginx) = tool("nginx") else { return };
@@ -423,32 +528,32 @@ async fn a_fleet_of_two_hosts_behind_one_gateway_each_answer_as_themselves() {
         .expose()
         .to_owned();
     let (a, b) = tokio::join!(
-        FleetHost::start("host-a", &token),
-        FleetHost::start("host-b", &token)
+        FleetHost::start("host-a", &token, true),
+        FleetHost::start("host-b", &token, false)
     );
     let gateway = Gateway::start(
         &nginx,
         &[
-            ("server 127.0.0.1:8080;", a.wsep),
             ("server 10.0.0.1:7777;", a.webexec),
             ("server 10.0.0.2:8080;", b.wsep),
             ("server 10.0.0.2:7777;", b.webexec),
         ],
         "1h",
     );
-    for host in ["host-a", "host-b"] {
-        let url = gateway.wss(&format!("/{host}/wsep/"));
+    let hosts = [("host-a", &a), ("host-b", &b)];
+    for (name, host) in hosts {
+        let url = gateway.wss(&host.wsep_path);
         let said = wsep_run(&gateway, &url, &token, "echo I am $EXECWIRE_FLEET_HOST").await;
-        assert_eq!(said, format!("I am {host}\n"));
+        assert_eq!(said, format!("I am {name}\n"));
     }
     if let Some((chromium, dir)) = execwire_tests::browser() {
-        let pages: Vec<Value> = ["host-a", "host-b"]
+        let pages: Vec<Value> = hosts
             .iter()
-            .map(|host| {
+            .map(|(name, host)| {
                 json!({
-                    "url": gateway.https(&format!("/{host}/webexec/#token={token}")),
+                    "url": gateway.https(&format!("{}#token={token}", host.page_path)),
                     "type": "echo marker-$EXECWIRE_FLEET_HOST",
-                    "expect": format!("marker-{host}"),
+                    "expect": format!("marker-{name}"),
                 })
             })
             .collect();
@@ -459,10 +564,27 @@ async fn a_fleet_of_two_hosts_behind_one_gateway_each_answer_as_themselves() {
     b.stop().await;
 }
 
-/// The units pass `systemd-analyze verify` (its checks of every option,
-/// the hardening ones included), the program they start standing in for
-/// the installed server. Skipped where systemd-analyze is missing, CI
-/// included: containers often lack systemd.
+/// A unit file of `deploy/systemd/` as `systemd-analyze verify` checks it.
+struct Unit {
+    /// Its file under `deploy/systemd/`.
+    source: &'static str,
+    /// The program it starts, replaced by `/bin/true`.
+    program: &'static str,
+    /// The name it is installed under.
+    name: &'static str,
+    /// The TLS drop-in installed beside it, if any, under `deploy/systemd/`.
+    drop_in: Option<&'static str>,
+    /// A user unit (`systemctl --user`).
+    user: bool,
+}
+
+/// The units, the daemon's and the single servers', system and user, with
+/// their TLS drop-ins pass `systemd-analyze verify` (its checks of every
+/// option, the hardening ones included) without a word: it only warns of
+/// an unknown key or a bad value and still exits 0, so its output must be
+/// empty too. The program they start stands in for the installed server.
+/// Skipped where systemd-analyze is missing, CI included: containers often
+/// lack systemd.
 #[test]
 fn the_systemd_units_verify() {
     let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
@@ -473,24 +595,65 @@ fn the_systemd_units_verify() {
         eprintln!("skipped: no systemd-analyze");
         return;
     };
-    let dir = execwire_tests::deploy::Scratch::new("systemd");
-    let source = execwire_tests::deploy::deploy_dir().join("systemd/execwire@.service");
-    let unit = std::fs::read_to_string(source).unwrap();
-    let unit = execwire_tests::deploy::render(
-        &unit,
-        &[("/usr/local/bin/%i-server", "/bin/true".to_owned())],
-    );
-    let path = dir.path().join("execwire@wsep.service");
-    std::fs::write(&path, unit).unwrap();
-    let out = std::process::Command::new(analyze)
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let units = [
+        Unit {
+            source: "execwire.service",
+            program: "/usr/local/bin/execwire",
+            name: "execwire.service",
+            drop_in: Some("execwire-tls.conf"),
+            user: false,
+        },
+        Unit {
+            source: "execwire@.service",
+            program: "/usr/local/bin/%i-server",
+            name: "execwire@wsep.service",
+            drop_in: Some("tls.conf"),
+            user: false,
+        },
+        Unit {
+            source: "user/execwire.service",
+            program: "%h/.local/bin/execwire",
+            name: "execwire.service",
+            drop_in: None,
+            user: true,
+        },
+        Unit {
+            source: "user/execwire@.service",
+            program: "%h/.local/bin/%i-server",
+            name: "execwire@wsep.service",
+            drop_in: None,
+            user: true,
+        },
+    ];
+    let systemd = execwire_tests::deploy::deploy_dir().join("systemd");
+    for unit in units {
+        let dir = execwire_tests::deploy::Scratch::new("systemd");
+        let text = std::fs::read_to_string(systemd.join(unit.source)).unwrap();
+        let text = execwire_tests::deploy::render(&text, &[(unit.program, "/bin/true".to_owned())]);
+        let path = dir.path().join(unit.name);
+        std::fs::write(&path, text).unwrap();
+        if let Some(drop_in) = unit.drop_in {
+            let drop_ins = dir.path().join(format!("{}.d", unit.name));
+            std::fs::create_dir(&drop_ins).unwrap();
+            std::fs::copy(systemd.join(drop_in), drop_ins.join("tls.conf")).unwrap();
+        }
+        let mut command = std::process::Command::new(analyze);
+        if unit.user {
+            // A user manager needs a runtime directory; the test's own.
+            let runtime = dir.path().join("runtime");
+            std::fs::create_dir(&runtime).unwrap();
+            command.arg("--user").env("XDG_RUNTIME_DIR", runtime);
+        }
+        let out = command.arg("verify").arg(&path).output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "systemd-analyze verify {}: {said}",
+            unit.source
+        );
+    }
 }

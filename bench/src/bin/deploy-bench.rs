@@ -100,12 +100,12 @@ async fn main() -> anyhow::Result<()> {
 
 /// wsep direct (ws://) against through nginx (wss:// to nginx).
 async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::Result<()> {
-    let config = wsep_server::Config::default().with_base_path("/host-a/wsep/");
+    let config = wsep_server::Config::default().with_base_path("/host-b/wsep/");
     let server = TestServer::wsep_with(config).await;
-    let gateway = Gateway::start(nginx, &[("server 127.0.0.1:8080;", server.addr)], "1h");
-    let direct = (format!("ws://{}/host-a/wsep/", server.addr), Trust::System);
+    let gateway = Gateway::start(nginx, &[("server 10.0.0.2:8080;", server.addr)], "1h");
+    let direct = (format!("ws://{}/host-b/wsep/", server.addr), Trust::System);
     let proxied = (
-        gateway.wss("/host-a/wsep/"),
+        gateway.wss("/host-b/wsep/"),
         Trust::Ca(gateway.ca_file.clone()),
     );
     // The same server's TLS without nginx, to tell what TLS costs from
