@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, FromArgMatches as _, Parser, ValueEnum as _};
+use clap::builder::Resettable;
+use clap::{ArgMatches, FromArgMatches as _, Id, Parser, ValueEnum as _};
 use execwire::{Config, FileConfig, FileError, POW_PATH, Pow, WEBTERM_PATH, WSEP_PATH};
 use server_kit::{Flags, LogFormat, Origin, Spec};
 use webexec_server::{Authorized, RtcFlags};
@@ -86,7 +87,16 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    let matches = SPEC.command::<Args>().get_matches();
+    // The TURN secret and its relays go together, but either may come
+    // from the file (`turn-url`) while the other comes from the command
+    // line or the environment (WEBEXEC_TURN_SECRET in a service's
+    // environment file): clap cannot see the file, so the pairing is
+    // checked once it is merged (`RtcFlags::config`), not while parsing.
+    let matches = SPEC
+        .command::<Args>()
+        .mut_arg("turn_secret", |a| a.requires(Resettable::<Id>::Reset))
+        .mut_arg("turn_urls", |a| a.requires(Resettable::<Id>::Reset))
+        .get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     server_kit::run_main(SPEC.name, run(args, matches))
 }

@@ -35,11 +35,19 @@ struct Daemon {
 
 impl Daemon {
     async fn start(args: &[&str]) -> Daemon {
+        Self::start_env(args, &[]).await
+    }
+
+    /// Started with `args` and the variables `env` (a service's
+    /// environment file).
+    async fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--udp-ports", "0-0"])
             .args(args)
             .env_remove("EXECWIRE_TOKEN")
             .env_remove("EXECWIRE_VIEW_TOKEN")
+            .env_remove("WEBEXEC_TURN_SECRET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -224,6 +232,27 @@ argv = ["echo", "hello from the file"]
     let daemon = Daemon::start(&["--config", &config, "--token", "from-the-flag"]).await;
     assert_eq!(daemon.get("/metrics", "from-the-flag").await.0, 200);
     assert_eq!(daemon.get("/metrics", "from-the-file").await.0, 401);
+    daemon.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// As `deploy/systemd/execwire.service` runs it: the token and the TURN
+/// secret in the environment (its environment file), the base path and
+/// the relay's URL in the file. clap alone would refuse the secret
+/// without `--turn-url` on the command line; the page gets credentials
+/// for the file's relay, under the file's base path.
+#[tokio::test]
+async fn turn_secret_from_the_environment_and_relays_from_the_file() {
+    let dir = scratch("turn");
+    let text = "base-path = \"/host-a/\"\nturn-url = [\"turn:127.0.0.1:3478\"]\n";
+    let config = write(&dir, "execwire.toml", text);
+    let env = [("EXECWIRE_TOKEN", "from-env"), ("WEBEXEC_TURN_SECRET", "s3")];
+    let daemon = Daemon::start_env(&["--config", &config], &env).await;
+    assert!(daemon.base.ends_with("/host-a"), "{}", daemon.printed);
+    let (status, ice) = daemon.get("/ice-servers", "from-env").await;
+    assert_eq!(status, 200, "{ice}");
+    assert!(ice.contains("turn:127.0.0.1:3478"), "{ice}");
+    assert!(ice.contains("credential"), "{ice}");
     daemon.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
