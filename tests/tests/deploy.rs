@@ -1,7 +1,8 @@
 //! The deployment of `deploy/` with the real components: nginx ending TLS
-//! in front of every server under a base path, coturn relaying WebRTC for
-//! a browser that may only use relayed candidates, a fleet of two hosts
-//! behind one gateway, and the systemd units.
+//! in front of the daemon (host-a, every protocol under one base path) and
+//! of the single servers (host-b, one base path each), coturn relaying
+//! WebRTC for a browser that may only use relayed candidates, a fleet of
+//! the two hosts behind one gateway, and the systemd units.
 //!
 //! nginx and coturn are Debian's (`.ci/run` installs them), started as
 //! this user from the shipped files (see `execwire_tests::deploy`). Without

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::parser::ValueSource;
 use clap::builder::Resettable;
+use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches as _, Id, Parser, ValueEnum as _};
 use execwire::{Config, FileConfig, FileError, POW_PATH, Pow, WEBTERM_PATH, WSEP_PATH};
 use server_kit::{Flags, LogFormat, Origin, Spec};

@@ -246,7 +246,10 @@ async fn turn_secret_from_the_environment_and_relays_from_the_file() {
     let dir = scratch("turn");
     let text = "base-path = \"/host-a/\"\nturn-url = [\"turn:127.0.0.1:3478\"]\n";
     let config = write(&dir, "execwire.toml", text);
-    let env = [("EXECWIRE_TOKEN", "from-env"), ("WEBEXEC_TURN_SECRET", "s3")];
+    let env = [
+        ("EXECWIRE_TOKEN", "from-env"),
+        ("WEBEXEC_TURN_SECRET", "s3"),
+    ];
     let daemon = Daemon::start_env(&["--config", &config], &env).await;
     assert!(daemon.base.ends_with("/host-a"), "{}", daemon.printed);
     let (status, ice) = daemon.get("/ice-servers", "from-env").await;
