@@ -101,6 +101,8 @@ pub struct FileConfig {
     pub turn_url: Option<Vec<String>>,
     /// `--turn-ttl`, seconds.
     pub turn_ttl: Option<u64>,
+    /// `--webrtc-certificate`, a file.
+    pub webrtc_certificate: Option<PathBuf>,
     /// `--record`, a directory.
     pub record: Option<PathBuf>,
     /// `--record-max-bytes`.

@@ -75,6 +75,12 @@ struct Args {
     /// webexec's WebRTC: UDP ports, STUN/TURN servers, TURN secret.
     #[command(flatten)]
     rtc: RtcFlags,
+    /// Where webexec's WebRTC certificate is kept, made (mode 600) when
+    /// the file is missing or its certificate expired. Its fingerprint is
+    /// the host's identity, which Terminal7 and webexec clients pin:
+    /// without this file it is new on every start.
+    #[arg(long, value_name = "FILE")]
+    webrtc_certificate: Option<PathBuf>,
     /// Record every terminal pane (wsep `tty` sessions, webexec panes) as
     /// an asciicast v2 file DIR/<pane-id>-<start>.cast, which
     /// `asciinema play` plays. DIR must exist.
@@ -152,6 +158,7 @@ fn merge(
         turn_secret,
         turn_url,
         turn_ttl,
+        webrtc_certificate,
         record,
         record_max_bytes,
         process,
@@ -238,6 +245,10 @@ fn merge(
     take!(rtc.turn_secret = turn_secret.map(Some), "turn_secret");
     take!(rtc.turn_urls = turn_url, "turn_urls");
     take!(rtc.turn_ttl = turn_ttl, "turn_ttl");
+    take!(
+        webrtc_certificate = webrtc_certificate.map(Some),
+        "webrtc_certificate"
+    );
     take!(record = record.map(Some), "record");
     take!(record_max_bytes = record_max_bytes, "record_max_bytes");
     check(&args.common)?;
@@ -297,6 +308,15 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
         .or(SPEC.listen.first())
         .map_or(std::net::Ipv4Addr::LOCALHOST.into(), SocketAddr::ip);
     let rtc = args.rtc.config(udp_ip)?;
+    // webexec's identity, kept: made now if need be, so that a path it
+    // cannot be written to is refused before anything listens.
+    let fingerprint = match &args.webrtc_certificate {
+        Some(path) if !args.no_webexec => Some(
+            webexec_server::keep_certificate(path)
+                .with_context(|| format!("webrtc-certificate {}", path.display()))?,
+        ),
+        _ => None,
+    };
     let generated = !args.common.no_auth && args.common.token.as_deref().is_none_or(str::is_empty);
     let launched = server_kit::launch(&SPEC, &args.common, &[]).await?;
     let common = launched.common;
@@ -323,6 +343,7 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| webexec_server::Config::default().shell),
             record: record.clone(),
+            certificate: args.webrtc_certificate.clone(),
             ..webexec_server::Config::default()
         }),
         wsep: (!args.no_wsep).then(|| wsep_server::Config {
@@ -342,7 +363,10 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
         common,
     };
     for addr in &addrs {
-        print!("{}", announce(&config, *addr, generated));
+        print!(
+            "{}",
+            announce(&config, *addr, generated, fingerprint.as_deref())
+        );
     }
     execwire::serve(launched.listeners, config, server_kit::shutdown_signal()).await?;
     tracing::info!("shut down");
@@ -351,8 +375,14 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
 
 /// What the daemon prints for a listener on `addr`: per protocol, the URL
 /// its client uses, with the token where the client takes it in the URL
-/// when the token was generated (a given one the operator knows).
-fn announce(config: &Config, addr: SocketAddr, generated: bool) -> String {
+/// when the token was generated (a given one the operator knows), and
+/// webexec's certificate fingerprint when it is kept (`fingerprint`).
+fn announce(
+    config: &Config,
+    addr: SocketAddr,
+    generated: bool,
+    fingerprint: Option<&str>,
+) -> String {
     use std::fmt::Write as _;
     let common = &config.common;
     let tls = common.tls.is_some();
@@ -371,6 +401,9 @@ fn announce(config: &Config, addr: SocketAddr, generated: bool) -> String {
             None => http("/"),
         };
         let _ = writeln!(out, "  webexec (open in a browser): {page}");
+        if let Some(fingerprint) = fingerprint {
+            let _ = writeln!(out, "    its certificate: {fingerprint}");
+        }
     }
     if config.wsep.is_some() {
         let url = ws(WSEP_PATH);

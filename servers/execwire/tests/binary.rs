@@ -136,6 +136,7 @@ async fn help_names_every_flag() {
         "--turn-secret",
         "--turn-url",
         "--turn-ttl",
+        "--webrtc-certificate",
         "--record",
         "--record-max-bytes",
         "EXECWIRE_TOKEN",
@@ -243,7 +244,7 @@ argv = ["echo", "hello from the file"]
 /// for the file's relay, under the file's base path.
 #[tokio::test]
 async fn turn_secret_from_the_environment_and_relays_from_the_file() {
-    let dir = scratch("turn");
+    let dir = scratch("turn-env");
     let text = "base-path = \"/host-a/\"\nturn-url = [\"turn:127.0.0.1:3478\"]\n";
     let config = write(&dir, "execwire.toml", text);
     let env = [
@@ -261,6 +262,43 @@ async fn turn_secret_from_the_environment_and_relays_from_the_file() {
 }
 
 /// `POST /pow/new` with `token`: the status.
+/// webexec's WebRTC certificate is the host's identity, which clients pin:
+/// with `webrtc-certificate` it is made once (only its owner may read
+/// it) and the same after a restart.
+#[tokio::test]
+async fn webrtc_certificate_is_kept_across_restarts() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scratch("certificate");
+    let pem = dir.join("webrtc.pem");
+    let text = format!("webrtc-certificate = {:?}\n", pem.to_str().unwrap());
+    let config = write(&dir, "execwire.toml", &text);
+    let daemon = Daemon::start(&["--config", &config]).await;
+    let printed = daemon.printed.clone();
+    daemon.stop().await;
+    assert!(printed.contains("its certificate: sha-256 "), "{printed}");
+    let first = std::fs::read(&pem).expect("the certificate was not written");
+    let mode = std::fs::metadata(&pem).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    let daemon = Daemon::start(&["--config", &config]).await;
+    let again = daemon.printed.clone();
+    daemon.stop().await;
+    assert_eq!(std::fs::read(&pem).unwrap(), first, "a new certificate");
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.contains("its certificate"))
+            .map(str::to_owned)
+    };
+    assert_eq!(line(&printed), line(&again));
+    // A file that cannot be made stops it before it listens.
+    let refused = refused_before_listening(
+        "certificate-bad",
+        "webrtc-certificate = \"/dev/null/webrtc.pem\"\n",
+    )
+    .await;
+    assert!(refused.contains("webrtc-certificate"), "{refused}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 async fn pow_new(daemon: &Daemon, token: &str) -> u16 {
     http()
         .post(format!("{}/pow/new", daemon.base))
@@ -311,12 +349,16 @@ async fn view_token_from_the_file_and_the_flag() {
 async fn refused_before_listening(name: &str, text: &str) -> String {
     let dir = scratch(name);
     let config = write(&dir, &format!("{name}.toml"), text);
-    let out = Command::new(BIN)
-        .args(["--config", &config])
+    let run = Command::new(BIN)
+        .args(["--config", &config, "--listen", "127.0.0.1:0"])
         .env_remove("EXECWIRE_TOKEN")
         .env_remove("WEBEXEC_TURN_SECRET")
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // A daemon that took the file would serve on: not forever here.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
         .await
+        .expect("it started instead of refusing the file")
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());

@@ -31,7 +31,7 @@ mod turn;
 
 pub use flags::RtcFlags;
 pub use host::Authorized;
-pub use rtc::{IceServer, PortRange, RtcConfig};
+pub use rtc::{IceServer, PortRange, RtcConfig, keep_certificate};
 pub use turn::TurnSecret;
 
 /// The settings every server shares, and their builder methods.

@@ -300,14 +300,7 @@ impl Rtc {
 
     /// The server's certificate fingerprint (`sha-256 AA:BB:...`).
     pub(crate) fn fingerprint(&self) -> String {
-        let fingerprints = crypto::default_provider()
-            .ok()
-            .and_then(|p| self.certificate.get_fingerprints(p.crypto()).ok())
-            .unwrap_or_default();
-        fingerprints
-            .first()
-            .map(|f| format!("{} {}", f.algorithm, f.value.to_ascii_uppercase()))
-            .unwrap_or_default()
+        fingerprint(&self.certificate)
     }
 
     /// Answers `offer_sdp`: the answer (with the server's candidates, ICE
@@ -447,6 +440,27 @@ fn mdns_mode(udp_ip: IpAddr) -> MulticastDnsMode {
     } else {
         MulticastDnsMode::QueryOnly
     }
+}
+
+/// `certificate`'s fingerprint, `sha-256 AA:BB:...`.
+fn fingerprint(certificate: &RTCCertificate) -> String {
+    let fingerprints = crypto::default_provider()
+        .ok()
+        .and_then(|p| certificate.get_fingerprints(p.crypto()).ok())
+        .unwrap_or_default();
+    fingerprints
+        .first()
+        .map(|f| format!("{} {}", f.algorithm, f.value.to_ascii_uppercase()))
+        .unwrap_or_default()
+}
+
+/// Loads the certificate kept at `path`, or makes one there (mode 600)
+/// when the file is missing or its certificate expired, and returns its
+/// fingerprint (`sha-256 AA:BB:...`): what a server with
+/// [`Config::certificate`](crate::Config::certificate) does when it
+/// starts, for a caller that wants a bad path refused before it listens.
+pub fn keep_certificate(path: &Path) -> Result<String, Error> {
+    load_or_create_certificate(path).map(|certificate| fingerprint(&certificate))
 }
 
 /// A fresh self-signed ECDSA P-256 certificate (the reference's identity
