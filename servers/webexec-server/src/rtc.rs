@@ -267,6 +267,8 @@ pub(crate) struct Rtc {
     certificate: RTCCertificate,
     /// Where the next port search starts, so peers spread over the range.
     next_port: Arc<std::sync::atomic::AtomicU32>,
+    /// Whether peers resolve `.local` candidates ([`mdns_mode`]).
+    mdns: MulticastDnsMode,
 }
 
 impl std::fmt::Debug for Rtc {
@@ -286,6 +288,7 @@ impl Rtc {
             None => generate_certificate()?,
         };
         Ok(Rtc {
+            mdns: mdns_mode(config.udp_ip),
             config: Arc::new(config),
             certificate,
             next_port: Arc::new(std::sync::atomic::AtomicU32::new(0)),
@@ -392,7 +395,7 @@ impl Rtc {
                     Some(Duration::from_millis(500)),
                 )
                 .with_include_loopback_candidate(self.config.udp_ip.is_loopback())
-                .with_multicast_dns_mode(mdns_mode(self.config.udp_ip))
+                .with_multicast_dns_mode(self.mdns)
                 .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
                 // Answer `setup:passive`, so the client is the DTLS
                 // client and opens SCTP. As DTLS client the stack
@@ -422,7 +425,7 @@ impl Rtc {
             }
         }
         Err(Error::Rtc(format!(
-            "no UDP port free in {min}-{max} on {}: {}",
+            "no peer connection on {} (UDP ports {min}-{max}): {}",
             self.config.udp_ip,
             last.map(|e| e.to_string()).unwrap_or_default()
         )))
@@ -434,11 +437,29 @@ impl Rtc {
 /// on loopback has no LAN to ask, and must not send multicast at all: its
 /// clients are on this machine and offer their real addresses (Chromium
 /// with `--disable-features=WebRtcHideLocalIpsWithMdns`, the webrtc crate).
+///
+/// Asking takes the mDNS group, which a host without a multicast route
+/// (no default route: a fleet host on a private network) cannot join:
+/// the stack would then fail to build every peer connection. Such a host
+/// resolves no names and says so once.
 fn mdns_mode(udp_ip: IpAddr) -> MulticastDnsMode {
     if udp_ip.is_loopback() {
-        MulticastDnsMode::Disabled
-    } else {
-        MulticastDnsMode::QueryOnly
+        return MulticastDnsMode::Disabled;
+    }
+    // What the stack does, on a port of its own: join 224.0.0.251 on the
+    // interface the routes pick.
+    let group = std::net::Ipv4Addr::new(224, 0, 0, 251);
+    let joined = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| socket.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED));
+    match joined {
+        Ok(()) => MulticastDnsMode::QueryOnly,
+        Err(e) => {
+            tracing::warn!(
+                "mDNS off: cannot join its multicast group ({e}); \
+                 clients' .local candidates will not resolve"
+            );
+            MulticastDnsMode::Disabled
+        }
     }
 }
 
