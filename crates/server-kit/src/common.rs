@@ -220,28 +220,53 @@ pub fn init_process(format: LogFormat) -> Result<(), Error> {
     Ok(())
 }
 
-/// A server binary's whole `main`: the allocator set to give memory back
+/// A server binary's whole `main`, called once its flags are parsed: its
+/// secrets taken out of its environment ([`forget_secrets`]) and the
+/// allocator set to give memory back
 /// ([`tune_allocator`](crate::tune_allocator)) before any thread exists
 /// and told to do so every few seconds,
 /// then `run` on a multi-threaded tokio runtime, and its result as the
 /// process's exit ([`exit_code`]).
-pub fn run_main<T, E>(name: &str, run: impl Future<Output = Result<T, E>>) -> std::process::ExitCode
+pub fn run_main<T, E>(
+    spec: &Spec,
+    run: impl Future<Output = Result<T, E>>,
+) -> std::process::ExitCode
 where
     T: std::process::Termination,
     E: std::fmt::Display,
 {
+    forget_secrets(spec);
     crate::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return exit_code(name, Err(format!("starting the runtime: {e}"))),
+        Err(e) => return exit_code(spec.name, Err(format!("starting the runtime: {e}"))),
     };
     runtime.spawn(crate::alloc::give_back_periodically());
     match runtime.block_on(run) {
         Ok(done) => done.report(),
-        Err(e) => exit_code::<E>(name, Err(e)),
+        Err(e) => exit_code::<E>(spec.name, Err(e)),
+    }
+}
+
+/// Takes the server's secrets (its tokens, [`Spec::secret_envs`]) out of
+/// its environment, once its flags have read them: every command it runs
+/// inherits that environment, where `env` in a session (or a recording of
+/// one) would print them. The commands run as the server's user, who can
+/// read the files a service's secrets come from; this keeps them from
+/// being one `env` away in every session.
+fn forget_secrets(spec: &Spec) {
+    let names = [spec.token_env, spec.view_token_env];
+    for name in names.into_iter().chain(spec.secret_envs.iter().copied()) {
+        if std::env::var_os(name).is_some() {
+            // SAFETY: `run_main` is the first thing a server's `main`
+            // does after parsing its flags, before the runtime or any
+            // other thread exists: nothing reads the environment
+            // meanwhile.
+            unsafe { std::env::remove_var(name) };
+        }
     }
 }
 
@@ -283,6 +308,7 @@ mod tests {
         token_env: "X_TOKEN",
         view_token_env: "X_VIEW_TOKEN",
         listen: &[loopback(1)],
+        secret_envs: &[],
     };
 
     #[test]

@@ -24,6 +24,10 @@ pub struct Spec {
     pub view_token_env: &'static str,
     /// Where it listens without `--listen`.
     pub listen: &'static [SocketAddr],
+    /// Other environment variables that hold secrets
+    /// (`WEBEXEC_TURN_SECRET`): like the two tokens', taken out of the
+    /// environment the commands it runs get ([`run_main`](crate::run_main)).
+    pub secret_envs: &'static [&'static str],
 }
 
 /// `127.0.0.1:port`, for a [`Spec`]'s default.

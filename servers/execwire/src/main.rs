@@ -19,6 +19,7 @@ const SPEC: Spec = Spec {
     view_token_env: "EXECWIRE_VIEW_TOKEN",
     // webexec's port: its page and Terminal7 expect it.
     listen: &[server_kit::loopback(7777)],
+    secret_envs: &["WEBEXEC_TURN_SECRET"],
 };
 
 /// Run commands and terminals for every client on one listener: the
@@ -104,7 +105,7 @@ fn main() -> std::process::ExitCode {
         .mut_arg("turn_urls", |a| a.requires(Resettable::<Id>::Reset))
         .get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    server_kit::run_main(SPEC.name, run(args, matches))
+    server_kit::run_main(&SPEC, run(args, matches))
 }
 
 /// True when `id` was given on the command line or by its environment

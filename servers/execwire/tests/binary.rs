@@ -299,6 +299,55 @@ async fn webrtc_certificate_is_kept_across_restarts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The commands it runs do not get its secrets: the tokens and the TURN
+/// secret came from its environment (a unit's environment file) and are
+/// gone from the environment its processes inherit.
+#[tokio::test]
+async fn commands_do_not_inherit_the_servers_secrets() {
+    let dir = scratch("secrets");
+    let text = "turn-url = [\"turn:127.0.0.1:3478\"]\n\n[process.secrets]\n\
+                argv = [\"sh\", \"-c\", \"printenv EXECWIRE_TOKEN EXECWIRE_VIEW_TOKEN \
+                WEBEXEC_TURN_SECRET; echo printed $EXECWIRE_PROBE\"]\nresult = \"last-line\"\n";
+    let config = write(&dir, "execwire.toml", text);
+    let env = [
+        ("EXECWIRE_TOKEN", "token-from-env"),
+        ("EXECWIRE_VIEW_TOKEN", "view-from-env"),
+        ("WEBEXEC_TURN_SECRET", "turn-from-env"),
+        // Not a secret: the rest of the environment is passed on.
+        ("EXECWIRE_PROBE", "the-rest"),
+    ];
+    let daemon = Daemon::start_env(&["--config", &config], &env).await;
+    let response = http()
+        .post(format!("{}/pow/new", daemon.base))
+        .bearer_auth("token-from-env")
+        .body(r#"{"call":"secrets","params":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let id: String = response.text().await.unwrap().trim_matches('"').to_owned();
+    let poll = async {
+        loop {
+            let (code, status) = daemon
+                .get(&format!("/pow/status/{id}"), "token-from-env")
+                .await;
+            assert_eq!(code, 200, "{status}");
+            if !status.contains("pending") {
+                break status;
+            }
+        }
+    };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
+        .await
+        .expect("the process never finished");
+    daemon.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.contains("printed the-rest"), "{status}");
+    for secret in ["token-from-env", "view-from-env", "turn-from-env"] {
+        assert!(!status.contains(secret), "{secret} in {status}");
+    }
+}
+
 async fn pow_new(daemon: &Daemon, token: &str) -> u16 {
     http()
         .post(format!("{}/pow/new", daemon.base))

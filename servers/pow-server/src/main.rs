@@ -12,6 +12,7 @@ const SPEC: Spec = Spec {
     view_token_env: "POW_VIEW_TOKEN",
     // The reference example server uses port 3000.
     listen: &[server_kit::loopback(3000)],
+    secret_envs: &[],
 };
 
 /// Run server-defined processes for pow-1 clients.
@@ -29,7 +30,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    server_kit::run_main(SPEC.name, run(SPEC.parse()))
+    server_kit::run_main(&SPEC, run(SPEC.parse()))
 }
 
 /// What pow-server prints per listener: its WebSocket, and its REST API

@@ -16,6 +16,7 @@ const SPEC: Spec = Spec {
     view_token_env: "WEBEXEC_VIEW_TOKEN",
     // The reference's port.
     listen: &[server_kit::loopback(7777)],
+    secret_envs: &["WEBEXEC_TURN_SECRET"],
 };
 
 /// Run commands and terminals for WebRTC clients (Terminal7, the demo page
@@ -84,11 +85,13 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
-    server_kit::run_main(SPEC.name, run())
+    // Parsed first: `run_main` then takes the secrets out of the
+    // environment the flags were read from.
+    let args: Args = SPEC.parse();
+    server_kit::run_main(&SPEC, run(args))
 }
 
-async fn run() -> anyhow::Result<std::process::ExitCode> {
-    let args: Args = SPEC.parse();
+async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let paths = Paths::new(args.opts.dir.clone())?;
     let ok = std::process::ExitCode::SUCCESS;
     match args.command.unwrap_or(Cmd::Run { detached: false }) {

@@ -10,6 +10,7 @@ const SPEC: Spec = Spec {
     // localhost on both families, since browsers resolve it to either (a
     // host without IPv6 keeps IPv4).
     listen: &[server_kit::loopback(6969), server_kit::loopback6(6969)],
+    secret_envs: &[],
 };
 
 /// Run shell commands for Web-Terminal v3 clients over a WebSocket.
@@ -32,7 +33,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    server_kit::run_main(SPEC.name, run(SPEC.parse()))
+    server_kit::run_main(&SPEC, run(SPEC.parse()))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

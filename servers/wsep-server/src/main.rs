@@ -10,6 +10,7 @@ const SPEC: Spec = Spec {
     token_env: "WSEP_TOKEN",
     view_token_env: "WSEP_VIEW_TOKEN",
     listen: &[server_kit::loopback(8080)],
+    secret_envs: &[],
 };
 
 /// Run commands and terminals for wsep clients over one WebSocket.
@@ -28,7 +29,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    server_kit::run_main(SPEC.name, run(SPEC.parse()))
+    server_kit::run_main(&SPEC, run(SPEC.parse()))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
