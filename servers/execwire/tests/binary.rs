@@ -203,30 +203,7 @@ argv = ["echo", "hello from the file"]
     assert_eq!(daemon.get("/metrics", "from-the-file").await.0, 200);
     assert_eq!(daemon.get("/webterm", "from-the-file").await.0, 404);
     // pow's REST runs the file's process.
-    let response = http()
-        .post(format!("{}/pow/new", daemon.base))
-        .bearer_auth("from-the-file")
-        .body(r#"{"call":"greet","params":[]}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let id: String = response.text().await.unwrap().trim_matches('"').to_owned();
-    // Each poll is one real request: no timing assumed, but a bound.
-    let poll = async {
-        loop {
-            let (code, status) = daemon
-                .get(&format!("/pow/status/{id}"), "from-the-file")
-                .await;
-            assert_eq!(code, 200, "{status}");
-            if !status.contains("pending") {
-                break status;
-            }
-        }
-    };
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
-        .await
-        .expect("the process never finished");
+    let status = pow_call(&daemon, "from-the-file", "greet").await;
     assert!(status.contains("hello from the file"), "{status}");
     daemon.stop().await;
 
@@ -317,35 +294,40 @@ async fn commands_do_not_inherit_the_servers_secrets() {
         ("EXECWIRE_PROBE", "the-rest"),
     ];
     let daemon = Daemon::start_env(&["--config", &config], &env).await;
-    let response = http()
-        .post(format!("{}/pow/new", daemon.base))
-        .bearer_auth("token-from-env")
-        .body(r#"{"call":"secrets","params":[]}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let id: String = response.text().await.unwrap().trim_matches('"').to_owned();
-    let poll = async {
-        loop {
-            let (code, status) = daemon
-                .get(&format!("/pow/status/{id}"), "token-from-env")
-                .await;
-            assert_eq!(code, 200, "{status}");
-            if !status.contains("pending") {
-                break status;
-            }
-        }
-    };
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
-        .await
-        .expect("the process never finished");
+    let status = pow_call(&daemon, "token-from-env", "secrets").await;
     daemon.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.contains("printed the-rest"), "{status}");
     for secret in ["token-from-env", "view-from-env", "turn-from-env"] {
         assert!(!status.contains(secret), "{secret} in {status}");
     }
+}
+
+/// Runs pow process `call` (no parameters) through REST and returns its
+/// status once it is no longer pending.
+async fn pow_call(daemon: &Daemon, token: &str, call: &str) -> String {
+    let response = http()
+        .post(format!("{}/pow/new", daemon.base))
+        .bearer_auth(token)
+        .body(format!(r#"{{"call":"{call}","params":[]}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let id: String = response.text().await.unwrap().trim_matches('"').to_owned();
+    // Each poll is one real request: no timing assumed, but a bound.
+    let poll = async {
+        loop {
+            let (code, status) = daemon.get(&format!("/pow/status/{id}"), token).await;
+            assert_eq!(code, 200, "{status}");
+            if !status.contains("pending") {
+                break status;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), poll)
+        .await
+        .expect("the process never finished")
 }
 
 async fn pow_new(daemon: &Daemon, token: &str) -> u16 {
