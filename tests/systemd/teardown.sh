@@ -1,0 +1,38 @@
+#!/bin/bash
+# Ends the check's namespaces and removes the child cgroups boot.sh made.
+# Safe to run more than once, and after any failure: run.sh runs it from
+# a trap, the Rust test from a Drop guard.
+#
+# Environment: SYSTEST_DIR (its `cgroups` file lists the child cgroups).
+# Exits non-zero, naming it, if a cgroup or mount is left.
+set -u
+S=$SYSTEST_DIR
+list=$S/cgroups
+[ -f "$list" ] || exit 0
+procs() { find "$@" -noleaf -name cgroup.procs -exec cat {} + 2>/dev/null; }
+mapfile -t dirs < "$list"
+# Every process of the namespaces is in those cgroups: its init first
+# (the kernel then kills the rest of its pid namespace, and the mount and
+# network namespaces go with their last process), then whatever is left.
+# `-noleaf`: the link counts of cgroupfs directories would make find skip
+# subdirectories.
+[ -s "$S/pid" ] && kill -9 "$(cat "$S/pid")" 2>/dev/null
+for _ in $(seq 200); do
+  left=$(procs "${dirs[@]}")
+  [ -z "$left" ] && break
+  # shellcheck disable=SC2086
+  kill -9 $left 2>/dev/null
+  sleep 0.05
+done
+status=0
+for d in "${dirs[@]}"; do
+  [ -d "$d" ] || continue
+  # Deepest first: a cgroup goes only once it has no children.
+  find "$d" -noleaf -depth -type d -exec rmdir {} + 2>/dev/null
+  if [ -d "$d" ]; then echo "teardown: cgroup left: $d" >&2; status=1; fi
+done
+if findmnt -rn -o TARGET | grep -qF "$S/"; then
+  echo "teardown: mount left under $S" >&2; status=1
+fi
+[ "$status" = 0 ] && rm -f "$list" "$S/pid"
+exit $status
