@@ -11,17 +11,23 @@ list=$S/cgroups
 [ -f "$list" ] || exit 0
 procs() { find "$@" -noleaf -name cgroup.procs -exec cat {} + 2>/dev/null; }
 mapfile -t dirs < "$list"
-# Every process of the namespaces is in those cgroups: its init first
-# (the kernel then kills the rest of its pid namespace, and the mount and
-# network namespaces go with their last process), then whatever is left.
-# `-noleaf`: the link counts of cgroupfs directories would make find skip
-# subdirectories.
+# Every process of the namespaces is in those cgroups. Killing those in
+# the new pid namespace (its init first: the kernel then kills the rest,
+# and the mount and network namespaces go with their last process) lets
+# `unshare`, the init's parent on the host, reap it and exit by itself;
+# killed first, it would leave the init a zombie for the host's PID 1 to
+# reap. Whatever remains after 2 s is killed too. `-noleaf`: the link
+# counts of cgroupfs directories would make find skip subdirectories.
 [ -s "$S/pid" ] && kill -9 "$(cat "$S/pid")" 2>/dev/null
-for _ in $(seq 200); do
+ours=$(readlink /proc/self/ns/pid)
+for round in $(seq 200); do
   left=$(procs "${dirs[@]}")
   [ -z "$left" ] && break
-  # shellcheck disable=SC2086
-  kill -9 $left 2>/dev/null
+  for p in $left; do
+    if [ "$round" -gt 40 ] || [ "$(readlink "/proc/$p/ns/pid" 2>/dev/null)" != "$ours" ]; then
+      kill -9 "$p" 2>/dev/null
+    fi
+  done
   sleep 0.05
 done
 status=0

@@ -77,10 +77,8 @@ impl Run {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "execwire-systest-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("execwire-systest-{}-{nanos}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
         Run {
             dir,
