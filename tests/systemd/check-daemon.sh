@@ -75,7 +75,7 @@ client=$!
 # The command returns once the sleep leads a session of its own: before
 # that, the end of its session's process group would take it too.
 wsep "$U" -- sh -c 'setsid sleep 1001 >/dev/null 2>&1 </dev/null & p=$!
-  until [ "$(ps -o sid= -p $p | tr -d " ")" = $p ]; do :; done' < /dev/null
+  for i in $(seq 500); do [ "$(ps -o sid= -p $p | tr -d " ")" = $p ] && break; sleep 0.01; done' < /dev/null
 for _ in $(seq 100); do pgrep -x -f 'sleep 1000' >/dev/null && break; sleep 0.05; done
 cg=$(systemctl show -p ControlGroup --value execwire)
 if pgrep -x -f 'sleep 1000' >/dev/null && pgrep -x -f 'sleep 1001' >/dev/null; then

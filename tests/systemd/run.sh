@@ -36,6 +36,9 @@ cleanup() {
   if [ -n "$own_dir" ]; then rm -rf "$S"; fi
 }
 skip() { echo "SKIP: $*"; exit 77; }
+# systemd did not come up although everything it needs is here: a limit
+# of this host, or a bug of this harness; the test fails under CI.
+no_boot() { echo "NO BOOT: $*"; echo "--- boot.log"; tail -20 "$S/boot.log" 2>/dev/null; echo "--- console"; tail -20 "$S/console.log" 2>/dev/null; exit 78; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
@@ -97,7 +100,7 @@ for _ in $(seq 200); do
   kill -0 "$unshare_pid" 2>/dev/null || break
   sleep 0.05
 done
-[ -n "$P" ] || skip "could not boot systemd in new namespaces: $(tail -5 "$S/boot.log" | tr '\n' ' ')"
+[ -n "$P" ] || no_boot "could not start systemd in new namespaces"
 echo "$P" > "$S/pid"
 
 # A command inside: every namespace of the init, a clean environment.
@@ -110,7 +113,7 @@ state=$(inside timeout 30 systemctl is-system-running --wait 2>&1)
 case "$state" in
   running) ;;
   degraded) echo "note: systemd is degraded: $(inside systemctl --failed --plain --no-legend | tr '\n' ' ')" ;;
-  *) skip "systemd in the namespaces reached '$state', not running: a limit of this host, not the units; its console: $(tail -5 "$S/console.log" | tr '\n' ' ')" ;;
+  *) no_boot "systemd in the namespaces reached '$state', not running" ;;
 esac
 echo "systemd is $state"
 

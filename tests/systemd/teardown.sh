@@ -18,7 +18,13 @@ mapfile -t dirs < "$list"
 # killed first, it would leave the init a zombie for the host's PID 1 to
 # reap. Whatever remains after 2 s is killed too. `-noleaf`: the link
 # counts of cgroupfs directories would make find skip subdirectories.
-[ -s "$S/pid" ] && kill -9 "$(cat "$S/pid")" 2>/dev/null
+# (Only if that pid is still in one of our cgroups: on a second run it
+# may be another process's by now.)
+if [ -s "$S/pid" ]; then
+  init=$(cat "$S/pid")
+  grep -qF "${SYSTEST_CGROUP:-$(basename "$S")}" "/proc/$init/cgroup" 2>/dev/null \
+    && kill -9 "$init" 2>/dev/null
+fi
 ours=$(readlink /proc/self/ns/pid)
 for round in $(seq 200); do
   left=$(procs "${dirs[@]}")

@@ -23,8 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// 10 s stop timeout. Past this, the test fails and tears down.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// `run.sh`'s exit code when this machine cannot run the check.
+/// `run.sh`'s exit code when this machine lacks what the check needs.
 const SKIPPED: i32 = 77;
+
+/// `run.sh`'s exit code when it has all of that but systemd did not come
+/// up: a limit of the host or a bug of the harness. CI's machine boots
+/// it, so there this fails; elsewhere it is a skip.
+const NO_BOOT: i32 = 78;
 
 /// The binaries the README's blocks install.
 const BINARIES: [&str; 6] = [
@@ -119,7 +124,15 @@ impl Run {
         });
         let output = match output.recv_timeout(LIMIT) {
             Ok(output) => output.unwrap(),
-            Err(_) => panic!("tests/systemd/run.sh ran for more than {LIMIT:?}"),
+            Err(_) => {
+                let log =
+                    |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+                panic!(
+                    "tests/systemd/run.sh ran for more than {LIMIT:?}\n--- boot.log\n{}\n--- console.log\n{}",
+                    log("boot.log"),
+                    log("console.log")
+                )
+            }
         };
         self.group = None;
         output
@@ -193,6 +206,14 @@ fn units_under_a_real_systemd() {
     let output = run.run(&bin);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(NO_BOOT) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd did not boot in the namespaces:\n{stdout}\n{stderr}"
+        );
+        println!("skipped: {stdout}");
+        return;
+    }
     if output.status.code() == Some(SKIPPED) {
         println!("skipped: {}", stdout.trim());
         return;

@@ -258,13 +258,24 @@ where
 /// read the files a service's secrets come from; this keeps them from
 /// being one `env` away in every session.
 fn forget_secrets(spec: &Spec) {
+    // Changing the environment is sound only while no other thread may
+    // read it. `run_main` comes first in a server's `main`; should a
+    // caller have started a thread before, the secrets stay (and it says
+    // so) rather than race.
+    let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count);
+    if !matches!(threads, Ok(1)) {
+        eprintln!(
+            "{}: other threads run already; the tokens stay in the environment of the commands",
+            spec.name
+        );
+        return;
+    }
     let names = [spec.token_env, spec.view_token_env];
     for name in names.into_iter().chain(spec.secret_envs.iter().copied()) {
         if std::env::var_os(name).is_some() {
-            // SAFETY: `run_main` is the first thing a server's `main`
-            // does after parsing its flags, before the runtime or any
-            // other thread exists: nothing reads the environment
-            // meanwhile.
+            // SAFETY: this process has one thread (checked above), this
+            // one: nothing can read the environment meanwhile, and no
+            // other thread can start but from this one.
             unsafe { std::env::remove_var(name) };
         }
     }

@@ -238,7 +238,6 @@ async fn turn_secret_from_the_environment_and_relays_from_the_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `POST /pow/new` with `token`: the status.
 /// webexec's WebRTC certificate is the host's identity, which clients pin:
 /// with `webrtc-certificate` it is made once (only its owner may read
 /// it) and the same after a restart.
@@ -330,6 +329,7 @@ async fn pow_call(daemon: &Daemon, token: &str, call: &str) -> String {
         .expect("the process never finished")
 }
 
+/// `POST /pow/new` with `token`: the status.
 async fn pow_new(daemon: &Daemon, token: &str) -> u16 {
     http()
         .post(format!("{}/pow/new", daemon.base))

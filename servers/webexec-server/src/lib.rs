@@ -371,15 +371,28 @@ pub async fn serve(
     result
 }
 
-/// Writes `bytes` to a new file only its owner can read (certificates,
-/// tokens).
+/// Writes `bytes` as the file at `path`, only its owner may read
+/// (certificates): into a new file beside it, made with that mode, then
+/// renamed over `path`, so that a file being replaced keeps neither its
+/// old mode nor, after a crash halfway, half of the new contents (a
+/// certificate the server could never load again).
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}.new", std::process::id()));
+    let fresh = path.with_file_name(name);
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)
+        .open(&fresh)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&fresh, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&fresh);
+    }
+    written
 }

@@ -134,12 +134,14 @@ const ACCEPTED_GRACE: Duration = Duration::from_millis(100);
 ///   offers no UDP GRO: a packet plus its DTLS record (at most 65 bytes
 ///   more, with AES-CBC; 37 with the AES-GCM browsers pick) must fit.
 ///
-/// Only when every path stays on this machine (the server on loopback, its
-/// STUN/TURN servers too): a datagram of ~2 KB is more than an Ethernet
-/// frame, and the stack sends with "don't fragment". Paths off this
-/// machine (through a relay elsewhere included) keep the stack's 1191,
-/// sized for the smallest tunnels and TURN over IPv6. Through a local
-/// coturn, Chromium relay-only, 100 MiB `cat`: 1191 vs 1920 bytes.
+/// Only on loopback and without STUN/TURN servers: a datagram of ~2 KB is
+/// more than an Ethernet frame, and the stack sends with "don't
+/// fragment". Paths off this machine keep the stack's 1191, sized for the
+/// smallest tunnels and TURN over IPv6; a relay's included, even one on
+/// this machine reached at a loopback address: a TURN server hands out
+/// relay addresses on its public side and carries the packets on from
+/// there (a server on loopback behind a local coturn, for a remote
+/// Terminal7, is reached through it alone).
 const LOOPBACK_SCTP_MTU: u32 = 1920;
 
 // The bounds above, checked when building: Chromium's record buffer and
@@ -188,20 +190,6 @@ impl IceServer {
             username,
             credential,
         })
-    }
-
-    /// Whether the server is on this machine: its host is a loopback
-    /// address or `localhost`. A relay there, for a server listening on
-    /// loopback only, carries packets between loopback addresses alone.
-    pub fn on_loopback(&self) -> bool {
-        let rest = self.url.split_once(':').map_or("", |(_, rest)| rest);
-        let rest = rest.split_once('?').map_or(rest, |(host, _)| host);
-        let host = match rest.strip_prefix('[') {
-            Some(v6) => v6.split_once(']').map_or(v6, |(host, _)| host),
-            None => rest.split_once(':').map_or(rest, |(host, _)| host),
-        };
-        host.eq_ignore_ascii_case("localhost")
-            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -267,8 +255,15 @@ pub(crate) struct Rtc {
     certificate: RTCCertificate,
     /// Where the next port search starts, so peers spread over the range.
     next_port: Arc<std::sync::atomic::AtomicU32>,
-    /// Whether peers resolve `.local` candidates ([`mdns_mode`]).
-    mdns: MulticastDnsMode,
+    /// Whether peers leave the `.local` names browsers put in candidates
+    /// (to hide their addresses) unresolved, which takes multicast
+    /// queries on the LAN. A server on loopback has no LAN to ask, and
+    /// must not send multicast at all: its clients are on this machine
+    /// and offer their real addresses (Chromium with
+    /// `--disable-features=WebRtcHideLocalIpsWithMdns`, the webrtc
+    /// crate). Elsewhere it is set once the host could not join the mDNS
+    /// group ([`Rtc::build`]).
+    mdns_off: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Rtc {
@@ -288,7 +283,9 @@ impl Rtc {
             None => generate_certificate()?,
         };
         Ok(Rtc {
-            mdns: mdns_mode(config.udp_ip),
+            mdns_off: Arc::new(std::sync::atomic::AtomicBool::new(
+                config.udp_ip.is_loopback(),
+            )),
             config: Arc::new(config),
             certificate,
             next_port: Arc::new(std::sync::atomic::AtomicU32::new(0)),
@@ -365,13 +362,8 @@ impl Rtc {
         let mut last = None;
         // A relay candidate of our own, when TURN is configured, reaches
         // clients whose own relay or NAT the host candidates cannot.
-        let servers = self.ice_servers();
-        // Every path stays on this machine when the server listens on
-        // loopback and its STUN/TURN servers are there too (a local
-        // coturn): packets larger than an Ethernet frame fit them all.
-        let on_loopback =
-            self.config.udp_ip.is_loopback() && servers.iter().all(IceServer::on_loopback);
-        let ice_servers: Vec<RTCIceServer> = servers
+        let ice_servers: Vec<RTCIceServer> = self
+            .ice_servers()
             .into_iter()
             .map(|s| RTCIceServer {
                 urls: vec![s.url],
@@ -379,13 +371,10 @@ impl Rtc {
                 credential: s.credential,
             })
             .collect();
-        for i in 0..attempts {
-            let port = if min == 0 {
-                0
-            } else {
-                // `(start + i) % span` < span <= 65536, and min + it <= max.
-                min + u16::try_from((start.wrapping_add(i)) % span).unwrap_or(0)
-            };
+        // A relay (a TURN server on this machine, say) carries the
+        // packets on to paths off it: keep the stack's size then.
+        let relayed = !self.config.ice_servers.is_empty() || self.config.turn.is_some();
+        let build = |port: u16, mdns: MulticastDnsMode| {
             let mut settings = SettingEngineBuilder::new()
                 // The reference: 500 ms keep-alives, disconnected
                 // after 3 s, failed after 6 s.
@@ -395,7 +384,7 @@ impl Rtc {
                     Some(Duration::from_millis(500)),
                 )
                 .with_include_loopback_candidate(self.config.udp_ip.is_loopback())
-                .with_multicast_dns_mode(self.mdns)
+                .with_multicast_dns_mode(mdns)
                 .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_BUFFER)
                 // Answer `setup:passive`, so the client is the DTLS
                 // client and opens SCTP. As DTLS client the stack
@@ -405,10 +394,10 @@ impl Rtc {
                 // answers a packet and goes out at once (Chromium:
                 // connect to first output p50 200 -> 150 ms).
                 .with_answering_dtls_role(RTCDtlsRole::Server);
-            if on_loopback {
+            if self.config.udp_ip.is_loopback() && !relayed {
                 settings = settings.with_sctp_mtu(LOOPBACK_SCTP_MTU);
             }
-            let builder = PeerConnectionBuilder::new()
+            PeerConnectionBuilder::new()
                 .with_configuration(
                     RTCConfigurationBuilder::new()
                         .with_ice_servers(ice_servers.clone())
@@ -418,9 +407,43 @@ impl Rtc {
                 .with_setting_engine(settings.build())
                 .with_handler(handler.clone())
                 .with_data_channel_send_buffer_limit(SEND_BUFFER)
-                .with_udp_addrs(vec![SocketAddr::new(self.config.udp_ip, port)]);
-            match builder.build().await {
+                .with_udp_addrs(vec![SocketAddr::new(self.config.udp_ip, port)])
+                .build()
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        for i in 0..attempts {
+            let port = if min == 0 {
+                0
+            } else {
+                // `(start + i) % span` < span <= 65536, and min + it <= max.
+                min + u16::try_from((start.wrapping_add(i)) % span).unwrap_or(0)
+            };
+            if self.mdns_off.load(Relaxed) {
+                match build(port, MulticastDnsMode::Disabled).await {
+                    Ok(pc) => return Ok(Arc::new(pc)),
+                    Err(e) => last = Some(e),
+                }
+                continue;
+            }
+            // Resolving `.local` names takes the mDNS group, which a host
+            // without a multicast route (no default route: a fleet host on
+            // a private network) cannot join, and the stack then fails to
+            // build at all. When the same port builds without mDNS, that
+            // was the cause: go on without it, and say so once.
+            let error = match build(port, MulticastDnsMode::QueryOnly).await {
                 Ok(pc) => return Ok(Arc::new(pc)),
+                Err(e) => e,
+            };
+            match build(port, MulticastDnsMode::Disabled).await {
+                Ok(pc) => {
+                    if !self.mdns_off.swap(true, Relaxed) {
+                        tracing::warn!(
+                            "mDNS off: a peer connection with it failed ({error}), one \
+                             without it did not; clients' .local candidates will not resolve"
+                        );
+                    }
+                    return Ok(Arc::new(pc));
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -429,37 +452,6 @@ impl Rtc {
             self.config.udp_ip,
             last.map(|e| e.to_string()).unwrap_or_default()
         )))
-    }
-}
-
-/// Whether ICE resolves the `.local` names browsers put in candidates to
-/// hide their addresses, which takes multicast queries on the LAN. A server
-/// on loopback has no LAN to ask, and must not send multicast at all: its
-/// clients are on this machine and offer their real addresses (Chromium
-/// with `--disable-features=WebRtcHideLocalIpsWithMdns`, the webrtc crate).
-///
-/// Asking takes the mDNS group, which a host without a multicast route
-/// (no default route: a fleet host on a private network) cannot join:
-/// the stack would then fail to build every peer connection. Such a host
-/// resolves no names and says so once.
-fn mdns_mode(udp_ip: IpAddr) -> MulticastDnsMode {
-    if udp_ip.is_loopback() {
-        return MulticastDnsMode::Disabled;
-    }
-    // What the stack does, on a port of its own: join 224.0.0.251 on the
-    // interface the routes pick.
-    let group = std::net::Ipv4Addr::new(224, 0, 0, 251);
-    let joined = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|socket| socket.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED));
-    match joined {
-        Ok(()) => MulticastDnsMode::QueryOnly,
-        Err(e) => {
-            tracing::warn!(
-                "mDNS off: cannot join its multicast group ({e}); \
-                 clients' .local candidates will not resolve"
-            );
-            MulticastDnsMode::Disabled
-        }
     }
 }
 
@@ -905,20 +897,6 @@ impl TransportRx for RtcRx {
 #[cfg(test)]
 mod tests {
     use super::IceServer;
-
-    #[test]
-    fn ice_servers_on_this_machine_are_told_apart() {
-        let on = |text: &str| IceServer::parse(text).unwrap().on_loopback();
-        assert!(on("turn:127.0.0.1:3478?transport=udp"));
-        assert!(on("turn:user:pass@127.0.0.2:3478"));
-        assert!(on("stun:[::1]:3478"));
-        assert!(on("turn:localhost"));
-        assert!(on("turn:LOCALHOST:3478"));
-        assert!(!on("turn:turn.example:3478"));
-        assert!(!on("stun:203.0.113.10:3478"));
-        assert!(!on("turn:[2001:db8::1]:3478?transport=udp"));
-        assert!(!on("turn:localhost.example:3478"));
-    }
 
     #[test]
     fn credentials_before_the_host_are_taken_out_of_the_url() {

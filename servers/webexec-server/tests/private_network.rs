@@ -36,9 +36,12 @@ a=max-message-size:262144\r
 
 /// In the namespace: the veth pair up, the server on 10.9.0.1 (a fixed
 /// port is nobody else's in a namespace of our own), its first line
-/// awaited through a pipe, then the offer; prints the HTTP status.
+/// awaited through a pipe (20 s at most), then the offer; prints the HTTP
+/// status. The shell is the PID namespace's init: when it exits, however,
+/// the kernel ends the server with it.
 const SCRIPT: &str = r#"
 set -eu
+trap 'kill %1 2>/dev/null; wait' EXIT
 ip link set lo up
 ip link add wx0 type veth peer name wx1
 ip addr add 10.9.0.1/24 dev wx0
@@ -48,11 +51,10 @@ ip link set wx1 up
 mkfifo "$DIR/out"
 "$SERVER" --listen 10.9.0.1:7777 --token t --dir "$DIR/state" > "$DIR/out" 2> "$DIR/log" &
 exec 3< "$DIR/out"
-read -r first <&3
+read -r -t 20 first <&3
 curl -s -o "$DIR/answer" -w '%{http_code}\n' --max-time 20 \
   -H 'Authorization: Bearer t' -H 'Content-Type: application/sdp' \
   --data-binary @"$DIR/offer" http://10.9.0.1:7777/offer
-kill %1
 "#;
 
 #[test]
@@ -77,7 +79,8 @@ fn answers_offers_on_a_host_without_a_multicast_route() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("offer"), OFFER).unwrap();
     let out = std::process::Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "bash", "-c", SCRIPT])
+        .args(["--user", "--map-root-user", "--net", "--pid", "--fork"])
+        .args(["bash", "-c", SCRIPT])
         .env("SERVER", env!("CARGO_BIN_EXE_webexec-server"))
         .env("DIR", &dir)
         .stdin(Stdio::null())
