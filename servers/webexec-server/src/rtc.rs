@@ -255,9 +255,9 @@ pub(crate) struct Rtc {
     certificate: RTCCertificate,
     /// Where the next port search starts, so peers spread over the range.
     next_port: Arc<std::sync::atomic::AtomicU32>,
-    /// Whether peers leave the `.local` names browsers put in candidates
-    /// (to hide their addresses) unresolved, which takes multicast
-    /// queries on the LAN. A server on loopback has no LAN to ask, and
+    /// Set when peers do not resolve the `.local` names browsers put in
+    /// candidates to hide their addresses (resolving them takes multicast
+    /// queries on the LAN). A server on loopback has no LAN to ask, and
     /// must not send multicast at all: its clients are on this machine
     /// and offer their real addresses (Chromium with
     /// `--disable-features=WebRtcHideLocalIpsWithMdns`, the webrtc
