@@ -305,13 +305,7 @@ async fn commands_do_not_inherit_the_servers_secrets() {
 /// Runs pow process `call` (no parameters) through REST and returns its
 /// status once it is no longer pending.
 async fn pow_call(daemon: &Daemon, token: &str, call: &str) -> String {
-    let response = http()
-        .post(format!("{}/pow/new", daemon.base))
-        .bearer_auth(token)
-        .body(format!(r#"{{"call":"{call}","params":[]}}"#))
-        .send()
-        .await
-        .unwrap();
+    let response = post_new(daemon, token, call).await;
     assert_eq!(response.status().as_u16(), 200);
     let id: String = response.text().await.unwrap().trim_matches('"').to_owned();
     // Each poll is one real request: no timing assumed, but a bound.
@@ -329,17 +323,20 @@ async fn pow_call(daemon: &Daemon, token: &str, call: &str) -> String {
         .expect("the process never finished")
 }
 
-/// `POST /pow/new` with `token`: the status.
-async fn pow_new(daemon: &Daemon, token: &str) -> u16 {
+/// `POST /pow/new` of process `call`, without parameters, with `token`.
+async fn post_new(daemon: &Daemon, token: &str, call: &str) -> reqwest::Response {
     http()
         .post(format!("{}/pow/new", daemon.base))
         .bearer_auth(token)
-        .body(r#"{"call":"greet","params":[]}"#)
+        .body(format!(r#"{{"call":"{call}","params":[]}}"#))
         .send()
         .await
         .unwrap()
-        .status()
-        .as_u16()
+}
+
+/// `POST /pow/new` of `greet` with `token`: the status.
+async fn pow_new(daemon: &Daemon, token: &str) -> u16 {
+    post_new(daemon, token, "greet").await.status().as_u16()
 }
 
 /// The view token from the file (`view_token` as the issue spells it, or
