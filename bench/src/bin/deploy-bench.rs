@@ -4,7 +4,8 @@
 //!   nginx, ws:// behind it) against the same wsep server direct over
 //!   plain ws://, in the same run, rounds interleaved: output throughput
 //!   (`cat FILE`) and keystroke echo over a PTY (p50/p99, and what p99
-//!   the gateway adds).
+//!   the gateway adds); nginx's own CPU apart, and the ratio its work
+//!   alone allows on this machine's cores.
 //! - Through coturn (`deploy/coturn/turnserver.conf`), the `webrtc`
 //!   crate's client allowed relayed candidates only, credentials minted by
 //!   the server from the shared secret: webexec output throughput and
@@ -119,13 +120,22 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
     );
     let script = format!("cat {}", file.display());
     let (mut plain, mut tls, mut wss) = (Runs::default(), Runs::default(), Runs::default());
+    let mut proxy_cpu = Vec::new();
     for _ in 0..args.runs.max(1) {
-        plain.push(wsep_output(&direct, &server.token, &script, bytes).await?);
-        tls.push(wsep_output(&proxied, &server.token, &script, bytes).await?);
-        wss.push(wsep_output(&own_tls, &secure.token, &script, bytes).await?);
+        plain.push(wsep_output(&direct, &server.token, &script, bytes).await?.0);
+        let (run, nginx) = wsep_output(&proxied, &server.token, &script, bytes).await?;
+        tls.push(run);
+        proxy_cpu.push(nginx);
+        wss.push(
+            wsep_output(&own_tls, &secure.token, &script, bytes)
+                .await?
+                .0,
+        );
     }
     let mib = bytes as f64 / f64::from(1 << 20);
     let (plain, tls, wss) = (plain.median()?, tls.median()?, wss.median()?);
+    proxy_cpu.sort_by(f64::total_cmp);
+    let nginx = quantile(&proxy_cpu, 0.5);
     println!("wsep through nginx with TLS (deploy/nginx), against direct plain ws://");
     println!("  (CPU: this process, client and server, and nginx's, per run)");
     println!(
@@ -144,6 +154,15 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
         mib / wss.wall,
         plain.wall / wss.wall,
         wss.cpu
+    );
+    // What nginx's work alone allows: on every core at once, the proxied
+    // path takes at least the direct path's CPU plus nginx's, spread over
+    // the cores, even with a client whose TLS cost nothing.
+    println!(
+        "  nginx alone: CPU {nginx:.2} s of the {:.2} s; with {} cores busy and no other cost, at most {:.2} of direct",
+        tls.cpu,
+        cores(),
+        plain.wall / ((plain.cpu + nginx) / cores() as f64),
     );
     // Keystrokes 5 ms apart, as webexec-bench types.
     let gap = Duration::from_millis(5);
@@ -177,15 +196,16 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
     Ok(())
 }
 
-/// Wall seconds to receive `cat FILE`'s `bytes` over wsep at `url`, and
-/// the CPU seconds this process (client, server, `cat`) and nginx spent.
+/// Wall seconds to receive `cat FILE`'s `bytes` over wsep at `url`, the
+/// CPU seconds this process (client, server, `cat`) and nginx spent, and
+/// apart nginx's share of them.
 async fn wsep_output(
     (url, trust): &(String, Trust),
     token: &str,
     script: &str,
     bytes: u64,
-) -> anyhow::Result<Run> {
-    let cpu = cpu_seconds("self")? + nginx_cpu();
+) -> anyhow::Result<(Run, f64)> {
+    let (cpu, nginx) = (cpu_seconds("self")?, nginx_cpu());
     let start = Instant::now();
     let command = StartCommand {
         command: "sh".into(),
@@ -208,8 +228,9 @@ async fn wsep_output(
         bail!("{url}: got {got} bytes of {bytes}");
     }
     let wall = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds("self")? + nginx_cpu() - cpu;
-    Ok(Run { wall, cpu })
+    let nginx = nginx_cpu() - nginx;
+    let cpu = cpu_seconds("self")? - cpu + nginx;
+    Ok((Run { wall, cpu }, nginx))
 }
 
 /// CPU seconds of the nginx processes below this one (the gateway's
