@@ -311,13 +311,16 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
     let rtc = args.rtc.config(udp_ip)?;
     // webexec's identity, kept: made now if need be, so that a path it
     // cannot be written to is refused before anything listens.
-    let fingerprint = match &args.webrtc_certificate {
+    let certificate = match &args.webrtc_certificate {
         Some(path) if !args.no_webexec => Some(
-            webexec_server::keep_certificate(path)
+            webexec_server::Certificate::keep(path)
                 .with_context(|| format!("webrtc-certificate {}", path.display()))?,
         ),
         _ => None,
     };
+    let fingerprint = certificate
+        .as_ref()
+        .map(webexec_server::Certificate::fingerprint);
     let generated = !args.common.no_auth && args.common.token.as_deref().is_none_or(str::is_empty);
     let launched = server_kit::launch(&SPEC, &args.common, &[]).await?;
     let common = launched.common;
@@ -344,7 +347,7 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| webexec_server::Config::default().shell),
             record: record.clone(),
-            certificate: args.webrtc_certificate.clone(),
+            certificate,
             ..webexec_server::Config::default()
         }),
         wsep: (!args.no_wsep).then(|| wsep_server::Config {

@@ -31,7 +31,7 @@ mod turn;
 
 pub use flags::RtcFlags;
 pub use host::Authorized;
-pub use rtc::{IceServer, PortRange, RtcConfig, keep_certificate};
+pub use rtc::{Certificate, IceServer, PortRange, RtcConfig};
 pub use turn::TurnSecret;
 
 /// The settings every server shares, and their builder methods.
@@ -97,9 +97,9 @@ pub struct Config {
     pub authorized: Authorized,
     /// ICE servers, UDP address and ports.
     pub rtc: RtcConfig,
-    /// Where the server's certificate (its identity) is kept; `None` makes
-    /// a new one per run.
-    pub certificate: Option<PathBuf>,
+    /// The server's identity ([`Certificate::keep`] for one kept in a
+    /// file); `None` makes a new one per run.
+    pub certificate: Option<Certificate>,
     /// The login shell (`*` in `add_pane`).
     pub shell: String,
     /// Where panes start.
@@ -181,8 +181,7 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Loads (or creates) the certificate and sets up the shared state,
-    /// with sessions of its own.
+    /// Sets up the shared state, with sessions of its own.
     pub fn new(config: Config) -> Result<Server, Error> {
         let sessions = Sessions::new(config.common.shutdown_grace);
         Server::with_sessions(config, &sessions)
@@ -209,7 +208,7 @@ impl Server {
     ) -> Result<Server, Error> {
         let common = config.common;
         let base = common.base();
-        let rtc = rtc::Rtc::new(config.rtc.clone(), config.certificate.as_deref())?;
+        let rtc = rtc::Rtc::new(config.rtc.clone(), config.certificate)?;
         let probe = common.metrics.probe(PROTOCOL);
         let mut authorized = config.authorized;
         authorized.tokens.extend(common.token);

@@ -295,7 +295,7 @@ async fn foreground(opts: &Opts, paths: &Paths) -> anyhow::Result<()> {
             view_tokens: Vec::new(),
             open: common.no_auth,
         },
-        certificate: Some(paths.certificate()),
+        certificate: Some(webexec_server::Certificate::keep(&paths.certificate())?),
         socket: Some(paths.socket()),
         ..Config::default()
     };

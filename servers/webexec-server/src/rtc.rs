@@ -275,11 +275,11 @@ impl std::fmt::Debug for Rtc {
 }
 
 impl Rtc {
-    /// A stack with the certificate kept at `cert` (created there when
-    /// missing or expired), or a fresh one per process when `None`.
-    pub(crate) fn new(config: RtcConfig, cert: Option<&Path>) -> Result<Rtc, Error> {
-        let certificate = match cert {
-            Some(path) => load_or_create_certificate(path)?,
+    /// A stack whose DTLS identity is `certificate`, or a fresh one made
+    /// for this process when `None`.
+    pub(crate) fn new(config: RtcConfig, certificate: Option<Certificate>) -> Result<Rtc, Error> {
+        let certificate = match certificate {
+            Some(Certificate(certificate)) => certificate,
             None => generate_certificate()?,
         };
         Ok(Rtc {
@@ -467,13 +467,34 @@ fn fingerprint(certificate: &RTCCertificate) -> String {
         .unwrap_or_default()
 }
 
-/// Loads the certificate kept at `path`, or makes one there (mode 600)
-/// when the file is missing or its certificate expired, and returns its
-/// fingerprint (`sha-256 AA:BB:...`): what a server with
-/// [`Config::certificate`](crate::Config::certificate) does when it
-/// starts, for a caller that wants a bad path refused before it listens.
-pub fn keep_certificate(path: &Path) -> Result<String, Error> {
-    load_or_create_certificate(path).map(|certificate| fingerprint(&certificate))
+/// The server's WebRTC identity: the certificate whose fingerprint every
+/// SDP answer carries and clients such as Terminal7 pin. Loaded (or made)
+/// before the server is built, so that a caller can refuse a bad path and
+/// print the fingerprint before anything listens, and the file is read
+/// once.
+#[derive(Clone)]
+pub struct Certificate(RTCCertificate);
+
+impl Certificate {
+    /// The certificate kept at `path`, or a new one written there (mode
+    /// 600) when the file is missing or its certificate expired: the
+    /// identity a server keeps across restarts.
+    pub fn keep(path: &Path) -> Result<Certificate, Error> {
+        load_or_create_certificate(path).map(Certificate)
+    }
+
+    /// Its fingerprint, `sha-256 AA:BB:...`.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Certificate")
+            .field(&self.fingerprint())
+            .finish()
+    }
 }
 
 /// A fresh self-signed ECDSA P-256 certificate (the reference's identity
