@@ -35,6 +35,7 @@ use clap::Parser;
 use execwire_bench::webexec::{open_pane, open_pane_id, settle};
 use execwire_bench::{Holdings, Run, Runs, Server, cores, quantile, sibling, tempdir, write_text};
 use execwire_tests::webexec::{Client, ClientChannel, Signaling};
+use futures_util::{Stream, StreamExt as _};
 use serde_json::json;
 use wsep_client::{Input, Output, Outputs, Trust};
 use wsep_proto::StartCommand;
@@ -759,6 +760,71 @@ async fn redraw(args: &Args, single: &Endpoints<'_>, daemon: &Endpoints<'_>) -> 
     Ok(())
 }
 
+/// A busy terminal's output counted on a task of its own while a second
+/// client attaches it over and over: both protocols' attach benchmarks
+/// count the same way, from their own kind of message.
+struct Streaming {
+    /// Fires once [`BUSY_BYTES`] came: the terminal is busy.
+    busy: tokio::sync::oneshot::Receiver<()>,
+    /// Marks the end of the attaches.
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// Bytes that came until `stop`.
+    task: tokio::task::JoinHandle<anyhow::Result<usize>>,
+}
+
+impl Streaming {
+    /// Counts `sizes` (each message's byte count) until it ends.
+    fn count(sizes: impl Stream<Item = anyhow::Result<usize>> + Send + 'static) -> Streaming {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (busy_tx, busy) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut sizes = std::pin::pin!(sizes);
+            let mut stopped = std::pin::pin!(stopped);
+            let (mut got, mut until_stop) = (0usize, None);
+            let mut busy_tx = Some(busy_tx);
+            loop {
+                tokio::select! {
+                    size = sizes.next() => match size {
+                        Some(size) => got += size?,
+                        None => break,
+                    },
+                    _ = &mut stopped, if until_stop.is_none() => until_stop = Some(got),
+                }
+                if got >= BUSY_BYTES
+                    && let Some(tx) = busy_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(until_stop.unwrap_or(got))
+        });
+        Streaming { busy, stop, task }
+    }
+
+    /// Waits until the terminal is busy.
+    async fn busy(&mut self) -> anyhow::Result<()> {
+        (&mut self.busy)
+            .await
+            .context("the busy terminal ended before it was busy")
+    }
+
+    /// Marks the end of the attaches, `elapsed` seconds after they began,
+    /// and returns the MiB/s streamed meanwhile, once `end` (which stops
+    /// the terminal's writer) has ended the stream.
+    async fn finish(
+        self,
+        elapsed: f64,
+        end: impl Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<f64> {
+        let _ = self.stop.send(());
+        end.await?;
+        let streamed = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .context("the busy terminal did not end")???;
+        Ok(streamed as f64 / 1048576.0 / elapsed.max(1e-9))
+    }
+}
+
 /// Streams a busy wsep named session and attaches it `n` times.
 async fn wsep_attaches(url: &str, n: usize) -> anyhow::Result<Attaches> {
     let busy = StartCommand {
@@ -770,34 +836,17 @@ async fn wsep_attaches(url: &str, n: usize) -> anyhow::Result<Attaches> {
         cols: 80,
         ..StartCommand::default()
     };
-    let (mut input, mut out) = wsep_client::start(url, Some(TOKEN), busy.clone()).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (busy_tx, busy_rx) = tokio::sync::oneshot::channel::<()>();
-    let stream = tokio::spawn(async move {
-        let mut got = 0usize;
-        let mut streaming = None;
-        let mut busy_tx = Some(busy_tx);
-        let mut stopped = std::pin::pin!(stopped);
-        loop {
-            tokio::select! {
-                o = out.next() => match o? {
-                    Some(Output::Stdout(b)) => got += b.len(),
-                    Some(Output::Exit { .. }) | None => break,
-                    Some(Output::Stderr(_)) => {}
-                },
-                _ = &mut stopped, if streaming.is_none() => streaming = Some(got),
-            }
-            if got >= BUSY_BYTES
-                && let Some(tx) = busy_tx.take()
-            {
-                let _ = tx.send(());
-            }
+    let (mut input, out) = wsep_client::start(url, Some(TOKEN), busy.clone()).await?;
+    let sizes = futures_util::stream::unfold(out, |mut out| async move {
+        match out.next().await {
+            Ok(Some(Output::Stdout(b))) => Some((Ok(b.len()), out)),
+            Ok(Some(Output::Stderr(_))) => Some((Ok(0), out)),
+            Ok(Some(Output::Exit { .. }) | None) => None,
+            Err(e) => Some((Err(e.into()), out)),
         }
-        anyhow::Ok(streaming.unwrap_or(got))
     });
-    busy_rx
-        .await
-        .context("the busy session ended before it was busy")?;
+    let mut streaming = Streaming::count(sizes);
+    streaming.busy().await?;
     let mut a = Attaches::default();
     let started = Instant::now();
     for _ in 0..n {
@@ -817,13 +866,9 @@ async fn wsep_attaches(url: &str, n: usize) -> anyhow::Result<Attaches> {
         second_in.disconnect().await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let _ = stop.send(());
     // ^C ends the writer (the terminal's interrupt character).
-    input.write(&[3]).await?;
-    let streamed = tokio::time::timeout(Duration::from_secs(30), stream)
-        .await
-        .context("the busy session did not end")???;
-    a.streamed = streamed as f64 / 1048576.0 / elapsed.max(1e-9);
+    let end = async { Ok(input.write(&[3]).await?) };
+    a.streamed = streaming.finish(elapsed, end).await?;
     Ok(a)
 }
 
@@ -837,36 +882,13 @@ async fn webexec_attaches(addr: SocketAddr, n: usize) -> anyhow::Result<Attaches
     };
     let mut first_peer = connect().await?;
     let (busy, id) = open_pane_id(&mut first_peer, &format!("24x80,sh,-c,{BUSY}")).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (busy_tx, busy_rx) = tokio::sync::oneshot::channel::<()>();
-    let stream = tokio::spawn(async move {
-        let mut got = 0usize;
-        let mut streaming = None;
-        let mut busy_tx = Some(busy_tx);
-        let mut stopped = std::pin::pin!(stopped);
-        loop {
-            tokio::select! {
-                msg = busy.recv_forever() => match msg {
-                    Some(m) => got += m.bytes().len(),
-                    None => break,
-                },
-                _ = &mut stopped, if streaming.is_none() => {
-                    streaming = Some(got);
-                    // ^C ends the writer.
-                    busy.send(&[3]).await;
-                }
-            }
-            if got >= BUSY_BYTES
-                && let Some(tx) = busy_tx.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-        streaming.unwrap_or(got)
+    let busy = std::sync::Arc::new(busy);
+    let sizes = futures_util::stream::unfold(busy.clone(), |busy| async move {
+        let size = busy.recv_forever().await?.bytes().len();
+        Some((Ok(size), busy))
     });
-    busy_rx
-        .await
-        .context("the busy pane ended before it was busy")?;
+    let mut streaming = Streaming::count(sizes);
+    streaming.busy().await?;
     let mut a = Attaches::default();
     let started = Instant::now();
     for _ in 0..n {
@@ -902,11 +924,12 @@ async fn webexec_attaches(addr: SocketAddr, n: usize) -> anyhow::Result<Attaches
         second.close().await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    let streamed = tokio::time::timeout(Duration::from_secs(30), stream)
-        .await
-        .context("the busy pane did not end")??;
+    // ^C ends the writer.
+    let end = async {
+        busy.send(&[3]).await;
+        Ok(())
+    };
+    a.streamed = streaming.finish(elapsed, end).await?;
     first_peer.close().await;
-    a.streamed = streamed as f64 / 1048576.0 / elapsed.max(1e-9);
     Ok(a)
 }
