@@ -1,12 +1,44 @@
-//! What the webexec figures share (webexec-bench, deploy-bench): panes
-//! opened through the `webrtc` crate's client, and keystroke round trips.
+//! What the webexec figures share (webexec-bench, execwire-bench,
+//! deploy-bench): the server binary started, panes opened through the
+//! `webrtc` crate's client, and keystroke round trips.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use execwire_tests::webexec::{Client, ClientChannel, Msg};
 use serde_json::json;
+
+use crate::{Server, sibling};
+
+/// webexec-server (beside this binary) on 127.0.0.1 with `token`, its
+/// state (certificate, authorized file) in `state`, WebRTC on any free UDP
+/// port; with its HTTP address.
+pub fn start_server(token: &str, state: &Path) -> anyhow::Result<(Server, SocketAddr)> {
+    let state = state.to_str().context("temp path")?;
+    let (server, rest) = Server::start(
+        &sibling("webexec-server")?,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            token,
+            "--udp-ports",
+            "0-0",
+            "--dir",
+            state,
+        ],
+        "webexec-server listening on http://",
+    )?;
+    let addr = rest
+        .split('/')
+        .next()
+        .context("no address")?
+        .parse()
+        .context("webexec-server's address")?;
+    Ok((server, addr))
+}
 
 /// Opens a pane channel and reads its id. The `webrtc` crate reuses a
 /// stream id as soon as the server's close of the previous channel on it

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use execwire_bench::webexec::{open_pane, open_pane_id, settle};
+use execwire_bench::webexec::{open_pane, open_pane_id, settle, start_server};
 use execwire_bench::{Holdings, Run, Runs, Server, cores, quantile, sibling, tempdir, write_text};
 use execwire_tests::webexec::{Client, ClientChannel, Signaling};
 use futures_util::{Stream, StreamExt as _};
@@ -181,24 +181,14 @@ impl Singles {
             &[&common[..], &["--shell", "/bin/sh"]].concat(),
             "webterm-server listening on ",
         )?;
-        let state = state.to_str().context("temp path")?;
-        let (webexec, webexec_url) = Server::start(
-            &sibling("webexec-server")?,
-            &[&common[..], &["--udp-ports", "0-0", "--dir", state]].concat(),
-            "webexec-server listening on http://",
-        )?;
+        let (webexec, webexec_addr) = start_server(TOKEN, state)?;
         let pow_url = format!("ws://{}/", pow_addr.trim_end_matches('/'));
-        let webexec_addr = webexec_url
-            .split('/')
-            .next()
-            .context("no address")?
-            .to_owned();
         Ok(Singles {
             wsep,
             pow,
             webterm,
             webexec,
-            urls: [wsep_url, pow_url, webterm_url, webexec_addr],
+            urls: [wsep_url, pow_url, webterm_url, webexec_addr.to_string()],
         })
     }
 
@@ -768,7 +758,7 @@ struct Streaming {
     busy: tokio::sync::oneshot::Receiver<()>,
     /// Marks the end of the attaches.
     stop: tokio::sync::oneshot::Sender<()>,
-    /// Bytes that came until `stop`.
+    /// Bytes that came from `busy` until `stop`: while the attaches ran.
     task: tokio::task::JoinHandle<anyhow::Result<usize>>,
 }
 
@@ -780,7 +770,7 @@ impl Streaming {
         let task = tokio::spawn(async move {
             let mut sizes = std::pin::pin!(sizes);
             let mut stopped = std::pin::pin!(stopped);
-            let (mut got, mut until_stop) = (0usize, None);
+            let (mut got, mut at_busy, mut until_stop) = (0usize, 0usize, None);
             let mut busy_tx = Some(busy_tx);
             loop {
                 tokio::select! {
@@ -793,10 +783,11 @@ impl Streaming {
                 if got >= BUSY_BYTES
                     && let Some(tx) = busy_tx.take()
                 {
+                    at_busy = got;
                     let _ = tx.send(());
                 }
             }
-            Ok(until_stop.unwrap_or(got))
+            Ok(until_stop.unwrap_or(got).saturating_sub(at_busy))
         });
         Streaming { busy, stop, task }
     }

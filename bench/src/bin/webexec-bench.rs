@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use execwire_bench::webexec::{echoes, node, open_pane, settle};
-use execwire_bench::{Server, cores, cpu_seconds, quantile, sibling, tempdir, write_random};
+use execwire_bench::webexec::{echoes, node, open_pane, settle, start_server};
+use execwire_bench::{cores, cpu_seconds, quantile, tempdir, write_random};
 use execwire_tests::webexec::{Client, Msg, Signaling};
 
 #[derive(Debug, Parser)]
@@ -52,26 +52,7 @@ async fn main() -> anyhow::Result<()> {
     write_random(&file, bytes)?;
     let bytes = std::fs::metadata(&file)?.len();
     let state = dir.join("state");
-    let (server, rest) = Server::start(
-        &sibling("webexec-server")?,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            TOKEN,
-            "--udp-ports",
-            "0-0",
-            "--dir",
-            state.to_str().context("temp path")?,
-        ],
-        "webexec-server listening on http://",
-    )?;
-    let addr: SocketAddr = rest
-        .split('/')
-        .next()
-        .context("no address")?
-        .parse()
-        .context("server address")?;
+    let (server, addr) = start_server(TOKEN, &state)?;
     println!(
         "webexec-bench: {} cores, {} MiB per run, median of {}",
         cores(),
