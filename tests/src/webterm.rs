@@ -57,6 +57,21 @@ impl Client {
         }
     }
 
+    /// Connects to a server at `url` that expects `token` (one not
+    /// started by the test: the systemd check's units), without
+    /// authenticating.
+    pub async fn connect_url(
+        url: &str,
+        token: String,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let ws = crate::ws_connect(url, None, None).await?;
+        Ok(Client {
+            ws,
+            token,
+            queued: Vec::new(),
+        })
+    }
+
     /// Connects and authenticates with the server's token.
     pub async fn authed(server: &TestServer) -> Client {
         let mut c = Client::connect(server, "").await;

@@ -89,3 +89,26 @@ if pgrep -x -f 'sleep 1000' >/dev/null && pgrep -x -f 'sleep 1001' >/dev/null; t
 else
   no "the sleeps did not start: $(pgrep -a sleep)"
 fi
+
+# execwire-tls.conf, installed as the README says (the drop-in as
+# execwire.service.d/tls.conf, the files as /etc/execwire/tls/execwire.*),
+# with a self-signed certificate (not a CA) for the daemon's address: the
+# daemon serves wss:// that `wsep --ca` accepts and plain `wsep` refuses.
+install -d -m 700 /etc/execwire/tls
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj /CN=host-a -addext subjectAltName=IP:10.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+  -keyout /etc/execwire/tls/execwire.key -out /etc/execwire/tls/execwire.crt 2>/dev/null
+chmod 600 /etc/execwire/tls/*
+cp /etc/execwire/tls/execwire.crt /tmp/daemon-ca.crt
+cd "$REPO"
+install -D -m 644 deploy/systemd/execwire-tls.conf /etc/systemd/system/execwire.service.d/tls.conf
+systemctl daemon-reload && systemctl restart execwire
+T=wss://10.0.0.1:7777/host-a/wsep
+ready "$T" --ca /tmp/daemon-ca.crt || no "the daemon never answered on $T with --ca"
+hostname_check "$T" --ca /tmp/daemon-ca.crt
+out=$(wsep "$T" -- true 2>&1 < /dev/null); rc=$?
+if [ $rc != 0 ] && grep -qiE 'UnknownIssuer|certificate' <<<"$out"; then
+  ok "the daemon's wss:// without --ca refused: the certificate's issuer is unknown"
+else
+  no "the daemon's wss:// without --ca: exit $rc, $out"
+fi

@@ -3,7 +3,8 @@
 # as on a host that has never had execwire.
 set -eux
 systemctl disable --now execwire.service
-rm -f /etc/systemd/system/execwire.service /usr/local/bin/execwire /usr/local/bin/wsep
+rm -rf /etc/systemd/system/execwire.service /etc/systemd/system/execwire.service.d \
+  /usr/local/bin/execwire /usr/local/bin/wsep
 systemctl daemon-reload
 userdel execwire
 rm -rf /etc/execwire /var/lib/execwire

@@ -14,6 +14,15 @@ ready() {
   done
   return 1
 }
+# http_ready URL: something answers HTTP at URL (any status; 5 s at most),
+# for servers `wsep` cannot ask.
+http_ready() {
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" != 000 ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
 # runs_as UNIT USER: the unit is active and its main process is USER's.
 runs_as() {
   local pid user

@@ -8,7 +8,8 @@
 #   tests/systemd/run.sh REPO BIN
 #
 # REPO: the checkout whose README.md and deploy/ are checked. BIN: the
-# directory holding execwire, wsep and the four *-server binaries.
+# directory holding execwire, wsep, the four *-server binaries and
+# systest-webterm (this package's webterm client, for the checks).
 # Optional: SYSTEST_DIR (scratch directory; default a new one under /tmp,
 # removed at the end), SYSTEST_CGROUP (the child cgroup's name; default
 # the scratch directory's).
@@ -51,7 +52,7 @@ grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null \
   || skip "no overlayfs in this kernel"
 unshare --net ip link add va type veth peer name vb 2>/dev/null \
   || skip "no veth in this kernel"
-for b in execwire wsep wsep-server webexec-server pow-server webterm-server; do
+for b in execwire wsep wsep-server webexec-server pow-server webterm-server systest-webterm; do
   [ -x "$SYSTEST_BIN/$b" ] || { echo "FAIL $SYSTEST_BIN/$b is missing: cargo build --workspace --bins"; exit 1; }
 done
 

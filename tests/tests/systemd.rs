@@ -31,14 +31,16 @@ const SKIPPED: i32 = 77;
 /// it, so there this fails; elsewhere it is a skip.
 const NO_BOOT: i32 = 78;
 
-/// The binaries the README's blocks install.
-const BINARIES: [&str; 6] = [
+/// The binaries the README's blocks install, and the webterm client the
+/// checks use (`tests/src/bin/systest-webterm.rs`).
+const BINARIES: [&str; 7] = [
     "execwire",
     "wsep",
     "wsep-server",
     "webexec-server",
     "pow-server",
     "webterm-server",
+    "systest-webterm",
 ];
 
 /// The checkout: its README's blocks and `deploy/` are what is checked.
