@@ -2,7 +2,8 @@
 # The shipped systemd units under a real systemd: boots Debian's systemd
 # as init of private namespaces on a throwaway root (boot.sh, inner.sh),
 # installs the units with the README's own blocks, and checks them
-# (check-daemon.sh, check-servers.sh). Nothing stays on the host: the
+# (check-daemon.sh, check-servers.sh, check-user.sh: the per-user daemon
+# under its user's manager). Nothing stays on the host: the
 # root is an overlay in RAM, and teardown.sh runs on every exit.
 #
 #   tests/systemd/run.sh REPO BIN
@@ -52,6 +53,13 @@ grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null \
   || skip "no overlayfs in this kernel"
 unshare --net ip link add va type veth peer name vb 2>/dev/null \
   || skip "no veth in this kernel"
+# The user unit's check needs a user manager (user@UID.service), which
+# gets its $XDG_RUNTIME_DIR from pam_systemd. CI installs it; elsewhere,
+# without it, that one check is left out and says so.
+pam_systemd=$(compgen -G '/usr/lib/*/security/pam_systemd.so' || compgen -G '/lib/*/security/pam_systemd.so')
+if [ -z "$pam_systemd" ] && [ -n "${CI:-}" ]; then
+  echo "FAIL no pam_systemd.so under CI: .ci/run installs libpam-systemd"; exit 1
+fi
 for b in execwire wsep wsep-server webexec-server pow-server webterm-server systest-webterm; do
   [ -x "$SYSTEST_BIN/$b" ] || { echo "FAIL $SYSTEST_BIN/$b is missing: cargo build --workspace --bins"; exit 1; }
 done
@@ -142,7 +150,13 @@ $(cat "$here/check-daemon.sh")" \
   && step "README per-server block" "$(cat "$here/fresh-host.sh")
 $servers_block" \
   && step "per-server checks" "$lib
-$(cat "$here/check-servers.sh")"
+$(cat "$here/check-servers.sh")" \
+  && if [ -n "$pam_systemd" ]; then
+    step "user unit checks" "$lib
+$(cat "$here/check-user.sh")"
+  else
+    echo "note: the user unit was not checked: no pam_systemd.so (Debian package libpam-systemd; without it user@UID.service fails: \$XDG_RUNTIME_DIR is not set)"
+  fi
 
 if [ -n "$failed" ]; then
   echo "== journal of the units"

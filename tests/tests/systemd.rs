@@ -1,11 +1,12 @@
 //! The shipped systemd units under a real systemd (issue 14): Debian's
 //! systemd boots as init of private namespaces on a throwaway root, the
 //! README's daemon block and per-server block install the units as they
-//! stand, with this workspace's binaries, and `tests/systemd/run.sh`
-//! checks them (see that script for the steps). This test runs it, with
-//! a scratch directory and cgroup of its own, and tears it down in a
-//! Drop guard, so that nothing (mount, cgroup, process) stays on the host
-//! even when a check fails or the test panics.
+//! stand, with this workspace's binaries, then the per-user daemon unit
+//! for a user of its own, and `tests/systemd/run.sh` checks them (see
+//! that script for the steps). This test runs it, with a scratch
+//! directory and cgroup of its own, and tears it down in a Drop guard, so
+//! that nothing (mount, cgroup, process) stays on the host even when a
+//! check fails or the test panics.
 //!
 //! It skips, and says why, where such a systemd cannot run: not root, no
 //! `/lib/systemd/systemd`, `unshare`, `nsenter`, overlayfs or veth, or a
@@ -19,7 +20,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The whole run takes about 5 s; a failing stop check adds the unit's
+/// The whole run takes about 7 s; a failing stop check adds the unit's
 /// 10 s stop timeout. Past this, the test fails and tears down.
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -180,8 +181,9 @@ impl Drop for Run {
     }
 }
 
-/// The daemon unit and the per-server units, installed with the README's
-/// blocks, pass every check of `tests/systemd/run.sh` under a real
+/// The daemon unit with its TLS drop-in, the four per-server units, and
+/// the per-user daemon unit under its user's manager, installed as the
+/// README says, pass every check of `tests/systemd/run.sh` under a real
 /// systemd, and leave nothing behind.
 #[test]
 fn units_under_a_real_systemd() {
@@ -226,10 +228,15 @@ fn units_under_a_real_systemd() {
         output.status
     );
     println!("{stdout}");
-    // Every check printed its PASS line, and none was skipped silently.
+    // Every check printed its PASS line, and none was skipped silently:
+    // 23 for the daemon and the four single servers, one more for the
+    // user unit, which run.sh leaves out (saying so, and never under CI)
+    // where pam_systemd is missing.
     let passed = stdout.lines().filter(|l| l.starts_with("PASS ")).count();
+    let user_unit = stdout.contains("PASS the user unit runs commands");
+    let user_skipped = stdout.contains("note: the user unit was not checked");
     assert!(
-        passed >= 15 && stdout.contains("== every check passed"),
+        passed >= 23 && (user_unit || user_skipped) && stdout.contains("== every check passed"),
         "tests/systemd/run.sh passed {passed} checks, not all of them:\n{stdout}\n{stderr}"
     );
     if let Err(e) = run.teardown() {
