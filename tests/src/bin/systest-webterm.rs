@@ -48,7 +48,7 @@ async fn run(url: &str, line: &str, token: String) -> Result<ExitCode, String> {
     let reply = client
         .request(json!({"type":"authentication","payload":{"token":token}}))
         .await;
-    if reply["payload"]["result"] != "ok" {
+    if reply.pointer("/payload/result").and_then(|r| r.as_str()) != Some("ok") {
         return Err(format!("authentication refused: {reply}"));
     }
     let id = client.run(line, json!("systest"), &[]).await;
