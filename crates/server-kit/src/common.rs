@@ -254,9 +254,13 @@ where
 /// Takes the server's secrets (its tokens, [`Spec::secret_envs`]) out of
 /// its environment, once its flags have read them: every command it runs
 /// inherits that environment, where `env` in a session (or a recording of
-/// one) would print them. The commands run as the server's user, who can
-/// read the files a service's secrets come from; this keeps them from
-/// being one `env` away in every session.
+/// one) would print them. Their values are blanked in the block the
+/// process started with as well, which `/proc/PID/environ` shows to every
+/// process of the same user, the server's commands included, and which
+/// taking a variable out of the environment leaves as it was. The
+/// commands run as the server's user, who can read the files a service's
+/// secrets come from; this keeps them from being one `env` or one `cat`
+/// away in every session.
 fn forget_secrets(spec: &Spec) {
     // Changing the environment is sound only while no other thread may
     // read it. `run_main` comes first in a server's `main`; should a
@@ -276,7 +280,43 @@ fn forget_secrets(spec: &Spec) {
             // SAFETY: this process has one thread (checked above), this
             // one: nothing can read the environment meanwhile, and no
             // other thread can start but from this one.
-            unsafe { std::env::remove_var(name) };
+            unsafe {
+                blank_value(name);
+                std::env::remove_var(name);
+            }
+        }
+    }
+}
+
+/// Overwrites with NULs the value of every `name=value` string the C
+/// environment (`environ`) points at: the block the kernel laid out at
+/// exec, which `/proc/PID/environ` reads, or a copy `setenv` made.
+///
+/// # Safety
+/// No other thread may read or change the environment meanwhile.
+unsafe fn blank_value(name: &str) {
+    unsafe extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated
+    // strings that this process owns and may write (the caller keeps
+    // other threads out); each value is overwritten within its own
+    // length, so every string stays terminated.
+    unsafe {
+        let mut entry = environ;
+        if entry.is_null() {
+            return;
+        }
+        while !(*entry).is_null() {
+            let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            let len = text.len();
+            if text.get(..name.len()) == Some(name.as_bytes())
+                && text.get(name.len()) == Some(&b'=')
+            {
+                let value = (*entry).add(name.len() + 1);
+                std::ptr::write_bytes(value, 0, len - name.len() - 1);
+            }
+            entry = entry.add(1);
         }
     }
 }

@@ -281,9 +281,13 @@ async fn webrtc_certificate_is_kept_across_restarts() {
 #[tokio::test]
 async fn commands_do_not_inherit_the_servers_secrets() {
     let dir = scratch("secrets");
+    // One line: what the command inherited, then what it reads of its
+    // server's own environment block (`/proc/PPID/environ`, the same
+    // user's to read).
     let text = "turn-url = [\"turn:127.0.0.1:3478\"]\n\n[process.secrets]\n\
-                argv = [\"sh\", \"-c\", \"printenv EXECWIRE_TOKEN EXECWIRE_VIEW_TOKEN \
-                WEBEXEC_TURN_SECRET; echo printed $EXECWIRE_PROBE\"]\nresult = \"last-line\"\n";
+                argv = [\"sh\", \"-c\", \"echo printed $EXECWIRE_PROBE \
+                $(printenv EXECWIRE_TOKEN EXECWIRE_VIEW_TOKEN WEBEXEC_TURN_SECRET) \
+                server: $(tr '\\\\0' ' ' < /proc/$PPID/environ)\"]\nresult = \"last-line\"\n";
     let config = write(&dir, "execwire.toml", text);
     let env = [
         ("EXECWIRE_TOKEN", "token-from-env"),
@@ -297,6 +301,9 @@ async fn commands_do_not_inherit_the_servers_secrets() {
     daemon.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.contains("printed the-rest"), "{status}");
+    // The server's block was read: the names are there, their values not.
+    assert!(status.contains("EXECWIRE_PROBE=the-rest"), "{status}");
+    assert!(status.contains("EXECWIRE_TOKEN="), "{status}");
     for secret in ["token-from-env", "view-from-env", "turn-from-env"] {
         assert!(!status.contains(secret), "{secret} in {status}");
     }
