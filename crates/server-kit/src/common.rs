@@ -221,7 +221,8 @@ pub fn init_process(format: LogFormat) -> Result<(), Error> {
 }
 
 /// A server binary's whole `main`, called once its flags are parsed: its
-/// secrets taken out of its environment ([`forget_secrets`]) and the
+/// secrets taken out of its environment (and blanked where
+/// `/proc/PID/environ` shows them) and the
 /// allocator set to give memory back
 /// ([`tune_allocator`](crate::tune_allocator)) before any thread exists
 /// and told to do so every few seconds,

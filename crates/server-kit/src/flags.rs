@@ -82,7 +82,7 @@ pub struct Flags {
     /// Allow --no-auth on a non-loopback address. Anyone who can reach it can run commands.
     #[arg(long, global = true)]
     pub insecure: bool,
-    /// Let web pages of ORIGIN (scheme://host[:port]) connect; repeatable.
+    /// Let web pages of ORIGIN (scheme://host, or scheme://host:port) connect; repeatable.
     /// Without auth only the server's own pages and these may; with auth,
     /// given at all, it restricts browsers to them.
     #[arg(long = "allow-origin", global = true, value_name = "ORIGIN")]

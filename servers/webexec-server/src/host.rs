@@ -123,7 +123,7 @@ impl Authorized {
     }
 }
 
-/// The tokens of `/metrics`: those of [`Authorized::access`].
+/// The tokens of `/metrics`: those of `Authorized::access`.
 impl TokenCheck for Authorized {
     fn required(&self) -> bool {
         !self.open
