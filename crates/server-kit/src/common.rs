@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::Error;
 use crate::auth::{AccessToken, Tokens};
-use crate::flags::{Flags, LogFormat, Spec, Started, url};
+use crate::flags::{Flags, LogFormat, Secret, Spec, Started, url};
 use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::tls::Tls;
@@ -252,8 +252,8 @@ where
     }
 }
 
-/// Takes the server's secrets (its tokens, [`Spec::secret_envs`]) out of
-/// its environment, once its flags have read them: every command it runs
+/// Takes the server's secrets (its tokens, [`Spec::secrets`]) out of its
+/// environment, once its flags have read them: every command it runs
 /// inherits that environment, where `env` in a session (or a recording of
 /// one) would print them. Their values are blanked in the block the
 /// process started with as well, which `/proc/PID/environ` shows to every
@@ -261,7 +261,8 @@ where
 /// taking a variable out of the environment leaves as it was. The
 /// commands run as the server's user, who can read the files a service's
 /// secrets come from; this keeps them from being one `env` or one `cat`
-/// away in every session.
+/// away in every session. Secrets given as flags are blanked in the
+/// command line, which `ps` shows to every user of the machine.
 fn forget_secrets(spec: &Spec) {
     // Changing the environment is sound only while no other thread may
     // read it. `run_main` comes first in a server's `main`; should a
@@ -270,20 +271,106 @@ fn forget_secrets(spec: &Spec) {
     let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count);
     if !matches!(threads, Ok(1)) {
         eprintln!(
-            "{}: other threads run already; the tokens stay in the environment of the commands",
+            "{}: other threads run already; the tokens stay in the environment of the commands \
+             and in the command line",
             spec.name
         );
         return;
     }
-    let names = [spec.token_env, spec.view_token_env];
-    for name in names.into_iter().chain(spec.secret_envs.iter().copied()) {
-        if std::env::var_os(name).is_some() {
+    let tokens = [
+        Secret {
+            flag: "--token",
+            env: spec.token_env,
+        },
+        Secret {
+            flag: "--view-token",
+            env: spec.view_token_env,
+        },
+    ];
+    let secrets: Vec<Secret> = tokens
+        .into_iter()
+        .chain(spec.secrets.iter().copied())
+        .collect();
+    for secret in &secrets {
+        if std::env::var_os(secret.env).is_some() {
             // SAFETY: this process has one thread (checked above), this
             // one: nothing can read the environment meanwhile, and no
             // other thread can start but from this one.
             unsafe {
-                blank_value(name);
-                std::env::remove_var(name);
+                blank_value(secret.env);
+                std::env::remove_var(secret.env);
+            }
+        }
+    }
+    let flags: Vec<&str> = secrets.iter().map(|s| s.flag).collect();
+    // SAFETY: as above, one thread; nothing else reads the arguments now
+    // (the flags were parsed before `run_main`).
+    if let Err(e) = unsafe { blank_arguments(&flags) } {
+        eprintln!(
+            "{}: the command line keeps its secrets ({e}); give them in the environment",
+            spec.name
+        );
+    }
+}
+
+/// Blanks, in this process's own command line (the block `/proc/PID/cmdline`
+/// and so `ps` read), the values given to `flags`.
+///
+/// # Safety
+/// No other thread may read the arguments meanwhile.
+unsafe fn blank_arguments(flags: &[&str]) -> std::io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the parenthesised name; arg_start and arg_end are the
+    // 48th and 49th (proc(5)), the 46th and 47th after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    let address = |i: usize| fields.get(i).and_then(|f| f.parse::<usize>().ok());
+    let (start, end) = match (address(45), address(46)) {
+        (Some(start), Some(end)) if start != 0 && end > start => (start, end),
+        _ => {
+            return Err(std::io::Error::other(
+                "no argument block in /proc/self/stat",
+            ));
+        }
+    };
+    // SAFETY: [start, end) is the argument block the kernel laid out on
+    // this process's stack at exec: mapped, writable and ours; no
+    // reference to it lives (the caller keeps other threads out, and
+    // std's copies of the arguments are made afresh on each call).
+    let block = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    blank_flag_values(block, flags);
+    Ok(())
+}
+
+/// In `block`, arguments each ended by a NUL as exec lays them out,
+/// overwrites with `x` the value of each of `flags`: the argument after
+/// `--flag`, or what follows `--flag=`. Nothing after `--`. The NULs stay,
+/// so the arguments keep their number and their lengths.
+fn blank_flag_values(block: &mut [u8], flags: &[&str]) {
+    let mut blank_next = false;
+    for arg in block.split_mut(|&b| b == 0) {
+        if blank_next {
+            arg.fill(b'x');
+            blank_next = false;
+            continue;
+        }
+        if arg == b"--" {
+            break;
+        }
+        for flag in flags {
+            let flag = flag.as_bytes();
+            if arg == flag {
+                blank_next = true;
+            } else if let Some(value) = arg
+                .strip_prefix(flag)
+                .and_then(|rest| rest.strip_prefix(b"="))
+            {
+                let at = arg.len() - value.len();
+                if let Some(value) = arg.get_mut(at..) {
+                    value.fill(b'x');
+                }
             }
         }
     }
@@ -360,8 +447,23 @@ mod tests {
         token_env: "X_TOKEN",
         view_token_env: "X_VIEW_TOKEN",
         listen: &[loopback(1)],
-        secret_envs: &[],
+        secrets: &[],
     };
+
+    #[test]
+    fn secret_flag_values_are_blanked_in_place() {
+        let mut block = b"x-server\0--token\0t0k\0--listen\x00127.0.0.1:0\0--view-token=v1\0\
+                          --tokenish\0keep\0--turn-secret=\0--\0--token\0after\0"
+            .to_vec();
+        let len = block.len();
+        blank_flag_values(&mut block, &["--token", "--view-token", "--turn-secret"]);
+        assert_eq!(
+            block,
+            b"x-server\0--token\0xxx\0--listen\x00127.0.0.1:0\0--view-token=xx\0\
+              --tokenish\0keep\0--turn-secret=\0--\0--token\0after\0"
+        );
+        assert_eq!(block.len(), len);
+    }
 
     #[test]
     fn lines_name_the_url_under_the_base_path() {

@@ -24,10 +24,21 @@ pub struct Spec {
     pub view_token_env: &'static str,
     /// Where it listens without `--listen`.
     pub listen: &'static [SocketAddr],
-    /// Other environment variables that hold secrets
-    /// (`WEBEXEC_TURN_SECRET`): like the two tokens', taken out of the
-    /// environment the commands it runs get ([`run_main`](crate::run_main)).
-    pub secret_envs: &'static [&'static str],
+    /// Other settings that hold secrets (webexec's TURN secret): like the
+    /// two tokens, taken out of the environment the commands it runs get
+    /// and out of what `ps` shows of its command line
+    /// ([`run_main`](crate::run_main)).
+    pub secrets: &'static [Secret],
+}
+
+/// A setting besides the tokens whose value is a secret.
+#[derive(Debug, Clone, Copy)]
+pub struct Secret {
+    /// Its flag (`--turn-secret`).
+    pub flag: &'static str,
+    /// The environment variable it may come from instead
+    /// (`WEBEXEC_TURN_SECRET`).
+    pub env: &'static str,
 }
 
 /// `127.0.0.1:port`, for a [`Spec`]'s default.

@@ -47,7 +47,7 @@ pub use common::{
 };
 pub use error::Error;
 pub use exit::{go_exit_code, go_exit_text};
-pub use flags::{Flags, LogFormat, Spec, Started, loopback, loopback6, url};
+pub use flags::{Flags, LogFormat, Secret, Spec, Started, loopback, loopback6, url};
 pub use logging::init_logging;
 pub use metrics::{Metrics, Open, Probe};
 pub use origin::{Origin, OriginPolicy, Refusal, admits_any_origin, check_origin};

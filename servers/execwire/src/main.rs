@@ -19,7 +19,10 @@ const SPEC: Spec = Spec {
     view_token_env: "EXECWIRE_VIEW_TOKEN",
     // webexec's port: its page and Terminal7 expect it.
     listen: &[server_kit::loopback(7777)],
-    secret_envs: &["WEBEXEC_TURN_SECRET"],
+    secrets: &[server_kit::Secret {
+        flag: "--turn-secret",
+        env: "WEBEXEC_TURN_SECRET",
+    }],
 };
 
 /// Run commands and terminals for every client on one listener: the

@@ -309,6 +309,46 @@ async fn commands_do_not_inherit_the_servers_secrets() {
     }
 }
 
+/// Secrets given as flags are blanked in the daemon's command line, which
+/// `ps` shows every user of the machine, once they were read: the token
+/// still opens the door.
+#[tokio::test]
+async fn secrets_given_as_flags_leave_the_command_line() {
+    let dir = scratch("argv");
+    let config = write(
+        &dir,
+        "execwire.toml",
+        "[process.greet]\nargv = [\"true\"]\n",
+    );
+    let daemon = Daemon::start(&[
+        "--config",
+        &config,
+        "--token",
+        "flag-token-123",
+        "--view-token=flag-view-456",
+        "--turn-url",
+        "turn:127.0.0.1:3478",
+        "--turn-secret",
+        "flag-turn-789",
+    ])
+    .await;
+    let pid = daemon.child.id().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let status = pow_new(&daemon, "flag-token-123").await;
+    daemon.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    for secret in ["flag-token-123", "flag-view-456", "flag-turn-789"] {
+        assert!(!cmdline.contains(secret), "{secret} in {cmdline}");
+    }
+    assert!(
+        cmdline.contains("--token xxxxxxxxxxxxxx --view-token=xxxxxxxxxxxxx"),
+        "{cmdline}"
+    );
+    assert!(cmdline.contains("--turn-secret xxxxxxxxxxxxx"), "{cmdline}");
+    assert_eq!(status, 200);
+}
+
 /// Runs pow process `call` (no parameters) through REST and returns its
 /// status once it is no longer pending.
 async fn pow_call(daemon: &Daemon, token: &str, call: &str) -> String {

@@ -12,7 +12,7 @@ const SPEC: Spec = Spec {
     view_token_env: "POW_VIEW_TOKEN",
     // The reference example server uses port 3000.
     listen: &[server_kit::loopback(3000)],
-    secret_envs: &[],
+    secrets: &[],
 };
 
 /// Run server-defined processes for pow-1 clients.

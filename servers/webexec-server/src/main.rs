@@ -16,7 +16,10 @@ const SPEC: Spec = Spec {
     view_token_env: "WEBEXEC_VIEW_TOKEN",
     // The reference's port.
     listen: &[server_kit::loopback(7777)],
-    secret_envs: &["WEBEXEC_TURN_SECRET"],
+    secrets: &[server_kit::Secret {
+        flag: "--turn-secret",
+        env: "WEBEXEC_TURN_SECRET",
+    }],
 };
 
 /// Run commands and terminals for WebRTC clients (Terminal7, the demo page

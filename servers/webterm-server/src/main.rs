@@ -10,7 +10,7 @@ const SPEC: Spec = Spec {
     // localhost on both families, since browsers resolve it to either (a
     // host without IPv6 keeps IPv4).
     listen: &[server_kit::loopback(6969), server_kit::loopback6(6969)],
-    secret_envs: &[],
+    secrets: &[],
 };
 
 /// Run shell commands for Web-Terminal v3 clients over a WebSocket.

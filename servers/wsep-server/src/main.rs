@@ -10,7 +10,7 @@ const SPEC: Spec = Spec {
     token_env: "WSEP_TOKEN",
     view_token_env: "WSEP_VIEW_TOKEN",
     listen: &[server_kit::loopback(8080)],
-    secret_envs: &[],
+    secrets: &[],
 };
 
 /// Run commands and terminals for wsep clients over one WebSocket.
