@@ -285,7 +285,7 @@ async fn commands_do_not_inherit_the_servers_secrets() {
     // server's own environment block (`/proc/PPID/environ`, the same
     // user's to read).
     let text = "turn-url = [\"turn:127.0.0.1:3478\"]\n\n[process.secrets]\n\
-                argv = [\"sh\", \"-c\", \"echo printed $EXECWIRE_PROBE \
+                argv = [\"sh\", \"-c\", \"echo printed $EXECWIRE_PROBE $EXECWIRE_TOKEN_FILE \
                 $(printenv EXECWIRE_TOKEN EXECWIRE_VIEW_TOKEN WEBEXEC_TURN_SECRET) \
                 server: $(tr '\\\\0' ' ' < /proc/$PPID/environ)\"]\nresult = \"last-line\"\n";
     let config = write(&dir, "execwire.toml", text);
@@ -295,14 +295,20 @@ async fn commands_do_not_inherit_the_servers_secrets() {
         ("WEBEXEC_TURN_SECRET", "turn-from-env"),
         // Not a secret: the rest of the environment is passed on.
         ("EXECWIRE_PROBE", "the-rest"),
+        // Nor is a name that merely starts with a secret's.
+        ("EXECWIRE_TOKEN_FILE", "not-a-secret"),
     ];
     let daemon = Daemon::start_env(&["--config", &config], &env).await;
     let status = pow_call(&daemon, "token-from-env", "secrets").await;
     daemon.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(status.contains("printed the-rest"), "{status}");
+    assert!(status.contains("printed the-rest not-a-secret"), "{status}");
     // The server's block was read: the names are there, their values not.
     assert!(status.contains("EXECWIRE_PROBE=the-rest"), "{status}");
+    assert!(
+        status.contains("EXECWIRE_TOKEN_FILE=not-a-secret"),
+        "{status}"
+    );
     assert!(status.contains("EXECWIRE_TOKEN="), "{status}");
     for secret in ["token-from-env", "view-from-env", "turn-from-env"] {
         assert!(!status.contains(secret), "{secret} in {status}");
