@@ -134,8 +134,9 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
     }
     let mib = bytes as f64 / f64::from(1 << 20);
     let (plain, tls, wss) = (plain.median()?, tls.median()?, wss.median()?);
+    // The median as `Runs::median` takes it (the upper one of an even count).
     proxy_cpu.sort_by(f64::total_cmp);
-    let nginx = quantile(&proxy_cpu, 0.5);
+    let nginx = proxy_cpu.get(proxy_cpu.len() / 2).copied().unwrap_or(0.0);
     println!("wsep through nginx with TLS (deploy/nginx), against direct plain ws://");
     println!("  (CPU: this process, client and server, and nginx's, per run)");
     println!(
@@ -155,14 +156,16 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
         plain.wall / wss.wall,
         wss.cpu
     );
-    // What nginx's work alone allows: on every core at once, the proxied
-    // path takes at least the direct path's CPU plus nginx's, spread over
-    // the cores, even with a client whose TLS cost nothing.
+    // What the CPU allows, with every core busy all the time: the proxied
+    // run takes at least its CPU spread over the cores; and, even with a
+    // client whose TLS cost nothing, at least the direct run's CPU plus
+    // nginx's.
+    let cores = cores() as f64;
     println!(
-        "  nginx alone: CPU {nginx:.2} s of the {:.2} s; with {} cores busy and no other cost, at most {:.2} of direct",
+        "  nginx alone: CPU {nginx:.2} s of the {:.2} s; on {cores} busy cores the proxied run's CPU allows at most {:.2} of direct, without the client's TLS {:.2}",
         tls.cpu,
-        cores(),
-        plain.wall / ((plain.cpu + nginx) / cores() as f64),
+        plain.wall / (tls.cpu / cores),
+        plain.wall / ((plain.cpu + nginx) / cores),
     );
     // Keystrokes 5 ms apart, as webexec-bench types.
     let gap = Duration::from_millis(5);

@@ -758,8 +758,9 @@ struct Streaming {
     busy: tokio::sync::oneshot::Receiver<()>,
     /// Marks the end of the attaches.
     stop: tokio::sync::oneshot::Sender<()>,
-    /// Bytes that came from `busy` until `stop`: while the attaches ran.
-    task: tokio::task::JoinHandle<anyhow::Result<usize>>,
+    /// MiB/s that came from `busy` until `stop`: while the attaches ran,
+    /// both moments taken where the bytes are counted.
+    task: tokio::task::JoinHandle<anyhow::Result<f64>>,
 }
 
 impl Streaming {
@@ -771,6 +772,7 @@ impl Streaming {
             let mut sizes = std::pin::pin!(sizes);
             let mut stopped = std::pin::pin!(stopped);
             let (mut got, mut at_busy, mut until_stop) = (0usize, 0usize, None);
+            let mut busy_since = Instant::now();
             let mut busy_tx = Some(busy_tx);
             loop {
                 tokio::select! {
@@ -778,16 +780,20 @@ impl Streaming {
                         Some(size) => got += size?,
                         None => break,
                     },
-                    _ = &mut stopped, if until_stop.is_none() => until_stop = Some(got),
+                    _ = &mut stopped, if until_stop.is_none() => {
+                        until_stop = Some((got, busy_since.elapsed().as_secs_f64()));
+                    }
                 }
                 if got >= BUSY_BYTES
                     && let Some(tx) = busy_tx.take()
                 {
-                    at_busy = got;
+                    (at_busy, busy_since) = (got, Instant::now());
                     let _ = tx.send(());
                 }
             }
-            Ok(until_stop.unwrap_or(got).saturating_sub(at_busy))
+            let (until, seconds) =
+                until_stop.unwrap_or_else(|| (got, busy_since.elapsed().as_secs_f64()));
+            Ok(until.saturating_sub(at_busy) as f64 / 1048576.0 / seconds.max(1e-9))
         });
         Streaming { busy, stop, task }
     }
@@ -799,20 +805,15 @@ impl Streaming {
             .context("the busy terminal ended before it was busy")
     }
 
-    /// Marks the end of the attaches, `elapsed` seconds after they began,
-    /// and returns the MiB/s streamed meanwhile, once `end` (which stops
-    /// the terminal's writer) has ended the stream.
-    async fn finish(
-        self,
-        elapsed: f64,
-        end: impl Future<Output = anyhow::Result<()>>,
-    ) -> anyhow::Result<f64> {
+    /// Marks the end of the attaches and returns the MiB/s streamed
+    /// meanwhile, once `end` (which stops the terminal's writer) has ended
+    /// the stream.
+    async fn finish(self, end: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<f64> {
         let _ = self.stop.send(());
         end.await?;
-        let streamed = tokio::time::timeout(Duration::from_secs(30), self.task)
+        tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
-            .context("the busy terminal did not end")???;
-        Ok(streamed as f64 / 1048576.0 / elapsed.max(1e-9))
+            .context("the busy terminal did not end")??
     }
 }
 
@@ -839,7 +840,6 @@ async fn wsep_attaches(url: &str, n: usize) -> anyhow::Result<Attaches> {
     let mut streaming = Streaming::count(sizes);
     streaming.busy().await?;
     let mut a = Attaches::default();
-    let started = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
         let (second_in, mut second_out) =
@@ -856,10 +856,9 @@ async fn wsep_attaches(url: &str, n: usize) -> anyhow::Result<Attaches> {
         a.not_redraw += usize::from(!first.starts_with(b"\x1b[?1049"));
         second_in.disconnect().await?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
     // ^C ends the writer (the terminal's interrupt character).
     let end = async { Ok(input.write(&[3]).await?) };
-    a.streamed = streaming.finish(elapsed, end).await?;
+    a.streamed = streaming.finish(end).await?;
     Ok(a)
 }
 
@@ -881,7 +880,6 @@ async fn webexec_attaches(addr: SocketAddr, n: usize) -> anyhow::Result<Attaches
     let mut streaming = Streaming::count(sizes);
     streaming.busy().await?;
     let mut a = Attaches::default();
-    let started = Instant::now();
     for _ in 0..n {
         // A fresh peer each time: the `webrtc` crate, as a client, loses
         // the next channel the server opens after it closed one now and
@@ -914,13 +912,12 @@ async fn webexec_attaches(addr: SocketAddr, n: usize) -> anyhow::Result<Attaches
         }
         second.close().await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
     // ^C ends the writer.
     let end = async {
         busy.send(&[3]).await;
         Ok(())
     };
-    a.streamed = streaming.finish(elapsed, end).await?;
+    a.streamed = streaming.finish(end).await?;
     first_peer.close().await;
     Ok(a)
 }

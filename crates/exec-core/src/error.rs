@@ -6,13 +6,14 @@ use std::io;
 pub enum Error {
     /// The command could not be started (no such executable, bad working
     /// directory, permission denied, ...).
-    #[error("failed to start {program:?}: {source}")]
+    #[error("failed to start {program:?}: {error}")]
     Spawn {
         /// The program that was asked for.
         program: String,
-        /// What the operating system said.
-        #[source]
-        source: io::Error,
+        /// What the operating system said: part of the message, so not
+        /// also its `source` (printed with its causes, `{:#}`, it would
+        /// come twice).
+        error: io::Error,
     },
     /// The command has no program (an empty argv).
     #[error("empty command")]

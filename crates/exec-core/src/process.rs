@@ -190,10 +190,10 @@ impl ProcessControl {
     }
 }
 
-fn spawn_error(cmd: &Command, source: io::Error) -> Error {
+fn spawn_error(cmd: &Command, error: io::Error) -> Error {
     Error::Spawn {
         program: cmd.program.to_string_lossy().into_owned(),
-        source,
+        error,
     }
 }
 

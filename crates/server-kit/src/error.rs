@@ -41,13 +41,13 @@ pub enum Error {
     #[error("tls: {0}")]
     Tls(String),
     /// Binding a listener failed.
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
+        /// What the system said: part of the message, so not also its
+        /// `source` (printed with its causes, `{:#}`, it would come twice).
+        error: std::io::Error,
     },
     /// Logging was already set up in this process.
     #[error("logging: {0}")]

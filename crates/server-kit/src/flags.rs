@@ -286,7 +286,7 @@ impl Flags {
                 Err(e) if defaults && addr.is_ipv6() => {
                     tracing::warn!(%addr, error = %e, "not listening on IPv6 loopback");
                 }
-                Err(source) => return Err(Error::Bind { addr, source }),
+                Err(error) => return Err(Error::Bind { addr, error }),
             }
         }
         Ok(listeners)

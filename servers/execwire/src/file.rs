@@ -15,23 +15,22 @@ use serde::Deserialize;
 #[non_exhaustive]
 pub enum FileError {
     /// The file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
+        /// What the system said: part of the message, so not also its
+        /// `source` (printed with its causes, `{:#}`, it would come twice).
+        error: std::io::Error,
     },
     /// Not TOML, or a key or value the daemon does not take; the message
     /// names the key and where it is.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Toml {
         /// The file.
         path: PathBuf,
         /// What is wrong, and where.
-        #[source]
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     /// A value of the right type that is still wrong (an origin that is
     /// not one, two settings that exclude each other).
@@ -114,13 +113,13 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads and parses `path`.
     pub fn read(path: &Path) -> Result<FileConfig, FileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| FileError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
-        FileConfig::parse(&text).map_err(|source| FileError::Toml {
+        FileConfig::parse(&text).map_err(|error| FileError::Toml {
             path: path.to_owned(),
-            source,
+            error,
         })
     }
 

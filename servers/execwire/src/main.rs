@@ -315,10 +315,9 @@ async fn run(mut args: Args, matches: ArgMatches) -> anyhow::Result<()> {
     // webexec's identity, kept: made now if need be, so that a path it
     // cannot be written to is refused before anything listens.
     let certificate = match &args.webrtc_certificate {
-        Some(path) if !args.no_webexec => Some(
-            webexec_server::Certificate::keep(path)
-                .with_context(|| format!("webrtc-certificate {}", path.display()))?,
-        ),
+        Some(path) if !args.no_webexec => {
+            Some(webexec_server::Certificate::keep(path).context("webrtc-certificate")?)
+        }
         _ => None,
     };
     let fingerprint = certificate

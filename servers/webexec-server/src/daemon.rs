@@ -57,7 +57,7 @@ impl Paths {
             .create(&self.dir)
             .map_err(|e| Error::File {
                 path: self.dir.clone(),
-                source: e,
+                error: e,
             })?;
         Ok(&self.dir)
     }
@@ -98,18 +98,18 @@ pub async fn bind(paths: &Paths) -> Result<UnixListener, Error> {
         }
         std::fs::remove_file(&socket).map_err(|e| Error::File {
             path: socket.clone(),
-            source: e,
+            error: e,
         })?;
     }
     let listener = UnixListener::bind(&socket).map_err(|e| Error::File {
         path: socket.clone(),
-        source: e,
+        error: e,
     })?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
         Error::File {
             path: socket.clone(),
-            source: e,
+            error: e,
         }
     })?;
     Ok(listener)
@@ -224,7 +224,7 @@ async fn request_typed(
 ) -> Result<(u16, String), Error> {
     let stream = UnixStream::connect(socket).await.map_err(|e| Error::File {
         path: socket.to_owned(),
-        source: e,
+        error: e,
     })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

@@ -45,13 +45,13 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     File {
         /// The file.
         path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
+        /// What the system said: part of the message, so not also its
+        /// `source` (printed with its causes, `{:#}`, it would come twice).
+        error: std::io::Error,
     },
     /// The client's offer is not one we can answer.
     #[error("bad offer: {0}")]

@@ -522,7 +522,7 @@ fn rcgen_params() -> Result<rcgen::CertificateParams, Error> {
 fn load_or_create_certificate(path: &Path) -> Result<RTCCertificate, Error> {
     let io = |e: std::io::Error| Error::File {
         path: path.to_owned(),
-        source: e,
+        error: e,
     };
     match std::fs::read_to_string(path) {
         Ok(pem) => {
