@@ -16,3 +16,10 @@ secret=$(sed -n 's/^static-auth-secret=//p' /etc/turnserver.conf)
 grep -q '^WEBEXEC_TURN_SECRET=' /etc/execwire/webexec.env
 sed -i "s|^WEBEXEC_TURN_SECRET=.*|WEBEXEC_TURN_SECRET=$secret|" /etc/execwire/webexec.env
 systemctl restart execwire@wsep execwire@webexec
+# The gateway block's "Set ... allowed-peer-ip (the fleet's private
+# addresses)": the shipped file's own line for this fleet, uncommented,
+# so that coturn relays to host-a and host-b (10.0.0.0/8 is denied
+# otherwise).
+grep -qx '# allowed-peer-ip=10.0.0.1-10.0.0.2' /etc/turnserver.conf
+sed -i 's/^# allowed-peer-ip=10.0.0.1-10.0.0.2$/allowed-peer-ip=10.0.0.1-10.0.0.2/' /etc/turnserver.conf
+systemctl restart coturn
