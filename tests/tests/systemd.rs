@@ -235,7 +235,9 @@ fn units_under_a_real_systemd() {
     // so, and never under CI) where nginx and coturn or pam_systemd are
     // missing.
     let passed = stdout.lines().filter(|l| l.starts_with("PASS ")).count();
-    let gateway = stdout.contains("PASS coturn at gw.example:3478 relays 3 messages to 10.0.0.1 and back with host-b");
+    let gateway = stdout.contains(
+        "PASS coturn at gw.example:3478 relays 3 messages to 10.0.0.1 and back with host-b",
+    );
     let gateway_skipped = stdout.contains("note: the gateway was not checked");
     let user_unit = stdout.contains("PASS the user unit runs commands");
     let user_skipped = stdout.contains("note: the user unit was not checked");
