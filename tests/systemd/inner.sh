@@ -71,9 +71,12 @@ mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$R/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$R/tmp"
 
 # Whatever the host has enabled would start here on copies of its files
-# (a database, timers, gettys on a console that is a file): masked.
+# (a database, timers, gettys on a console that is a file): masked. But
+# nginx and coturn: the gateway's check runs them as its services (the
+# README's gateway block, as after their packages' install).
 for u in $(cd "$R/etc/systemd/system" && ls -d ./*.wants ./*.requires 2>/dev/null); do
   for f in "$R/etc/systemd/system/$u"/*; do
+    case "$f" in */nginx.service|*/coturn.service) continue ;; esac
     case "$f" in *.service|*.timer|*.socket|*.path) ;; *) continue ;; esac
     [ -e "$f" ] || [ -L "$f" ] || continue
     ln -sf /dev/null "$R/etc/systemd/system/$(basename "$f")"

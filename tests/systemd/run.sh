@@ -2,8 +2,11 @@
 # The shipped systemd units under a real systemd: boots Debian's systemd
 # as init of private namespaces on a throwaway root (boot.sh, inner.sh),
 # installs the units with the README's own blocks, and checks them
-# (check-daemon.sh, check-servers.sh, check-user.sh: the per-user daemon
-# under its user's manager). Nothing stays on the host: the
+# (check-daemon.sh, check-servers.sh; check-gateway.sh: the README's
+# gateway block, Debian's nginx and coturn as services in front of
+# host-a's daemon and host-b's servers, and its "Then, from anywhere"
+# calls through it; check-user.sh: the per-user daemon under its user's
+# manager). Nothing stays on the host: the
 # root is an overlay in RAM, and teardown.sh runs on every exit.
 #
 #   tests/systemd/run.sh REPO BIN
@@ -60,6 +63,17 @@ pam_systemd=$(compgen -G '/usr/lib/*/security/pam_systemd.so' || compgen -G '/li
 if [ -z "$pam_systemd" ] && [ -n "${CI:-}" ]; then
   echo "FAIL no pam_systemd.so under CI: .ci/run installs libpam-systemd"; exit 1
 fi
+# The gateway's check runs Debian's nginx and coturn as services (their
+# units, turnutils_uclient). CI installs them; elsewhere, without them,
+# that check is left out and says so.
+gateway=1
+for f in /usr/sbin/nginx /usr/bin/turnserver /usr/bin/turnutils_uclient \
+  /lib/systemd/system/nginx.service /lib/systemd/system/coturn.service; do
+  [ -e "$f" ] || gateway=
+done
+if [ -z "$gateway" ] && [ -n "${CI:-}" ]; then
+  echo "FAIL no nginx or coturn (their units, turnutils_uclient) under CI: .ci/run installs them"; exit 1
+fi
 for b in execwire wsep wsep-server webexec-server pow-server webterm-server systest-webterm; do
   [ -x "$SYSTEST_BIN/$b" ] || { echo "FAIL $SYSTEST_BIN/$b is missing: cargo build --workspace --bins"; exit 1; }
 done
@@ -93,6 +107,22 @@ daemon_block=$(readme_block '### On every host (Debian 12, as root)' \
 servers_block=$(readme_block '#### Or one unit per server' \
   'cargo build --release=>DROP' 'target/release/=>$BIN/' \
   "<coturn's secret, below>=>systest-turn-secret") || { echo "FAIL README per-server block"; exit 1; }
+# The gateway block as it stands, but for its apt-get line: nginx and
+# coturn are the host's packages, seen through the overlay. Installing
+# them enables and starts their services (Debian's postinst), which the
+# block relies on ("systemctl reload nginx"); on the host .ci/run keeps
+# them off, so here that start is done instead of the install.
+gateway_block=$(readme_block '### On the gateway (as root)' \
+  'apt-get install -y nginx coturn=>systemctl enable --now nginx coturn') \
+  || { echo "FAIL README gateway block"; exit 1; }
+# host-a's daemon beside host-b's servers, for the gateway: the daemon
+# block again, its user already there (host-b's block made it), with the
+# secret the gateway block gave coturn.
+host_a_block=$(readme_block '### On every host (Debian 12, as root)' \
+  'apt-get install=>DROP' 'curl -sSf https://sh.rustup.rs=>DROP' 'git clone=>DROP' \
+  'cargo build --release=>DROP' 'target/release/=>$BIN/' 'useradd --system=>DROP' \
+  "<coturn's secret, below>=>\$(sed -n 's/^static-auth-secret=//p' /etc/turnserver.conf)") \
+  || { echo "FAIL README daemon block for host-a"; exit 1; }
 
 : > "$S/console.log"
 # setsid: the namespaces' init gets no signal meant for this shell's
@@ -151,6 +181,16 @@ $(cat "$here/check-daemon.sh")" \
 $servers_block" \
   && step "per-server checks" "$lib
 $(cat "$here/check-servers.sh")" \
+  && if [ -n "$gateway" ]; then
+    step "README gateway block" "$(cat "$here/gateway-prep.sh")
+$gateway_block" \
+    && step "README daemon block for host-a, beside host-b" "$(cat "$here/fleet.sh")
+$host_a_block" \
+    && step "gateway checks" "$lib
+$(cat "$here/check-gateway.sh")"
+  else
+    echo "note: the gateway was not checked: no nginx or coturn (Debian packages nginx, coturn)"
+  fi \
   && if [ -n "$pam_systemd" ]; then
     step "user unit checks" "$lib
 $(cat "$here/check-user.sh")"
@@ -160,7 +200,7 @@ $(cat "$here/check-user.sh")"
 
 if [ -n "$failed" ]; then
   echo "== journal of the units"
-  inside journalctl --no-pager -o short-monotonic -n 100 -u 'execwire*' 2>&1
+  inside journalctl --no-pager -o short-monotonic -n 100 -u 'execwire*' -u nginx -u coturn 2>&1
   echo "== failed: $failed"
   exit 1
 fi
