@@ -58,13 +58,16 @@ impl Client {
     }
 
     /// Connects to a server at `url` that expects `token` (one not
-    /// started by the test: the systemd check's units), without
-    /// authenticating.
+    /// started by the test: the systemd check's units, a server behind a
+    /// gateway), without authenticating; a `wss://` one is trusted as
+    /// `connector` says (`None`: the system's roots).
     pub async fn connect_url(
         url: &str,
         token: String,
+        connector: Option<tokio_tungstenite::Connector>,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let ws = crate::ws_connect(url, None, None).await?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector).await?;
         Ok(Client {
             ws,
             token,

@@ -188,6 +188,53 @@ async fn the_daemon_runs_wsep_and_pow_rest_through_nginx_under_a_base_path() {
     );
 }
 
+/// Web-Terminal v3 through `gateway` at `path` (wss:// to nginx, trusting
+/// only its certificate): authenticates with `token` and runs a command to
+/// its end.
+async fn webterm_run(gateway: &Gateway, path: &str, token: &str) {
+    let url = gateway.wss(path);
+    let connector = execwire_tests::tls::ws_connector(&gateway.tls);
+    let mut client =
+        execwire_tests::webterm::Client::connect_url(&url, token.into(), Some(connector))
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}\nnginx:\n{}", gateway.error_log()));
+    let reply = client
+        .request(json!({"type":"authentication","payload":{"token":token}}))
+        .await;
+    assert_eq!(reply["payload"]["result"], "ok", "{reply}");
+    let id = client
+        .run("echo via-$((6*7)); exit 3", json!("gw"), &[])
+        .await;
+    let run = client.finish(id).await;
+    assert_eq!(run.stdout, "via-42\n", "{run:?}");
+    assert_eq!(run.exit_code, Some(3), "{run:?}");
+}
+
+/// Web-Terminal v3 behind the gateway, both ways a host serves it:
+/// webterm-server under its own path (host-b) and the daemon's under
+/// `/host-a/`, in one nginx.
+#[tokio::test]
+async fn webterm_runs_through_nginx_over_tls_under_a_base_path() {
+    let Some(nginx) = tool("nginx") else { return };
+    let config = webterm_server::Config {
+        shell: "/bin/sh".into(),
+        ..webterm_server::Config::default()
+    }
+    .with_base_path("/host-b/webterm/");
+    let single = TestServer::webterm_with(config).await;
+    let daemon = daemon("/host-a/", None).await;
+    let gateway = Gateway::start(
+        &nginx,
+        &[
+            ("server 10.0.0.1:7777;", daemon.addr),
+            ("server 10.0.0.2:6969;", single.addr),
+        ],
+        "1h",
+    );
+    webterm_run(&gateway, "/host-b/webterm/", &single.token).await;
+    webterm_run(&gateway, "/host-a/webterm", &daemon.token).await;
+}
+
 /// Without a proxy: an idle session gets the server's pings (every
 /// 100 ms here), and tungstenite's pong answers each; the session lives on
 /// and runs what it is sent next.

@@ -42,7 +42,7 @@ async fn main() -> ExitCode {
 
 /// Connects, authenticates, runs `line` to its end.
 async fn run(url: &str, line: &str, token: String) -> Result<ExitCode, String> {
-    let mut client = Client::connect_url(url, token.clone())
+    let mut client = Client::connect_url(url, token.clone(), None)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     let reply = client
