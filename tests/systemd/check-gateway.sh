@@ -136,3 +136,21 @@ for host in host-a host-b; do
   fi
 done
 kill "$peer"
+
+# ... and nowhere else on the private network: the gateway's own
+# 10.0.0.3, in the shipped file's denied 10.0.0.0/8 and outside the
+# allowed 10.0.0.1-10.0.0.2, is refused with a valid credential, although
+# an echo peer answers there (coturn would otherwise relay a browser into
+# the gateway's network).
+turnutils_peer -L 10.0.0.3 -p 3480 > /dev/null 2>&1 &
+peer=$!
+for _ in $(seq 100); do ss -uln | grep -q ' 10\.0\.0\.3:3480 ' && break; sleep 0.05; done
+user=$(field username "$aice")
+cred=$(field credential "$aice")
+out=$(timeout 10 turnutils_uclient -c -n 3 -m 1 -e 10.0.0.3 -r 3480 -u "$user" -w "$cred" "$gw_ip" 2>&1)
+if grep -qE '403|Forbidden' <<<"$out" && ! grep -q 'tot_recv_msgs=[1-9]' <<<"$out"; then
+  ok "coturn refuses to relay to 10.0.0.3, a private address not allowed, with a valid credential"
+else
+  no "coturn relaying to 10.0.0.3 (denied): $(tail -8 <<<"$out")"
+fi
+kill "$peer"
