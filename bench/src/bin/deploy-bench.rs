@@ -134,9 +134,7 @@ async fn gateway(nginx: &Path, file: &Path, bytes: u64, args: &Args) -> anyhow::
     }
     let mib = bytes as f64 / f64::from(1 << 20);
     let (plain, tls, wss) = (plain.median()?, tls.median()?, wss.median()?);
-    // The median as `Runs::median` takes it (the upper one of an even count).
-    proxy_cpu.sort_by(f64::total_cmp);
-    let nginx = proxy_cpu.get(proxy_cpu.len() / 2).copied().unwrap_or(0.0);
+    let nginx = median(&mut proxy_cpu);
     println!("wsep through nginx with TLS (deploy/nginx), against direct plain ws://");
     println!("  (CPU: this process, client and server, and nginx's, per run)");
     println!(

@@ -363,17 +363,19 @@ fn blank_flag_values(block: &mut [u8], flags: &[&str]) {
             let flag = flag.as_bytes();
             if arg == flag {
                 blank_next = true;
-            } else if let Some(value) = arg
-                .strip_prefix(flag)
-                .and_then(|rest| rest.strip_prefix(b"="))
-            {
-                let at = arg.len() - value.len();
-                if let Some(value) = arg.get_mut(at..) {
-                    value.fill(b'x');
-                }
+            } else if let Some(value) = value_at(arg, flag).and_then(|at| arg.get_mut(at..)) {
+                value.fill(b'x');
             }
         }
     }
+}
+
+/// Where the value starts in `text` when it is `name=value` (a flag's
+/// `--name=value`, an environment entry); `None` for any other name,
+/// longer ones that begin with `name` included.
+fn value_at(text: &[u8], name: &[u8]) -> Option<usize> {
+    let rest = text.strip_prefix(name)?.strip_prefix(b"=")?;
+    Some(text.len() - rest.len())
 }
 
 /// Overwrites with NULs the value of every `name=value` string the C
@@ -397,12 +399,8 @@ unsafe fn blank_value(name: &str) {
         }
         while !(*entry).is_null() {
             let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
-            let len = text.len();
-            if text.get(..name.len()) == Some(name.as_bytes())
-                && text.get(name.len()) == Some(&b'=')
-            {
-                let value = (*entry).add(name.len() + 1);
-                std::ptr::write_bytes(value, 0, len - name.len() - 1);
+            if let Some(at) = value_at(text, name.as_bytes()) {
+                std::ptr::write_bytes((*entry).add(at), 0, text.len() - at);
             }
             entry = entry.add(1);
         }
